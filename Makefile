@@ -1,0 +1,50 @@
+# Quick start: `make demo` runs the main job, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard proto/neocloud/v1/*.proto)
+
+.PHONY: all demo test lint typecheck proto proto-check unit integration bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Regenerates the committed protobuf/gRPC modules under neocloud/v1.
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+# Fails when the committed generated modules no longer match proto/.
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
+	diff -r -x __init__.py -x __pycache__ $$tmp/neocloud/v1 neocloud/v1 && rm -rf $$tmp && \
+	echo "proto-check: generated code matches proto/"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy cannot follow setuptools' folder mapping (agent/ -> neocloud.agent), so it
+# checks the package as it is installed.
+typecheck: $(STAMP)
+	@rm -rf build/typecheck && $(PY) -m pip install --quiet --no-deps --no-compile --target build/typecheck . && \
+	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p neocloud
+
+test: $(STAMP) proto-check lint typecheck
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/neocloud demo
+
+bench: $(STAMP)
+	$(VENV)/bin/neocloud bench ingest
+	$(VENV)/bin/neocloud bench agent
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
