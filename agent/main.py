@@ -1,0 +1,204 @@
+"""`neocloud agent`: wires a GPU backend, the sampler, the spool, the telemetry
+stream and the Prometheus exporter into one daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+
+import grpc
+from prometheus_client import CollectorRegistry, start_http_server
+
+from neocloud import tls
+from neocloud.agent import convert
+from neocloud.agent.exporter import AgentCollector
+from neocloud.agent.gpu.replay import ReplayBackend
+from neocloud.agent.gpu.sim import SimBackend
+from neocloud.agent.gpu.types import BackendError, GpuBackend
+from neocloud.agent.sampler import Sampler
+from neocloud.agent.spool import DEFAULT_MAX_BYTES, Spool
+from neocloud.agent.stream import StreamClient
+from neocloud.netaddr import is_loopback, split_host_port
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_id: str
+    scheduler: str = "localhost:7443"
+    backend: str = "auto"
+    sim_gpus: int = 8
+    sim_load: float | None = None
+    replay_traces: tuple[str, ...] = ()
+    replay_speed: float = 1.0
+    tick_s: float = 1.0
+    energy_interval_s: float = 10.0
+    batch_ticks: int = 1
+    spool_path: str = "/var/lib/neocloud/agent-spool.db"
+    spool_max_bytes: int = DEFAULT_MAX_BYTES
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = 9400
+    insecure: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    backoff_max_s: float = 30.0
+
+
+def make_backend(config: AgentConfig) -> GpuBackend:
+    if config.backend == "sim":
+        return SimBackend(config.node_id, config.sim_gpus, config.sim_load)
+    if config.backend == "replay":
+        return ReplayBackend.from_files(config.replay_traces, config.replay_speed)
+    if config.backend not in ("auto", "nvml"):
+        raise BackendError(f"unknown backend {config.backend!r}: choose auto, nvml, sim or replay")
+    from neocloud.agent.gpu.nvml import NvmlBackend  # pynvml is only needed here
+
+    try:
+        return NvmlBackend()
+    except BackendError as e:
+        if config.backend == "auto":
+            raise BackendError(f"{e} (--backend auto found no usable NVML; pass --backend sim to simulate GPUs)") from e
+        raise
+
+
+def channel_credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
+    host, _ = split_host_port(config.scheduler)
+    if config.insecure:
+        if not is_loopback(host):
+            raise ValueError(f"--insecure is only allowed to a loopback scheduler, not {host!r}; use mTLS")
+        return None
+    if not (config.ca_file and config.cert_file and config.key_file):
+        raise ValueError("mTLS needs --ca, --cert and --key (make them with `neocloud certs`), or --insecure on loopback")
+    return tls.channel_credentials(config.ca_file, config.cert_file, config.key_file)
+
+
+class Agent:
+    """One node's agent; `start()` runs it in background threads."""
+
+    def __init__(self, config: AgentConfig, backend: GpuBackend | None = None) -> None:
+        self.config = config
+        tls.validate_node_id(config.node_id)
+        credentials = channel_credentials(config)
+        self.backend = backend if backend is not None else make_backend(config)
+        self.spool = Spool(config.spool_path, config.spool_max_bytes)
+        self.sampler = Sampler(
+            config.node_id, self.backend, self.spool, config.tick_s, config.energy_interval_s, config.batch_ticks
+        )
+        hello = convert.hello(config.node_id, self.spool.epoch, self.sampler.inventory, self.backend.name)
+        self.stream = StreamClient(
+            config.scheduler,
+            self.spool,
+            hello,
+            credentials,
+            server_name=config.server_name,
+            backoff_max_s=config.backoff_max_s,
+        )
+        self.registry = CollectorRegistry()
+        self.registry.register(AgentCollector(self.sampler, self.stream))
+        self.metrics_port: int | None = None
+        self._threads: list[threading.Thread] = []
+        self._http_server: object | None = None
+
+    def start(self) -> None:
+        if self.config.metrics_port is not None:
+            server, _ = start_http_server(self.config.metrics_port, self.config.metrics_host, registry=self.registry)
+            self._http_server = server
+            self.metrics_port = server.server_port
+            logger.info("agent metrics on http://%s:%d/metrics", self.config.metrics_host, self.metrics_port)
+        for name, target in (("sampler", self.sampler.run), ("stream", self.stream.run)):
+            thread = threading.Thread(target=target, name=f"neocloud-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        logger.info(
+            "agent %s: %d GPUs (%s backend) streaming to %s",
+            self.config.node_id,
+            len(self.sampler.inventory),
+            self.backend.name,
+            self.config.scheduler,
+        )
+
+    def stop(self) -> None:
+        self.sampler.stop()
+        self.stream.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._http_server is not None:
+            self._http_server.shutdown()  # type: ignore[attr-defined]
+            self._http_server.server_close()  # type: ignore[attr-defined]
+        self.backend.close()
+        self.spool.close()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "agent",
+        help="run the node agent (reads GPUs, streams telemetry to the scheduler)",
+        description="Run the node agent on a GPU host: read every GPU through NVML (or a simulation or a "
+        "recorded trace), spool readings on disk and stream them to the scheduler over mTLS, and serve "
+        "Prometheus metrics.",
+    )
+    p.add_argument("--node-id", default=socket.gethostname(), help="this node's id; must match its certificate (default: hostname)")
+    p.add_argument("--scheduler", default="localhost:7443", help="scheduler telemetry address HOST:PORT (default: %(default)s)")
+    p.add_argument("--backend", choices=["auto", "nvml", "sim", "replay"], default="auto", help="GPU source; auto = NVML, refusing to start without it (default: %(default)s)")
+    p.add_argument("--sim-gpus", type=int, default=8, help="simulated GPUs (backend sim; default: %(default)s)")
+    p.add_argument("--sim-load", type=float, default=None, help="simulated load 0..1; omit for idle GPUs without a process")
+    p.add_argument("--replay-trace", action="append", default=[], metavar="FILE", help="trace .jsonl to replay, one per GPU (backend replay; repeatable)")
+    p.add_argument("--replay-speed", type=float, default=1.0, help="replay this many times faster than recorded (default: %(default)s)")
+    p.add_argument("--tick", type=float, default=1.0, help="seconds between reads of the cheap fields (default: %(default)s)")
+    p.add_argument("--energy-interval", type=float, default=10.0, help="seconds between energy-counter reads, ~3 ms per GPU each (default: %(default)s)")
+    p.add_argument("--batch-ticks", type=int, default=1, help="ticks per batch sent (default: %(default)s)")
+    p.add_argument("--spool", default="/var/lib/neocloud/agent-spool.db", help="spool file for unacknowledged batches (default: %(default)s)")
+    p.add_argument("--spool-max-mb", type=int, default=DEFAULT_MAX_BYTES // 2**20, help="spool bound in MiB; past it raw samples are dropped, energy readings never (default: %(default)s)")
+    p.add_argument("--metrics-host", default="0.0.0.0", help="address for /metrics (default: %(default)s)")
+    p.add_argument("--metrics-port", type=int, default=9400, help="port for /metrics; 0 picks a free one (default: %(default)s)")
+    p.add_argument("--ca", help="CA certificate (PEM) that signed the scheduler's certificate")
+    p.add_argument("--cert", help="this node's certificate (PEM), named after the node id")
+    p.add_argument("--key", help="this node's private key (PEM)")
+    p.add_argument("--server-name", help="name in the scheduler's certificate, if it differs from the address")
+    p.add_argument("--insecure", action="store_true", help="plain-text gRPC; only to a loopback scheduler, for development")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = AgentConfig(
+        node_id=args.node_id,
+        scheduler=args.scheduler,
+        backend=args.backend,
+        sim_gpus=args.sim_gpus,
+        sim_load=args.sim_load,
+        replay_traces=tuple(args.replay_trace),
+        replay_speed=args.replay_speed,
+        tick_s=args.tick,
+        energy_interval_s=args.energy_interval,
+        batch_ticks=args.batch_ticks,
+        spool_path=args.spool,
+        spool_max_bytes=args.spool_max_mb * 2**20,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        insecure=args.insecure,
+        ca_file=args.ca,
+        cert_file=args.cert,
+        key_file=args.key,
+        server_name=args.server_name,
+    )
+    try:
+        agent = Agent(config)
+    except (BackendError, ValueError, OSError) as e:
+        logger.error("agent cannot start: %s", e)
+        return 2
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    agent.start()
+    stopped.wait()
+    logger.info("stopping agent; %d batches stay spooled for the next start", agent.spool.stats().batches)
+    agent.stop()
+    return 0
+

@@ -1,0 +1,89 @@
+"""Prometheus collector for the scheduler: the fleet as telemetry shows it and
+the health of ingest, built from live state at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from neocloud.scheduler.ingest.service import TelemetryService
+
+GPU_LABELS = ["node", "gpu", "uuid", "model"]
+
+
+class SchedulerCollector(Collector):
+    def __init__(self, service: TelemetryService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Metric]:
+        fleet = self._service.fleet
+        nodes = list(fleet.nodes.values())
+        connected = GaugeMetricFamily("neocloud_node_connected", "1 while the node's agent is streaming.", labels=["node"])
+        last_seen = GaugeMetricFamily(
+            "neocloud_node_last_batch_timestamp_seconds", "When the node's last batch arrived.", labels=["node"]
+        )
+        offset = GaugeMetricFamily(
+            "neocloud_node_clock_offset_seconds",
+            "Estimated scheduler clock minus agent clock (lower envelope of receive minus send).",
+            labels=["node"],
+        )
+        dropped = CounterMetricFamily(
+            "neocloud_node_dropped_samples", "Raw samples the node's agent dropped at its spool bound.", labels=["node"]
+        )
+        power = GaugeMetricFamily("neocloud_fleet_gpu_power_watts", "Last reported power draw.", labels=GPU_LABELS)
+        util = GaugeMetricFamily("neocloud_fleet_gpu_utilization_ratio", "Last reported utilisation.", labels=GPU_LABELS)
+        energy = CounterMetricFamily(
+            "neocloud_fleet_gpu_energy_joules", "Energy from the driver counter, accumulated by ingest.", labels=GPU_LABELS
+        )
+        resets = CounterMetricFamily(
+            "neocloud_fleet_gpu_energy_counter_resets", "Energy counter resets bridged.", labels=GPU_LABELS
+        )
+        healthy = GaugeMetricFamily("neocloud_fleet_gpu_healthy", "0 once a GPU reported a fatal error.", labels=GPU_LABELS)
+        xids = CounterMetricFamily("neocloud_fleet_gpu_xid_errors", "XID errors reported.", labels=GPU_LABELS)
+        sample_age = GaugeMetricFamily(
+            "neocloud_fleet_gpu_last_sample_timestamp_seconds", "Agent time of the last sample.", labels=GPU_LABELS
+        )
+        for node in nodes:
+            connected.add_metric([node.node_id], float(node.connected))
+            last_seen.add_metric([node.node_id], node.last_seen_us / 1e6)
+            dropped.add_metric([node.node_id], node.dropped_samples_total)
+            if node.clock_offset_s is not None:
+                offset.add_metric([node.node_id], node.clock_offset_s)
+            for gpu in list(node.gpus.values()):
+                labels = [node.node_id, str(gpu.index), gpu.uuid, gpu.model]
+                series = gpu.last_series
+                if series is not None and series.power_mw:
+                    power.add_metric(labels, series.power_mw[-1] / 1e3)
+                if series is not None and series.gpu_util_percent:
+                    util.add_metric(labels, series.gpu_util_percent[-1] / 100)
+                energy.add_metric(labels, gpu.energy.total_mj / 1e3)
+                resets.add_metric(labels, gpu.energy.resets)
+                healthy.add_metric(labels, float(gpu.unhealthy_reason is None))
+                xids.add_metric(labels, gpu.xid_errors_total)
+                if gpu.last_sample_us:
+                    sample_age.add_metric(labels, gpu.last_sample_us / 1e6)
+        yield from (connected, last_seen, offset, dropped, power, util, energy, resets, healthy, xids, sample_age)
+        yield from self._ingest_metrics()
+
+    def _ingest_metrics(self) -> Iterator[Metric]:
+        service = self._service
+        c = service.fleet.counters
+        batches = CounterMetricFamily("neocloud_ingest_batches", "Telemetry batches by outcome.", labels=["result"])
+        batches.add_metric(["accepted"], c.batches_accepted)
+        batches.add_metric(["duplicate"], c.batches_duplicate)
+        batches.add_metric(["rejected"], c.batches_rejected)
+        yield batches
+        yield CounterMetricFamily("neocloud_ingest_samples", "GPU samples accepted.", value=c.samples)
+        yield CounterMetricFamily("neocloud_ingest_energy_readings", "Energy-counter readings accepted.", value=c.energy_readings)
+        refused = CounterMetricFamily("neocloud_ingest_streams_refused", "Streams ended with an error status.", labels=["code"])
+        for code, count in sorted(c.streams_refused.items()):
+            refused.add_metric([code], count)
+        yield refused
+        yield GaugeMetricFamily("neocloud_ingest_streams", "Open telemetry streams.", value=len(service.sessions))
+        yield CounterMetricFamily("neocloud_ingest_commits", "Durable commits of telemetry state.", value=service.commits_total)
+        yield CounterMetricFamily(
+            "neocloud_ingest_commit_failures", "Commits that failed (nothing acked).", value=service.commit_failures_total
+        )
+        yield GaugeMetricFamily("neocloud_ingest_last_commit_seconds", "Duration of the last commit.", value=service.last_commit_s)

@@ -1,0 +1,198 @@
+"""`neocloud scheduler`: the control plane's gRPC server (telemetry ingest and
+the standard health service), its SQLite store and its /metrics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from prometheus_client import CollectorRegistry, start_http_server
+
+from neocloud import tls
+from neocloud.netaddr import is_loopback, split_host_port
+from neocloud.scheduler.ingest.service import TelemetryService
+from neocloud.scheduler.metrics import SchedulerCollector
+from neocloud.scheduler.store import telemetry as telemetry_store
+from neocloud.scheduler.store.db import StoreError, open_db
+from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVER_OPTIONS = [
+    # Agents ping every 20 s to notice a dead peer; allow it.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    listen: str = "0.0.0.0:7443"
+    db_path: str = "/var/lib/neocloud/scheduler.db"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = 9401
+    insecure: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    commit_interval_s: float = 0.1
+
+
+class Scheduler:
+    """The scheduler on the running asyncio loop."""
+
+    def __init__(self, config: SchedulerConfig) -> None:
+        host, _ = split_host_port(config.listen)
+        if config.insecure and not is_loopback(host):
+            raise ValueError(f"--insecure only listens on loopback, not {host!r}; use mTLS")
+        if not config.insecure and not (config.ca_file and config.cert_file and config.key_file):
+            raise ValueError("mTLS needs --ca, --cert and --key (make them with `neocloud certs`), or --insecure")
+        self.config = config
+        self.db = open_db(config.db_path)
+        self.telemetry = TelemetryService(
+            telemetry_store.load(self.db),
+            self.db,
+            require_peer_identity=not config.insecure,
+            commit_interval_s=config.commit_interval_s,
+        )
+        self.registry = CollectorRegistry()
+        self.registry.register(SchedulerCollector(self.telemetry))
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._http: object | None = None
+        self._commits: asyncio.Task[None] | None = None
+        self._health = HealthServicer()
+
+    async def start(self) -> None:
+        config = self.config
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        pb_grpc.add_TelemetryServicer_to_server(self.telemetry, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if config.insecure:
+            self.port = server.add_insecure_port(config.listen)
+        else:
+            assert config.ca_file and config.cert_file and config.key_file
+            creds = tls.server_credentials(config.cert_file, config.key_file, config.ca_file)
+            self.port = server.add_secure_port(config.listen, creds)
+        if not self.port:
+            raise OSError(f"cannot listen on {config.listen}")
+        await server.start()
+        self._server = server
+        for name in ("", "neocloud.v1.Telemetry"):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._commits = asyncio.create_task(self.telemetry.run_commits())
+        if config.metrics_port is not None:
+            http, _ = start_http_server(config.metrics_port, config.metrics_host, registry=self.registry)
+            self._http = http
+            self.metrics_port = http.server_port
+        logger.info(
+            "scheduler listening on port %d (%s), store %s, %d known nodes, metrics on port %s",
+            self.port,
+            "plain text" if config.insecure else "mTLS",
+            config.db_path,
+            len(self.telemetry.fleet.nodes),
+            self.metrics_port,
+        )
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        if self._commits is not None:
+            self._commits.cancel()
+        await self.telemetry.commit()
+        self.telemetry.close()
+        if self._http is not None:
+            self._http.shutdown()  # type: ignore[attr-defined]
+            self._http.server_close()  # type: ignore[attr-defined]
+        self.db.close()
+
+
+class BackgroundScheduler:
+    """Runs a Scheduler on its own event loop thread (demo, benchmarks, tests)."""
+
+    def __init__(self, config: SchedulerConfig) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="neocloud-scheduler", daemon=True)
+        self._thread.start()
+        self.scheduler = self.call(self._create(config))
+
+    @staticmethod
+    async def _create(config: SchedulerConfig) -> Scheduler:
+        scheduler = Scheduler(config)
+        await scheduler.start()
+        return scheduler
+
+    def call(self, coro):  # type: ignore[no-untyped-def]
+        """Run a coroutine on the scheduler's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+
+    @property
+    def port(self) -> int:
+        return self.scheduler.port
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        self.call(self.scheduler.stop(grace_s))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "scheduler",
+        help="run the scheduler (for now: telemetry ingest, fleet state, /metrics)",
+        description="Run the control plane: accept node agents' telemetry streams over mTLS, keep the fleet's "
+        "live state and per-GPU energy in SQLite, and serve Prometheus metrics and gRPC health checks.",
+    )
+    p.add_argument("--listen", default="0.0.0.0:7443", help="gRPC address (default: %(default)s)")
+    p.add_argument("--db", default="/var/lib/neocloud/scheduler.db", help="SQLite store (default: %(default)s)")
+    p.add_argument("--metrics-host", default="0.0.0.0", help="address for /metrics (default: %(default)s)")
+    p.add_argument("--metrics-port", type=int, default=9401, help="port for /metrics (default: %(default)s)")
+    p.add_argument("--ca", help="CA certificate (PEM) that signed the nodes' certificates")
+    p.add_argument("--cert", help="the scheduler's certificate (PEM)")
+    p.add_argument("--key", help="the scheduler's private key (PEM)")
+    p.add_argument("--insecure", action="store_true", help="plain-text gRPC on a loopback address, for development")
+    p.add_argument("--commit-interval", type=float, default=0.1, help="seconds between durable commits; acks follow them (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = SchedulerConfig(
+        listen=args.listen,
+        db_path=args.db,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        insecure=args.insecure,
+        ca_file=args.ca,
+        cert_file=args.cert,
+        key_file=args.key,
+        commit_interval_s=args.commit_interval,
+    )
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: SchedulerConfig) -> int:
+    try:
+        scheduler = Scheduler(config)
+        await scheduler.start()
+    except (StoreError, ValueError, OSError, tls.TlsConfigError) as e:
+        logger.error("scheduler cannot start: %s", e)
+        return 2
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+    await stopped.wait()
+    logger.info("stopping scheduler")
+    await scheduler.stop()
+    return 0
