@@ -105,6 +105,7 @@ class Agent:
         self.metrics_port: int | None = None
         self._threads: list[threading.Thread] = []
         self._http_server: object | None = None
+        self._stopped = False
 
     def start(self) -> None:
         if self.config.metrics_port is not None:
@@ -125,6 +126,9 @@ class Agent:
         )
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self.sampler.stop()
         self.stream.stop()
         for thread in self._threads:

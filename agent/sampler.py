@@ -14,7 +14,6 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from neocloud.agent.convert import build_batch
-from neocloud.agent.gpu.sim import wall_clock_us
 from neocloud.agent.gpu.types import EnergyReading, GpuBackend, GpuInfo, GpuSample, HealthKind, Reading
 from neocloud.agent.spool import Spool
 
@@ -80,7 +79,7 @@ class Sampler:
     def flush(self) -> None:
         if not self._pending:
             return
-        batch = build_batch(self.node_id, self.inventory, self._pending, wall_clock_us())
+        batch = build_batch(self.node_id, self.inventory, self._pending, self.backend.now_us())
         self._pending = []
         self.spool.append(batch)
 

@@ -141,6 +141,8 @@ class BackgroundScheduler:
         return self.scheduler.port
 
     def stop(self, grace_s: float = 1.0) -> None:
+        if self._loop.is_closed():
+            return
         self.call(self.scheduler.stop(grace_s))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)

@@ -1,10 +1,11 @@
 """Replays recorded NVML readings (the format of shared/traces/*.jsonl).
 
 Each trace is one GPU; its identity comes from the `.meta.json` beside it.
-Records are released as replay time passes (optionally faster than real time)
-and are stamped with the replay's wall clock, so a real H200's readings flow
-through the pipeline as if read now. Energy-counter readings keep their
-recorded values and cadence.
+Records are released as replay time passes (optionally faster than real
+time). Replay time starts at the wall clock and keeps the recording's
+spacing, so a real H200's readings flow through the pipeline as if read now,
+and power x time still matches the energy counter, which keeps its recorded
+values and cadence.
 """
 
 from __future__ import annotations
@@ -154,18 +155,26 @@ class ReplayBackend:
         del read_energy
         reading = Reading()
         with self._lock:
-            now = self._clock_us()
-            if self._start_us is None:
-                self._start_us = now
-            elapsed_s = (now - self._start_us) / 1e6 * self._speed
+            start_us = self._started()
+            elapsed_s = (self.now_us() - start_us) / 1e6
             for i, trace in enumerate(self._traces):
                 t0 = trace.records[0].t_s
                 while self._next[i] < len(trace.records) and trace.records[self._next[i]].t_s - t0 <= elapsed_s:
                     record = trace.records[self._next[i]]
                     self._next[i] += 1
-                    stamp = self._start_us + round((record.t_s - t0) * 1e6 / self._speed)
+                    stamp = start_us + round((record.t_s - t0) * 1e6)
                     self._emit(reading, trace.info.uuid, stamp, record)
         return reading
+
+    def _started(self) -> int:
+        if self._start_us is None:
+            self._start_us = self._clock_us()
+        return self._start_us
+
+    def now_us(self) -> int:
+        """Replay time: the wall clock at the first read, then `speed` times faster."""
+        start_us = self._started()
+        return start_us + round((self._clock_us() - start_us) * self._speed)
 
     @staticmethod
     def _emit(reading: Reading, uuid: str, stamp: int, r: TraceRecord) -> None:

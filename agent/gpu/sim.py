@@ -139,5 +139,8 @@ class SimBackend:
                     energy.append(EnergyReading(gpu.info.uuid, now, int(gpu.energy_mj)))
         return Reading(samples=samples, energy=energy)
 
+    def now_us(self) -> int:
+        return self._clock_us()
+
     def close(self) -> None:
         logger.debug("sim backend closed")

@@ -31,10 +31,7 @@ def scheduler_factory(tmp_path: Path) -> Iterator[Callable[..., BackgroundSchedu
 
     yield start
     for s in started:
-        try:
-            s.stop()
-        except RuntimeError:
-            pass  # already stopped by the test
+        s.stop()
 
 
 @pytest.fixture
@@ -62,7 +59,4 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
 
     yield start
     for agent in started:
-        try:
-            agent.stop()
-        except Exception:  # noqa: BLE001 - already stopped by the test
-            pass
+        agent.stop()
