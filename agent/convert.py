@@ -41,7 +41,9 @@ def hello(node_id: str, stream_epoch: int, inventory: Sequence[GpuInfo], backend
     )
 
 
-def build_batch(node_id: str, inventory: Sequence[GpuInfo], readings: Iterable[Reading], agent_time_us: int) -> pb.Batch:
+def build_batch(
+    node_id: str, inventory: Sequence[GpuInfo], readings: Iterable[Reading], agent_time_us: int
+) -> pb.Batch:
     """One Batch from the readings of one or more ticks (seq is set by the spool)."""
     samples: dict[str, list[GpuSample]] = {g.uuid: [] for g in inventory}
     energy: dict[str, list[EnergyReading]] = {g.uuid: [] for g in inventory}
@@ -98,5 +100,5 @@ def strip_raw_samples(batch: pb.Batch) -> int:
     for series in batch.gpus:
         dropped += len(series.timestamp_us)
         for column in ("timestamp_us", *SAMPLE_COLUMNS, "power_sample_us", "power_sample_mw", "processes"):
-            series.ClearField(column)  # type: ignore[arg-type]
+            series.ClearField(column)
     return dropped

@@ -82,7 +82,9 @@ class AgentCollector(Collector):
             {g.uuid: latest.counter_resets[g.uuid] for g in sampler.inventory},
         )
         yield _per_gpu(
-            CounterMetricFamily("neocloud_gpu_ecc_uncorrected_errors", "Volatile uncorrected ECC errors.", labels=GPU_LABELS),
+            CounterMetricFamily(
+                "neocloud_gpu_ecc_uncorrected_errors", "Volatile uncorrected ECC errors.", labels=GPU_LABELS
+            ),
             labels,
             _ecc(samples),
         )
@@ -93,21 +95,58 @@ class AgentCollector(Collector):
         stream = self._stream.stats
         latest = self._sampler.latest
         for family, value in (
-            (GaugeMetricFamily("neocloud_agent_connected", "1 while the telemetry stream is up.", labels=["node"]), stream.connected),
-            (GaugeMetricFamily("neocloud_agent_spool_batches", "Batches not yet acknowledged.", labels=["node"]), spool.batches),
-            (GaugeMetricFamily("neocloud_agent_spool_bytes", "Bytes of unacknowledged batches.", labels=["node"]), spool.bytes),
-            (CounterMetricFamily("neocloud_agent_dropped_samples", "Raw samples dropped at the spool bound.", labels=["node"]), spool.dropped_samples_total),
-            (CounterMetricFamily("neocloud_agent_rejected_batches", "Batches the scheduler rejected.", labels=["node"]), spool.rejected_batches_total),
-            (CounterMetricFamily("neocloud_agent_batches_sent", "Batches sent, resends included.", labels=["node"]), stream.batches_sent_total),
-            (CounterMetricFamily("neocloud_agent_stream_sessions", "Telemetry streams opened.", labels=["node"]), stream.sessions_total),
-            (CounterMetricFamily("neocloud_agent_read_errors", "GPU reads that failed.", labels=["node"]), latest.read_errors_total),
-            (GaugeMetricFamily("neocloud_agent_last_ack_timestamp_seconds", "When the scheduler last acknowledged.", labels=["node"]), stream.last_ack_unix_s),
+            (
+                GaugeMetricFamily("neocloud_agent_connected", "1 while the telemetry stream is up.", labels=["node"]),
+                stream.connected,
+            ),
+            (
+                GaugeMetricFamily("neocloud_agent_spool_batches", "Batches not yet acknowledged.", labels=["node"]),
+                spool.batches,
+            ),
+            (
+                GaugeMetricFamily("neocloud_agent_spool_bytes", "Bytes of unacknowledged batches.", labels=["node"]),
+                spool.bytes,
+            ),
+            (
+                CounterMetricFamily(
+                    "neocloud_agent_dropped_samples", "Raw samples dropped at the spool bound.", labels=["node"]
+                ),
+                spool.dropped_samples_total,
+            ),
+            (
+                CounterMetricFamily(
+                    "neocloud_agent_rejected_batches", "Batches the scheduler rejected.", labels=["node"]
+                ),
+                spool.rejected_batches_total,
+            ),
+            (
+                CounterMetricFamily("neocloud_agent_batches_sent", "Batches sent, resends included.", labels=["node"]),
+                stream.batches_sent_total,
+            ),
+            (
+                CounterMetricFamily("neocloud_agent_stream_sessions", "Telemetry streams opened.", labels=["node"]),
+                stream.sessions_total,
+            ),
+            (
+                CounterMetricFamily("neocloud_agent_read_errors", "GPU reads that failed.", labels=["node"]),
+                latest.read_errors_total,
+            ),
+            (
+                GaugeMetricFamily(
+                    "neocloud_agent_last_ack_timestamp_seconds",
+                    "When the scheduler last acknowledged.",
+                    labels=["node"],
+                ),
+                stream.last_ack_unix_s,
+            ),
         ):
             family.add_metric([node], float(value))
             yield family
 
 
-def _per_gpu(family: GaugeMetricFamily | CounterMetricFamily, labels: dict[str, list[str]], values: dict[str, float]) -> Metric:
+def _per_gpu(
+    family: GaugeMetricFamily | CounterMetricFamily, labels: dict[str, list[str]], values: dict[str, float]
+) -> Metric:
     for uuid, value in values.items():
         if uuid in labels:
             family.add_metric(labels[uuid], value)

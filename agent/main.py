@@ -38,7 +38,7 @@ class AgentConfig:
     replay_speed: float = 1.0
     tick_s: float = 1.0
     energy_interval_s: float = 10.0
-    batch_ticks: int = 1
+    batch_ticks: int = 10
     spool_path: str = "/var/lib/neocloud/agent-spool.db"
     spool_max_bytes: int = DEFAULT_MAX_BYTES
     metrics_host: str = "0.0.0.0"
@@ -60,12 +60,7 @@ def make_backend(config: AgentConfig) -> GpuBackend:
         raise BackendError(f"unknown backend {config.backend!r}: choose auto, nvml, sim or replay")
     from neocloud.agent.gpu.nvml import NvmlBackend  # pynvml is only needed here
 
-    try:
-        return NvmlBackend()
-    except BackendError as e:
-        if config.backend == "auto":
-            raise BackendError(f"{e} (--backend auto found no usable NVML; pass --backend sim to simulate GPUs)") from e
-        raise
+    return NvmlBackend()
 
 
 def channel_credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
@@ -75,7 +70,9 @@ def channel_credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
             raise ValueError(f"--insecure is only allowed to a loopback scheduler, not {host!r}; use mTLS")
         return None
     if not (config.ca_file and config.cert_file and config.key_file):
-        raise ValueError("mTLS needs --ca, --cert and --key (make them with `neocloud certs`), or --insecure on loopback")
+        raise ValueError(
+            "mTLS needs --ca, --cert and --key (make them with `neocloud certs`), or --insecure on loopback"
+        )
     return tls.channel_credentials(config.ca_file, config.cert_file, config.key_file)
 
 
@@ -140,7 +137,7 @@ class Agent:
         self.spool.close()
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "agent",
         help="run the node agent (reads GPUs, streams telemetry to the scheduler)",
@@ -148,25 +145,72 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "recorded trace), spool readings on disk and stream them to the scheduler over mTLS, and serve "
         "Prometheus metrics.",
     )
-    p.add_argument("--node-id", default=socket.gethostname(), help="this node's id; must match its certificate (default: hostname)")
-    p.add_argument("--scheduler", default="localhost:7443", help="scheduler telemetry address HOST:PORT (default: %(default)s)")
-    p.add_argument("--backend", choices=["auto", "nvml", "sim", "replay"], default="auto", help="GPU source; auto = NVML, refusing to start without it (default: %(default)s)")
+    p.add_argument(
+        "--node-id", default=socket.gethostname(), help="this node's id; must match its certificate (default: hostname)"
+    )
+    p.add_argument(
+        "--scheduler", default="localhost:7443", help="scheduler telemetry address HOST:PORT (default: %(default)s)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "nvml", "sim", "replay"],
+        default="auto",
+        help="GPU source; auto = NVML, refusing to start without it (default: %(default)s)",
+    )
     p.add_argument("--sim-gpus", type=int, default=8, help="simulated GPUs (backend sim; default: %(default)s)")
-    p.add_argument("--sim-load", type=float, default=None, help="simulated load 0..1; omit for idle GPUs without a process")
-    p.add_argument("--replay-trace", action="append", default=[], metavar="FILE", help="trace .jsonl to replay, one per GPU (backend replay; repeatable)")
-    p.add_argument("--replay-speed", type=float, default=1.0, help="replay this many times faster than recorded (default: %(default)s)")
-    p.add_argument("--tick", type=float, default=1.0, help="seconds between reads of the cheap fields (default: %(default)s)")
-    p.add_argument("--energy-interval", type=float, default=10.0, help="seconds between energy-counter reads, ~3 ms per GPU each (default: %(default)s)")
-    p.add_argument("--batch-ticks", type=int, default=1, help="ticks per batch sent (default: %(default)s)")
-    p.add_argument("--spool", default="/var/lib/neocloud/agent-spool.db", help="spool file for unacknowledged batches (default: %(default)s)")
-    p.add_argument("--spool-max-mb", type=int, default=DEFAULT_MAX_BYTES // 2**20, help="spool bound in MiB; past it raw samples are dropped, energy readings never (default: %(default)s)")
+    p.add_argument(
+        "--sim-load", type=float, default=None, help="simulated load 0..1; omit for idle GPUs without a process"
+    )
+    p.add_argument(
+        "--replay-trace",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trace .jsonl to replay, one per GPU (backend replay; repeatable)",
+    )
+    p.add_argument(
+        "--replay-speed",
+        type=float,
+        default=1.0,
+        help="replay this many times faster than recorded (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tick", type=float, default=1.0, help="seconds between reads of the cheap fields (default: %(default)s)"
+    )
+    p.add_argument(
+        "--energy-interval",
+        type=float,
+        default=10.0,
+        help="seconds between energy-counter reads, ~3 ms per GPU each (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-ticks",
+        type=int,
+        default=10,
+        help="ticks per batch sent; health events go at once (default: %(default)s, one batch per energy reading)",
+    )
+    p.add_argument(
+        "--spool",
+        default="/var/lib/neocloud/agent-spool.db",
+        help="spool file for unacknowledged batches (default: %(default)s)",
+    )
+    p.add_argument(
+        "--spool-max-mb",
+        type=int,
+        default=DEFAULT_MAX_BYTES // 2**20,
+        help="spool bound in MiB; past it raw samples are dropped, energy readings never (default: %(default)s)",
+    )
     p.add_argument("--metrics-host", default="0.0.0.0", help="address for /metrics (default: %(default)s)")
-    p.add_argument("--metrics-port", type=int, default=9400, help="port for /metrics; 0 picks a free one (default: %(default)s)")
+    p.add_argument(
+        "--metrics-port", type=int, default=9400, help="port for /metrics; 0 picks a free one (default: %(default)s)"
+    )
     p.add_argument("--ca", help="CA certificate (PEM) that signed the scheduler's certificate")
     p.add_argument("--cert", help="this node's certificate (PEM), named after the node id")
     p.add_argument("--key", help="this node's private key (PEM)")
     p.add_argument("--server-name", help="name in the scheduler's certificate, if it differs from the address")
-    p.add_argument("--insecure", action="store_true", help="plain-text gRPC; only to a loopback scheduler, for development")
+    p.add_argument(
+        "--insecure", action="store_true", help="plain-text gRPC; only to a loopback scheduler, for development"
+    )
     p.set_defaults(func=run)
 
 
@@ -205,4 +249,3 @@ def run(args: argparse.Namespace) -> int:
     logger.info("stopping agent; %d batches stay spooled for the next start", agent.spool.stats().batches)
     agent.stop()
     return 0
-

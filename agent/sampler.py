@@ -40,7 +40,7 @@ class Sampler:
         spool: Spool,
         tick_s: float = 1.0,
         energy_interval_s: float = 10.0,
-        batch_ticks: int = 1,
+        batch_ticks: int = 10,
     ) -> None:
         if tick_s <= 0 or energy_interval_s <= 0 or batch_ticks < 1:
             raise ValueError("tick and energy interval must be positive and batch_ticks at least 1")
@@ -73,7 +73,8 @@ class Sampler:
         reading = self._flag_counter_resets(reading)
         self._remember(reading)
         self._pending.append(reading)
-        if len(self._pending) >= self._batch_ticks:
+        # Health events go out at once; samples wait for a full batch.
+        if len(self._pending) >= self._batch_ticks or reading.events:
             self.flush()
 
     def flush(self) -> None:
@@ -90,7 +91,9 @@ class Sampler:
         for e in reading.energy:
             last = self._last_energy.get(e.uuid)
             if last is not None and e.energy_mj < last:
-                logger.warning("GPU %s energy counter went back from %d to %d mJ (driver reload?)", e.uuid, last, e.energy_mj)
+                logger.warning(
+                    "GPU %s energy counter went back from %d to %d mJ (driver reload?)", e.uuid, last, e.energy_mj
+                )
                 e = replace(e, counter_reset=True)
             self._last_energy[e.uuid] = e.energy_mj
             flagged.append(e)

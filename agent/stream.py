@@ -57,7 +57,7 @@ class StreamClient:
         self._window = window
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
-        self._options = list(CHANNEL_OPTIONS)
+        self._options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
         if server_name:
             self._options.append(("grpc.ssl_target_name_override", server_name))
         self._stop = threading.Event()

@@ -21,7 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
         "telemetry to a scheduler over mTLS gRPC.",
     )
     parser.add_argument("--version", action="version", version=f"neocloud {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity (default: %(default)s)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default: %(default)s)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     agent_main.add_parser(subparsers)

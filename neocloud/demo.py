@@ -16,7 +16,7 @@ from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
 LOADS = (0.9, 0.3, 0.6, None)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
         help="run a scheduler and simulated GPU nodes on this machine and show what arrives",
@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
                 key_file=str(work / "scheduler-key.pem"),
             )
         )
-        print(f"scheduler: telemetry on 127.0.0.1:{sched.port} (mTLS), metrics on http://127.0.0.1:{sched.scheduler.metrics_port}/metrics")
+        print(
+            f"scheduler: telemetry on 127.0.0.1:{sched.port} (mTLS), metrics on http://127.0.0.1:{sched.scheduler.metrics_port}/metrics"
+        )
         agents = []
         for i in range(args.nodes):
             node_id = f"demo-node-{i + 1}"
@@ -90,7 +92,8 @@ def _report(sched: BackgroundScheduler) -> str:
         energy = sum(g.energy.total_mj for g in node.gpus.values())
         unhealthy = [g.index for g in node.gpus.values() if g.unhealthy_reason]
         health = "ok" if not unhealthy else f"unhealthy GPUs {unhealthy}"
-        lines.append(f"{node.node_id:<14}{len(node.gpus):>5}{node.last_seq:>14}{power / 1e3:>13.0f}{energy / 1e3:>12.0f}  {health}")
+        row = f"{node.node_id:<14}{len(node.gpus):>5}{node.last_seq:>14}{power / 1e3:>13.0f}{energy / 1e3:>12.0f}"
+        lines.append(f"{row}  {health}")
     c = fleet.counters
     lines.append(
         f"\naccepted {c.batches_accepted} batches / {c.samples} samples / {c.energy_readings} energy readings; "

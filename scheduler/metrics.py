@@ -20,7 +20,9 @@ class SchedulerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         fleet = self._service.fleet
         nodes = list(fleet.nodes.values())
-        connected = GaugeMetricFamily("neocloud_node_connected", "1 while the node's agent is streaming.", labels=["node"])
+        connected = GaugeMetricFamily(
+            "neocloud_node_connected", "1 while the node's agent is streaming.", labels=["node"]
+        )
         last_seen = GaugeMetricFamily(
             "neocloud_node_last_batch_timestamp_seconds", "When the node's last batch arrived.", labels=["node"]
         )
@@ -33,14 +35,20 @@ class SchedulerCollector(Collector):
             "neocloud_node_dropped_samples", "Raw samples the node's agent dropped at its spool bound.", labels=["node"]
         )
         power = GaugeMetricFamily("neocloud_fleet_gpu_power_watts", "Last reported power draw.", labels=GPU_LABELS)
-        util = GaugeMetricFamily("neocloud_fleet_gpu_utilization_ratio", "Last reported utilisation.", labels=GPU_LABELS)
+        util = GaugeMetricFamily(
+            "neocloud_fleet_gpu_utilization_ratio", "Last reported utilisation.", labels=GPU_LABELS
+        )
         energy = CounterMetricFamily(
-            "neocloud_fleet_gpu_energy_joules", "Energy from the driver counter, accumulated by ingest.", labels=GPU_LABELS
+            "neocloud_fleet_gpu_energy_joules",
+            "Energy from the driver counter, accumulated by ingest.",
+            labels=GPU_LABELS,
         )
         resets = CounterMetricFamily(
             "neocloud_fleet_gpu_energy_counter_resets", "Energy counter resets bridged.", labels=GPU_LABELS
         )
-        healthy = GaugeMetricFamily("neocloud_fleet_gpu_healthy", "0 once a GPU reported a fatal error.", labels=GPU_LABELS)
+        healthy = GaugeMetricFamily(
+            "neocloud_fleet_gpu_healthy", "0 once a GPU reported a fatal error.", labels=GPU_LABELS
+        )
         xids = CounterMetricFamily("neocloud_fleet_gpu_xid_errors", "XID errors reported.", labels=GPU_LABELS)
         sample_age = GaugeMetricFamily(
             "neocloud_fleet_gpu_last_sample_timestamp_seconds", "Agent time of the last sample.", labels=GPU_LABELS
@@ -76,14 +84,24 @@ class SchedulerCollector(Collector):
         batches.add_metric(["rejected"], c.batches_rejected)
         yield batches
         yield CounterMetricFamily("neocloud_ingest_samples", "GPU samples accepted.", value=c.samples)
-        yield CounterMetricFamily("neocloud_ingest_energy_readings", "Energy-counter readings accepted.", value=c.energy_readings)
-        refused = CounterMetricFamily("neocloud_ingest_streams_refused", "Streams ended with an error status.", labels=["code"])
+        yield CounterMetricFamily(
+            "neocloud_ingest_energy_readings", "Energy-counter readings accepted.", value=c.energy_readings
+        )
+        refused = CounterMetricFamily(
+            "neocloud_ingest_streams_refused", "Streams ended with an error status.", labels=["code"]
+        )
         for code, count in sorted(c.streams_refused.items()):
             refused.add_metric([code], count)
         yield refused
         yield GaugeMetricFamily("neocloud_ingest_streams", "Open telemetry streams.", value=len(service.sessions))
-        yield CounterMetricFamily("neocloud_ingest_commits", "Durable commits of telemetry state.", value=service.commits_total)
         yield CounterMetricFamily(
-            "neocloud_ingest_commit_failures", "Commits that failed (nothing acked).", value=service.commit_failures_total
+            "neocloud_ingest_commits", "Durable commits of telemetry state.", value=service.commits_total
         )
-        yield GaugeMetricFamily("neocloud_ingest_last_commit_seconds", "Duration of the last commit.", value=service.last_commit_s)
+        yield CounterMetricFamily(
+            "neocloud_ingest_commit_failures",
+            "Commits that failed (nothing acked).",
+            value=service.commit_failures_total,
+        )
+        yield GaugeMetricFamily(
+            "neocloud_ingest_last_commit_seconds", "Duration of the last commit.", value=service.last_commit_s
+        )

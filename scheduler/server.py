@@ -149,7 +149,7 @@ class BackgroundScheduler:
         self._loop.close()
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "scheduler",
         help="run the scheduler (for now: telemetry ingest, fleet state, /metrics)",
@@ -164,7 +164,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--cert", help="the scheduler's certificate (PEM)")
     p.add_argument("--key", help="the scheduler's private key (PEM)")
     p.add_argument("--insecure", action="store_true", help="plain-text gRPC on a loopback address, for development")
-    p.add_argument("--commit-interval", type=float, default=0.1, help="seconds between durable commits; acks follow them (default: %(default)s)")
+    p.add_argument(
+        "--commit-interval",
+        type=float,
+        default=0.1,
+        help="seconds between durable commits; acks follow them (default: %(default)s)",
+    )
     p.set_defaults(func=run)
 
 

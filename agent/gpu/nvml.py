@@ -8,11 +8,11 @@ pynvml module is passed in so tests hand in `tests/fakes/fake_pynvml.py`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -29,6 +29,7 @@ from neocloud.agent.gpu.types import (
     PowerSample,
     Reading,
 )
+from neocloud.clock import wall_clock_us
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,6 @@ _VALUE_FIELDS = {
 }
 
 _NO_NVML = "Use --backend sim to run without GPUs"
-
-
-def _wall_clock_us() -> int:
-    return time.time_ns() // 1000
 
 
 def _text(value: Any) -> str:
@@ -74,7 +71,7 @@ def _import_pynvml() -> ModuleType:
         raise BackendError(f"pynvml is not installed ({e}): pip install nvidia-ml-py. {_NO_NVML}") from e
 
 
-class _GpuLost(Exception):
+class _GpuLostError(Exception):
     """Raised by `_query` to stop reading a GPU that fell off the bus."""
 
 
@@ -96,7 +93,7 @@ class NvmlBackend:
 
     name = "nvml"
 
-    def __init__(self, nvml: ModuleType | None = None, clock_us: Callable[[], int] = _wall_clock_us) -> None:
+    def __init__(self, nvml: ModuleType | None = None, clock_us: Callable[[], int] = wall_clock_us) -> None:
         # pynvml has no type hints; treat the module as Any.
         self._nvml: Any = nvml if nvml is not None else _import_pynvml()
         self._clock_us = clock_us
@@ -107,10 +104,8 @@ class NvmlBackend:
         self._unsupported_codes = {nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_FUNCTION_NOT_FOUND}
         self._value_fields = {getattr(nv, k): v for k, v in _VALUE_FIELDS.items() if hasattr(nv, k)}
         # Newer drivers renamed "throttle" to "event" reasons; old pynvml lacks the new name.
-        self._throttle_fn = next(
-            (n for n in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons") if hasattr(nv, n)),
-            "nvmlDeviceGetCurrentClocksEventReasons",
-        )
+        names = ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons")
+        self._throttle_fn = next((n for n in names if hasattr(nv, n)), names[0])
         self._event_set: Any = None
         self._event_warned: set[int | None] = set()
         self._start()
@@ -119,6 +114,7 @@ class NvmlBackend:
             self._uuid_by_handle = {_handle_key(g.handle): g.uuid for g in self._gpus}
             self._event_set = self._create_event_set()
         except BaseException:
+            self._closed = True
             self._shutdown()
             raise
 
@@ -131,18 +127,19 @@ class NvmlBackend:
         except OSError as e:
             raise BackendError(f"NVML could not be loaded ({e}): is the NVIDIA driver installed? {_NO_NVML}") from e
         except self._error as e:
-            code = getattr(e, "value", None)
-            if code == nv.NVML_ERROR_LIBRARY_NOT_FOUND:
-                advice = f"NVML could not be loaded ({e}): is the NVIDIA driver installed? {_NO_NVML}"
-            elif code == nv.NVML_ERROR_DRIVER_NOT_LOADED:
-                advice = f"NVML found no running NVIDIA driver ({e}): load the nvidia kernel module (does nvidia-smi work?). {_NO_NVML}"
-            elif code == nv.NVML_ERROR_NO_PERMISSION:
-                advice = f"NVML refused access ({e}): run the agent as a user that may open /dev/nvidia*. {_NO_NVML}"
-            elif code == nv.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
-                advice = f"NVML and the kernel driver differ in version ({e}): reboot or reload the nvidia module after a driver upgrade"
-            else:
-                advice = f"NVML failed to start ({e}): check that nvidia-smi works. {_NO_NVML}"
-            raise BackendError(advice) from e
+            raise BackendError(self._start_advice(e)) from e
+
+    def _start_advice(self, e: Exception) -> str:
+        nv, code = self._nvml, getattr(e, "value", None)
+        if code == nv.NVML_ERROR_LIBRARY_NOT_FOUND:
+            return f"NVML could not be loaded ({e}): is the NVIDIA driver installed? {_NO_NVML}"
+        if code == nv.NVML_ERROR_DRIVER_NOT_LOADED:
+            return f"NVML found no running NVIDIA driver ({e}): load the nvidia kernel module. {_NO_NVML}"
+        if code == nv.NVML_ERROR_NO_PERMISSION:
+            return f"NVML refused access ({e}): run the agent as a user that may open /dev/nvidia*. {_NO_NVML}"
+        if code == nv.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
+            return f"NVML and the kernel driver differ in version ({e}): reboot after the driver upgrade. {_NO_NVML}"
+        return f"NVML failed to start ({e}): check that nvidia-smi works. {_NO_NVML}"
 
     def _discover(self) -> tuple[list[_Gpu], list[GpuInfo]]:
         nv = self._nvml
@@ -165,7 +162,7 @@ class NvmlBackend:
                 limit = self._query(gpu, "power_limit", "nvmlDeviceGetEnforcedPowerLimit", handle)
                 if limit is None:
                     limit = self._query(gpu, "power_management_limit", "nvmlDeviceGetPowerManagementLimit", handle)
-            except _GpuLost:
+            except _GpuLostError:
                 continue  # `_query` logged it; a GPU lost at start is not offered
             gpus.append(gpu)
             infos.append(
@@ -212,7 +209,7 @@ class NvmlBackend:
         if what in gpu.unsupported:
             return None
         if gpu.lost:
-            raise _GpuLost
+            raise _GpuLostError
         fn = getattr(self._nvml, fn_name, None)
         if fn is None:
             self._mark_unsupported(gpu, what, f"pynvml has no {fn_name}")
@@ -227,7 +224,7 @@ class NvmlBackend:
             if code == self._nvml.NVML_ERROR_GPU_IS_LOST:
                 gpu.lost = True
                 logger.error("GPU %d (%s) is lost (%s): it needs a reset; no longer reading it", gpu.index, gpu.uuid, e)
-                raise _GpuLost from e
+                raise _GpuLostError from e
             if code is not None and code == no_data:
                 return None
             if (what, code) not in gpu.warned:
@@ -254,10 +251,8 @@ class NvmlBackend:
                 if gpu.lost and gpu.lost_reported:
                     continue
                 now = self._clock_us()
-                try:
+                with contextlib.suppress(_GpuLostError):  # `_query` marked it lost
                     self._read_gpu(gpu, now, read_energy, reading)
-                except _GpuLost:
-                    pass
                 if gpu.lost and not gpu.lost_reported:
                     gpu.lost_reported = True
                     reading.events.append(
@@ -278,9 +273,9 @@ class NvmlBackend:
         sm_clock = q(gpu, "sm_clock_mhz", "nvmlDeviceGetClockInfo", h, nv.NVML_CLOCK_SM)
         throttle = q(gpu, "throttle_reasons", self._throttle_fn, h)
         procs = q(gpu, "processes", "nvmlDeviceGetComputeRunningProcesses", h)
-        ecc_args = (nv.NVML_VOLATILE_ECC,)
-        ecc_c = q(gpu, "ecc_corrected", "nvmlDeviceGetTotalEccErrors", h, nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, *ecc_args)
-        ecc_u = q(gpu, "ecc_uncorrected", "nvmlDeviceGetTotalEccErrors", h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, *ecc_args)
+        ecc, volatile = "nvmlDeviceGetTotalEccErrors", nv.NVML_VOLATILE_ECC
+        ecc_c = q(gpu, "ecc_corrected", ecc, h, nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, volatile)
+        ecc_u = q(gpu, "ecc_uncorrected", ecc, h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, volatile)
         buffered = self._power_buffer(gpu)
 
         reading.samples.append(
@@ -313,15 +308,9 @@ class NvmlBackend:
     def _power_buffer(self, gpu: _Gpu) -> list[PowerSample]:
         """The driver's power samples newer than the last one this backend saw."""
         nv = self._nvml
-        got = self._query(
-            gpu,
-            "power_samples",
-            "nvmlDeviceGetSamples",
-            gpu.handle,
-            nv.NVML_TOTAL_POWER_SAMPLES,
-            gpu.last_power_ts_us,
-            no_data=nv.NVML_ERROR_NOT_FOUND,  # NotFound: no sample since last_power_ts_us
-        )
+        # NotFound only means no sample is newer than last_power_ts_us.
+        args = (gpu.handle, nv.NVML_TOTAL_POWER_SAMPLES, gpu.last_power_ts_us)
+        got = self._query(gpu, "power_samples", "nvmlDeviceGetSamples", *args, no_data=nv.NVML_ERROR_NOT_FOUND)
         if not got:
             return []
         value_type, samples = got
@@ -372,6 +361,9 @@ class NvmlBackend:
             return ""
 
     # -- shutting down ------------------------------------------------------
+
+    def now_us(self) -> int:
+        return self._clock_us()
 
     def close(self) -> None:
         with self._lock:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neocloud.agent.gpu.sim import wall_clock_us
 from neocloud.agent.gpu.types import (
     BackendError,
     EnergyReading,
@@ -28,6 +27,7 @@ from neocloud.agent.gpu.types import (
     PowerSample,
     Reading,
 )
+from neocloud.clock import wall_clock_us
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import hashlib
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 
 from neocloud.agent.gpu.types import EnergyReading, GpuInfo, GpuProcess, GpuSample, Reading
+from neocloud.clock import wall_clock_us
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +25,6 @@ IDLE_NO_CONTEXT_MW = 77_000
 IDLE_WITH_CONTEXT_MW = 115_000
 FLAT_OUT_MW = 670_000
 BASE_MEMORY_BYTES = 644_939_776
-
-
-def wall_clock_us() -> int:
-    return time.time_ns() // 1000
 
 
 def sim_uuid(node_id: str, index: int) -> str:
@@ -47,7 +43,7 @@ class _SimGpu:
 
     def power_mw(self) -> int:
         if self.load is None:
-            base = IDLE_NO_CONTEXT_MW
+            base = float(IDLE_NO_CONTEXT_MW)
         else:
             base = IDLE_WITH_CONTEXT_MW + self.load * (FLAT_OUT_MW - IDLE_WITH_CONTEXT_MW)
         jitter = self.rng.uniform(-0.01, 0.01) * base

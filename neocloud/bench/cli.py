@@ -6,7 +6,7 @@ import argparse
 import json
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="measure performance targets; prints one JSON object")
     kinds = p.add_subparsers(dest="bench", metavar="BENCH")
     kinds.required = True
@@ -18,7 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     ingest.add_argument("--processes", type=int, default=2, help="load-generator processes (default: %(default)s)")
     ingest.add_argument("--streams", type=int, default=16, help="node streams per process (default: %(default)s)")
-    ingest.add_argument("--ticks-per-batch", type=int, default=1, help="1 Hz ticks per batch, 8 samples each (default: %(default)s)")
+    ingest.add_argument(
+        "--ticks-per-batch",
+        type=int,
+        default=10,
+        help="1 Hz ticks per batch, 8 samples each; 10 is the agent's default (default: %(default)s)",
+    )
     ingest.add_argument("--seconds", type=float, default=20.0, help="measured seconds (default: %(default)s)")
     ingest.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (default: %(default)s)")
     ingest.set_defaults(func=_ingest)
@@ -30,7 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     agent.add_argument("--seconds", type=float, default=60.0, help="measured seconds (default: %(default)s)")
     agent.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default: %(default)s)")
-    agent.add_argument("--scrape-interval", type=float, default=15.0, help="seconds between /metrics scrapes (default: %(default)s)")
+    agent.add_argument(
+        "--scrape-interval", type=float, default=15.0, help="seconds between /metrics scrapes (default: %(default)s)"
+    )
     agent.set_defaults(func=_agent)
 
 

@@ -27,7 +27,16 @@ def run(processes: int, streams: int, ticks: int, seconds: float, warmup_s: floa
         counters = sched.scheduler.telemetry.fleet.counters
         loads = [
             subprocess.Popen(
-                [sys.executable, "-m", "neocloud.bench.load", str(sched.port), str(i * streams), str(streams), str(ticks), str(warmup_s + seconds)],
+                [
+                    sys.executable,
+                    "-m",
+                    "neocloud.bench.load",
+                    str(sched.port),
+                    str(i * streams),
+                    str(streams),
+                    str(ticks),
+                    str(warmup_s + seconds),
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )

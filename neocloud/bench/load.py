@@ -9,24 +9,23 @@ import time
 
 import grpc
 
-from neocloud.agent.gpu.sim import SimBackend
 from neocloud.agent.convert import build_batch, hello
-from neocloud.agent.gpu.types import Reading
+from neocloud.agent.gpu.sim import SimBackend
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
 
 WINDOW = 64
 TICK_US = 1_000_000
+JOULES_PER_TICK_MJ = 600_000  # 600 W
 
 
 async def _stream(stub: pb_grpc.TelemetryStub, node_id: str, ticks: int, deadline: float) -> int:
     backend = SimBackend(node_id, 8, load=0.7, clock_us=lambda: 0)
     inventory = backend.inventory()
     start_us = time.time_ns() // 1000 - 10**9 * TICK_US // 10**6
-    readings = []
-    for t in range(ticks):
-        read = backend.read(read_energy=True)
-        readings.append(Reading(samples=list(read.samples), energy=list(read.energy)))
+    # The energy counter is read once per batch, as an agent reading it every
+    # 10 s does with batches of up to 10 ticks.
+    readings = [backend.read(read_energy=tick == 0) for tick in range(ticks)]
     template = build_batch(node_id, inventory, readings, 0)
     acked = 0
     sent = 0
@@ -52,12 +51,12 @@ async def _stream(stub: pb_grpc.TelemetryStub, node_id: str, ticks: int, deadlin
         batch = pb.Batch()
         batch.CopyFrom(template)
         batch.stream_epoch, batch.seq, batch.agent_time_us = 1, sent, base + ticks * TICK_US
-        energy_mj += 600_000 * ticks
         for series in batch.gpus:
             series.timestamp_us[:] = [base + k * TICK_US for k in range(ticks)]
-            for k, reading in enumerate(series.energy):
-                reading.timestamp_us = base + k * TICK_US
+            for reading in series.energy:
+                reading.timestamp_us = base
                 reading.energy_mj = energy_mj
+        energy_mj += ticks * JOULES_PER_TICK_MJ
         await call.write(pb.AgentMessage(batch=batch))
     await call.done_writing()
     reader.cancel()

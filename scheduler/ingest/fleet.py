@@ -29,7 +29,9 @@ class EnergyAccumulator:
     total_mj: int = 0
     resets: int = 0
 
-    def add(self, timestamp_us: int, energy_mj: int, counter_reset: bool, power_before_mw: int, power_after_mw: int) -> None:
+    def add(
+        self, timestamp_us: int, energy_mj: int, counter_reset: bool, power_before_mw: int, power_after_mw: int
+    ) -> None:
         if self.last_mj is None:
             self.last_mj, self.last_us = energy_mj, timestamp_us
             return
@@ -108,19 +110,28 @@ class Fleet:
         old_gpus = node.gpus if node else {}
         gpus = {}
         for g in hello.gpus:
-            state = old_gpus.get(g.uuid) or GpuState(hello.node_id, g.index, g.uuid, g.model, g.memory_total_bytes, g.power_limit_mw)
+            state = old_gpus.get(g.uuid) or GpuState(
+                hello.node_id, g.index, g.uuid, g.model, g.memory_total_bytes, g.power_limit_mw
+            )
             state.index, state.model = g.index, g.model
             state.memory_total_bytes, state.power_limit_mw = g.memory_total_bytes, g.power_limit_mw
             gpus[g.uuid] = state
             self.gpu_owner[g.uuid] = hello.node_id
         if node is None:
-            node = NodeState(hello.node_id, hello.agent_version, hello.backend, hello.stream_epoch, 0, gpus, now_us, now_us)
+            node = NodeState(
+                hello.node_id, hello.agent_version, hello.backend, hello.stream_epoch, 0, gpus, now_us, now_us
+            )
             self.nodes[hello.node_id] = node
         else:
             if node.stream_epoch != hello.stream_epoch:
                 logger.info("node %s started a new stream epoch %d (spool recreated)", node.node_id, hello.stream_epoch)
                 node.stream_epoch, node.last_seq, node.durable_seq = hello.stream_epoch, 0, 0
-            node.agent_version, node.backend, node.gpus, node.last_seen_us = hello.agent_version, hello.backend, gpus, now_us
+            node.agent_version, node.backend, node.gpus, node.last_seen_us = (
+                hello.agent_version,
+                hello.backend,
+                gpus,
+                now_us,
+            )
         self.dirty_nodes.add(node.node_id)
         self.dirty_gpus.update(gpus)
         return node

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from neocloud import tls
-from neocloud.agent.gpu.sim import wall_clock_us
+from neocloud.clock import wall_clock_us
 from neocloud.scheduler.ingest.fleet import Fleet, NodeState
 from neocloud.scheduler.ingest.validate import validate_batch, validate_hello
 from neocloud.scheduler.store import telemetry as store
@@ -107,7 +107,8 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         if self._require_identity and peer != hello.node_id:
             raise StreamRefused(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"the certificate names node {peer!r} but the Hello says {hello.node_id!r}: a node reports only for itself",
+                f"the certificate names node {peer!r} but the Hello says {hello.node_id!r}: "
+                "a node reports only for itself",
             )
         for gpu in hello.gpus:
             owner = self.fleet.gpu_owner.get(gpu.uuid)

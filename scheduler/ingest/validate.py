@@ -7,8 +7,12 @@ is acknowledged as rejected and changes nothing but the stream position.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from itertools import islice
+from operator import le
 
 from neocloud.scheduler.ingest.fleet import NodeState
+from neocloud.tls import validate_node_id
 from neocloud.v1 import telemetry_pb2 as pb
 
 MAX_GPUS_PER_NODE = 64
@@ -20,21 +24,13 @@ CLOCK_SLACK_US = 5_000_000
 # A counter may not rise faster than twice the power limit allows (plus 1 J).
 ENERGY_RATE_FACTOR = 2
 _VERSION = re.compile(r"^[\w.+-]{1,64}$")
-_NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_COLUMNS = (
-    "power_mw",
-    "gpu_util_percent",
-    "memory_util_percent",
-    "memory_used_bytes",
-    "temperature_c",
-    "sm_clock_mhz",
-    "throttle_reasons",
-)
 
 
 def validate_hello(hello: pb.Hello) -> str | None:
-    if not _NODE_ID.match(hello.node_id):
-        return f"node id {hello.node_id[:64]!r} must be 1-128 of [A-Za-z0-9._-], not starting with '.' or '-'"
+    try:
+        validate_node_id(hello.node_id)
+    except ValueError as e:
+        return str(e)
     if not _VERSION.match(hello.agent_version):
         return f"agent version {hello.agent_version[:64]!r} is not a version string"
     if hello.stream_epoch == 0:
@@ -57,15 +53,17 @@ def validate_hello(hello: pb.Hello) -> str | None:
 
 
 def validate_batch(batch: pb.Batch, node: NodeState) -> str | None:
+    sealed_us = batch.agent_time_us
     for series in batch.gpus:
-        gpu = node.gpus.get(series.uuid)
+        uuid = series.uuid
+        gpu = node.gpus.get(uuid)
         if gpu is None:
-            return f"GPU {series.uuid[:96]!r} is not in this node's inventory"
-        reason = _check_series(series, gpu.power_limit_mw, gpu.memory_total_bytes, batch.agent_time_us, gpu.last_sample_us)
-        if reason is None:
-            reason = _check_energy(series, gpu.power_limit_mw, gpu.energy.last_mj, gpu.energy.last_us)
+            return f"GPU {uuid[:96]!r} is not in this node's inventory"
+        reason = _check_series(series, gpu.power_limit_mw, gpu.memory_total_bytes, sealed_us, gpu.last_sample_us)
+        if reason is None and (energy := series.energy):
+            reason = _check_energy(energy, gpu.power_limit_mw, gpu.energy.last_mj, gpu.energy.last_us)
         if reason is not None:
-            return f"GPU {series.uuid}: {reason}"
+            return f"GPU {uuid}: {reason}"
     for event in batch.events:
         if event.uuid not in node.gpus:
             return f"health event for GPU {event.uuid[:96]!r}, which is not in this node's inventory"
@@ -77,37 +75,55 @@ def validate_batch(batch: pb.Batch, node: NodeState) -> str | None:
 
 
 def _check_series(series: pb.GpuSeries, limit_mw: int, memory_bytes: int, sealed_us: int, last_us: int) -> str | None:
+    # Each repeated field is read once: on upb every access builds a wrapper,
+    # and this runs for every GPU of every batch.
     ts = series.timestamp_us
     n = len(ts)
     if n > MAX_SAMPLES_PER_SERIES:
         return f"{n} samples in one batch (max {MAX_SAMPLES_PER_SERIES})"
-    for column in _COLUMNS:
-        length = len(getattr(series, column))
-        if length not in (0, n):
-            return f"column {column} has {length} values for {n} timestamps"
-    if len(series.power_sample_us) != len(series.power_sample_mw):
+    power = series.power_mw
+    gpu_util = series.gpu_util_percent
+    mem_util = series.memory_util_percent
+    mem_used = series.memory_used_bytes
+    temperature = series.temperature_c
+    clock = series.sm_clock_mhz
+    throttle = series.throttle_reasons
+    for column, values in (
+        ("power_mw", power),
+        ("gpu_util_percent", gpu_util),
+        ("memory_util_percent", mem_util),
+        ("memory_used_bytes", mem_used),
+        ("temperature_c", temperature),
+        ("sm_clock_mhz", clock),
+        ("throttle_reasons", throttle),
+    ):
+        if values and len(values) != n:
+            return f"column {column} has {len(values)} values for {n} timestamps"
+    buffered_us = series.power_sample_us
+    buffered_mw = series.power_sample_mw
+    if len(buffered_us) != len(buffered_mw):
         return "power buffer timestamps and values differ in length"
     if n:
         if ts[0] <= 0 or ts[0] < last_us:
             return f"sample time {ts[0]} is before the previous batch's last sample ({last_us})"
         if ts[-1] > sealed_us + CLOCK_SLACK_US:
             return "samples are stamped after the batch was sealed"
-        if n > 1 and any(b < a for a, b in zip(ts, ts[1:])):
+        if n > 1 and not all(map(le, ts, islice(ts, 1, None))):
             return "sample timestamps go backwards"
     power_cap = min(HARD_POWER_CAP_MW, 2 * limit_mw) if limit_mw else HARD_POWER_CAP_MW
-    if series.power_mw and max(series.power_mw) > power_cap:
-        return f"power {max(series.power_mw)} mW is beyond twice the {limit_mw} mW limit"
-    if series.power_sample_mw and max(series.power_sample_mw) > power_cap:
-        return f"buffered power {max(series.power_sample_mw)} mW is beyond twice the {limit_mw} mW limit"
-    if series.gpu_util_percent and max(series.gpu_util_percent) > 100:
+    if power and max(power) > power_cap:
+        return f"power {max(power)} mW is beyond twice the {limit_mw} mW limit"
+    if buffered_mw and max(buffered_mw) > power_cap:
+        return f"buffered power {max(buffered_mw)} mW is beyond twice the {limit_mw} mW limit"
+    if gpu_util and max(gpu_util) > 100:
         return "GPU utilisation above 100%"
-    if series.memory_util_percent and max(series.memory_util_percent) > 100:
+    if mem_util and max(mem_util) > 100:
         return "memory utilisation above 100%"
-    if series.memory_used_bytes and memory_bytes and max(series.memory_used_bytes) > memory_bytes:
-        return f"memory used {max(series.memory_used_bytes)} B exceeds the GPU's {memory_bytes} B"
-    if series.temperature_c and not -40 <= min(series.temperature_c) <= max(series.temperature_c) <= 150:
+    if mem_used and memory_bytes and max(mem_used) > memory_bytes:
+        return f"memory used {max(mem_used)} B exceeds the GPU's {memory_bytes} B"
+    if temperature and not -40 <= min(temperature) <= max(temperature) <= 150:
         return "temperature outside -40..150 °C"
-    if series.sm_clock_mhz and max(series.sm_clock_mhz) > 10_000:
+    if clock and max(clock) > 10_000:
         return "SM clock above 10 GHz"
     for proc in series.processes:
         if proc.pid == 0 or (memory_bytes and proc.used_memory_bytes > memory_bytes):
@@ -115,8 +131,8 @@ def _check_series(series: pb.GpuSeries, limit_mw: int, memory_bytes: int, sealed
     return None
 
 
-def _check_energy(series: pb.GpuSeries, limit_mw: int, last_mj: int | None, last_us: int) -> str | None:
-    for e in series.energy:
+def _check_energy(energy: Iterable[pb.EnergyReading], limit_mw: int, last_mj: int | None, last_us: int) -> str | None:
+    for e in energy:
         if e.energy_mj >= MAX_ENERGY_MJ:
             return f"energy counter {e.energy_mj} mJ is absurd"
         if e.timestamp_us < last_us:

@@ -4,6 +4,7 @@ GPUs with their energy accumulators. A commit is what makes an ack true."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from neocloud.scheduler.ingest.fleet import EnergyAccumulator, Fleet, GpuState, NodeState
@@ -14,8 +15,8 @@ class Snapshot:
     """Rows to write, copied out of the live state so the write can run in
     another thread while ingest goes on."""
 
-    nodes: list[tuple[object, ...]]
-    gpus: list[tuple[object, ...]]
+    nodes: Sequence[tuple[object, ...]]
+    gpus: Sequence[tuple[object, ...]]
     seqs: dict[str, tuple[int, int]]  # node -> (stream epoch, last seq)
 
 
@@ -25,7 +26,16 @@ def snapshot_dirty(fleet: Fleet) -> Snapshot:
     for node_id in fleet.dirty_nodes:
         n = fleet.nodes[node_id]
         nodes.append(
-            (n.node_id, n.agent_version, n.backend, n.stream_epoch, n.last_seq, n.dropped_samples_total, n.first_seen_us, n.last_seen_us)
+            (
+                n.node_id,
+                n.agent_version,
+                n.backend,
+                n.stream_epoch,
+                n.last_seq,
+                n.dropped_samples_total,
+                n.first_seen_us,
+                n.last_seen_us,
+            )
         )
         seqs[node_id] = (n.stream_epoch, n.last_seq)
     gpus = []

@@ -8,8 +8,6 @@ returns a new pointer object, so code that compares handles by identity fails
 here as it would on a real node.
 """
 
-# ruff: noqa: N801, N802, N803, N815 - names mirror pynvml exactly
-
 from __future__ import annotations
 
 import ctypes
@@ -251,6 +249,7 @@ class FakeNvml(types.ModuleType):
         self.bytes_strings = bytes_strings  # pynvml before 11.5 returned bytes
         self.power_value_type = power_value_type
         self.hidden = set(hidden)  # functions this pynvml release lacks
+        self.missing: set[str] = set()  # names asked for that the fake lacks
         self.unsupported = set(unsupported)  # functions not tied to a GPU that answer NotSupported
         self.buffer_size = buffer_size  # the driver keeps ~120 power samples
         self.calls: Counter[str] = Counter()
@@ -263,8 +262,14 @@ class FakeNvml(types.ModuleType):
 
     def __getattribute__(self, name: str) -> Any:
         if name.startswith("nvml") and name in super().__getattribute__("hidden"):
+            super().__getattribute__("missing").add(name)
             raise AttributeError(f"module 'pynvml' has no attribute {name!r}")
         return super().__getattribute__(name)
+
+    def __getattr__(self, name: str) -> Any:
+        # Remembered so a test can tell a misspelt call from a function pynvml lacks.
+        self.missing.add(name)
+        raise AttributeError(f"module 'pynvml' has no attribute {name!r}")
 
     # -- helpers for tests ----------------------------------------------------
 

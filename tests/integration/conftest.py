@@ -45,6 +45,7 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
             "backend": "sim",
             "tick_s": 0.05,
             "energy_interval_s": 0.2,
+            "batch_ticks": 1,
             "spool_path": str(tmp_path / "spool-node-1.db"),
             "metrics_port": None,
             "insecure": True,

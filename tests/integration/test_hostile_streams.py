@@ -102,7 +102,9 @@ def test_bad_hello_is_refused_and_registers_nothing(sched: BackgroundScheduler, 
         (lambda b: pb.AgentMessage(), grpc.StatusCode.FAILED_PRECONDITION, "only batches"),
     ],
 )
-def test_protocol_violations_end_the_stream_with_a_status(sched: BackgroundScheduler, backend: SimBackend, message, code, words) -> None:  # type: ignore[no-untyped-def]
+def test_protocol_violations_end_the_stream_with_a_status(
+    sched: BackgroundScheduler, backend: SimBackend, message, code, words
+) -> None:  # type: ignore[no-untyped-def]
     stream = open_stream(sched, backend)
     stream.send(message(backend))
     got, details = stream.status()
@@ -140,7 +142,9 @@ def test_gap_duplicate_and_absurd_batches(sched: BackgroundScheduler, backend: S
 
 def test_garbage_bytes_do_not_hurt_the_server(sched: BackgroundScheduler, backend: SimBackend) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{sched.port}")
-    raw = channel.stream_stream("/neocloud.v1.Telemetry/Connect", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    raw = channel.stream_stream(
+        "/neocloud.v1.Telemetry/Connect", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
     with pytest.raises(grpc.RpcError) as info:
         list(raw(iter([b"\xff\xff\xff\xff not protobuf"])))
     assert info.value.code() != grpc.StatusCode.OK

@@ -30,11 +30,15 @@ def wait_replayed(agent: Agent, backend: ReplayBackend) -> None:
     wait_until(lambda: agent.spool.stats().batches == 0, 30, "every batch to be acknowledged")
 
 
-def test_sim_agent_streams_eight_gpus(scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]) -> None:
+def test_sim_agent_streams_eight_gpus(
+    scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]
+) -> None:
     sched = scheduler_factory()
     backend = SimBackend("node-1", 8, load=0.5)
     agent = agent_factory(sched.port, backend=backend)
-    wait_until(lambda: len(agent.sampler.latest.energy) == 8 and agent.spool.stats().batches == 0 and agent.spool.last_seq > 5)
+    wait_until(
+        lambda: len(agent.sampler.latest.energy) == 8 and agent.spool.stats().batches == 0 and agent.spool.last_seq > 5
+    )
     node = sched.scheduler.telemetry.fleet.nodes["node-1"]
     assert node.connected and node.backend == "sim" and len(node.gpus) == 8
     wait_until(lambda: all(g.last_series is not None for g in node.gpus.values()), what="samples of every GPU")
@@ -45,7 +49,9 @@ def test_sim_agent_streams_eight_gpus(scheduler_factory: Callable[..., Backgroun
     assert node.clock_offset_s is not None and abs(node.clock_offset_s) < 1.0
 
 
-def test_replayed_h200_energy_equals_counter_delta(scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]) -> None:
+def test_replayed_h200_energy_equals_counter_delta(
+    scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]
+) -> None:
     sched = scheduler_factory()
     backend, delta_mj, uuid = replay_backend()
     agent = agent_factory(sched.port, backend=backend)
@@ -54,14 +60,16 @@ def test_replayed_h200_energy_equals_counter_delta(scheduler_factory: Callable[.
     assert sched.scheduler.telemetry.fleet.counters.batches_duplicate == 0
 
 
-def test_cut_connection_loses_nothing(scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]) -> None:
+def test_cut_connection_loses_nothing(
+    scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]
+) -> None:
     sched = scheduler_factory()
     proxy = CuttableProxy(sched.port)
     backend, delta_mj, uuid = replay_backend()
     agent = agent_factory(proxy.port, backend=backend)
     for _ in range(3):
         seen = agent.spool.last_seq
-        wait_until(lambda: agent.spool.last_seq > seen + 5, what="more batches")
+        wait_until(lambda seen=seen: agent.spool.last_seq > seen + 5, what="more batches")
         proxy.cut()
     wait_replayed(agent, backend)
     assert proxy.connections >= 2
@@ -69,7 +77,9 @@ def test_cut_connection_loses_nothing(scheduler_factory: Callable[..., Backgroun
     proxy.close()
 
 
-def test_agent_restart_resends_what_was_never_acked(scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]) -> None:
+def test_agent_restart_resends_what_was_never_acked(
+    scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]
+) -> None:
     sched = scheduler_factory()
     backend, delta_mj, uuid = replay_backend()
     first = agent_factory(sched.port, backend=backend)
@@ -84,7 +94,9 @@ def test_agent_restart_resends_what_was_never_acked(scheduler_factory: Callable[
     assert scheduler_energy_mj(sched) == {uuid: delta_mj}
 
 
-def test_scheduler_restart_loses_and_duplicates_nothing(scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]) -> None:
+def test_scheduler_restart_loses_and_duplicates_nothing(
+    scheduler_factory: Callable[..., BackgroundScheduler], agent_factory: Callable[..., Agent]
+) -> None:
     sched = scheduler_factory()
     port = sched.port
     backend, delta_mj, uuid = replay_backend()

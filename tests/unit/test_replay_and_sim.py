@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_replay_releases_records_as_replay_time_passes() -> None:
     now[0] = 1_000_000  # 10 s of trace
     second = backend.read(read_energy=False)
     assert 95 <= len(second.samples) <= 101
-    assert all(a.timestamp_us <= b.timestamp_us for a, b in zip(second.samples, second.samples[1:]))
+    assert all(a.timestamp_us <= b.timestamp_us for a, b in pairwise(second.samples))
     assert second.samples[-1].timestamp_us <= backend.now_us() == 10_000_000  # replay time runs 10x
     now[0] = 10**9
     rest = backend.read(read_energy=False)
@@ -51,7 +52,7 @@ def test_bad_traces_name_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="not a trace meta file"):
         load_trace(write_trace(tmp_path, [good], meta={"device": {}}))
     (tmp_path / "t.meta.json").unlink()
-    with pytest.raises(BackendError, match="needs its .meta.json"):
+    with pytest.raises(BackendError, match=r"needs its \.meta\.json"):
         load_trace(tmp_path / "t.jsonl")
     with pytest.raises(BackendError, match="same GPU UUID"):
         ReplayBackend([load_trace(H200_TRACE), load_trace(H200_TRACE)])
@@ -68,7 +69,7 @@ def test_sim_power_follows_load_and_counter_integrates_it() -> None:
     busy = backend.read(read_energy=True)
     assert all(abs(s.power_mw - FLAT_OUT_MW) < 0.02 * FLAT_OUT_MW for s in busy.samples)  # type: ignore[operator]
     assert all(s.gpu_util_percent == 100 and len(s.processes) == 1 for s in busy.samples)
-    for before, after in zip(idle.energy, busy.energy):
+    for before, after in zip(idle.energy, busy.energy, strict=True):
         # 10 s between roughly 77 W and 670 W (the load switched at t=0).
         assert 6_000_000 < after.energy_mj - before.energy_mj < 7_000_000
     with pytest.raises(ValueError, match="within"):

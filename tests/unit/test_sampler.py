@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from neocloud.agent.gpu.sim import SimBackend
+from neocloud.agent.gpu.types import HealthEvent, HealthKind, Reading
 from neocloud.agent.sampler import Sampler
 from neocloud.agent.spool import Spool
 from neocloud.v1 import telemetry_pb2 as pb
@@ -30,12 +32,16 @@ def test_batches_carry_every_gpu_and_energy_on_its_own_cadence(tmp_path: Path) -
 
 def test_counter_going_backwards_is_flagged_once(tmp_path: Path) -> None:
     backend = SimBackend("n1", 2, load=0.5, clock_us=clock())  # type: ignore[arg-type]
-    sampler = Sampler("n1", backend, Spool(tmp_path / "s.db"), tick_s=1, energy_interval_s=1e-9)
+    sampler = Sampler("n1", backend, Spool(tmp_path / "s.db"), tick_s=1, energy_interval_s=1e-9, batch_ticks=1)
     sampler.tick()
     backend.reset_energy_counter(1)
     sampler.tick()
     sampler.tick()
-    flags = [[e.counter_reset for e in s.energy] for _, d in sampler.spool.pending(0, 10) for s in pb.Batch.FromString(d).gpus]
+    flags = [
+        [e.counter_reset for e in s.energy]
+        for _, d in sampler.spool.pending(0, 10)
+        for s in pb.Batch.FromString(d).gpus
+    ]
     assert flags == [[False], [False], [False], [True], [False], [False]]
     assert sampler.latest.counter_resets[backend.inventory()[1].uuid] == 1
 
@@ -50,3 +56,18 @@ def test_a_failing_read_is_counted_not_fatal(tmp_path: Path) -> None:
     sampler.tick()
     assert sampler.latest.read_errors_total == 1
     assert sampler.spool.last_seq == 0
+
+
+class XidBackend(SimBackend):
+    def read(self, read_energy: bool) -> Reading:
+        reading = super().read(read_energy)
+        uuid = self.inventory()[0].uuid
+        return replace(reading, events=[HealthEvent(uuid, 1, HealthKind.XID, xid=79, detail="fell off the bus")])
+
+
+def test_health_events_do_not_wait_for_a_full_batch(tmp_path: Path) -> None:
+    sampler = Sampler("n1", XidBackend("n1", 2), Spool(tmp_path / "s.db"), batch_ticks=10)
+    sampler.tick()
+    (batch,) = [pb.Batch.FromString(d) for _, d in sampler.spool.pending(0, 10)]
+    assert [(e.kind, e.xid) for e in batch.events] == [(pb.HEALTH_EVENT_KIND_XID, 79)]
+    assert sampler.latest.xid_errors[batch.events[0].uuid] == 1
