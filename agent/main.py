@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -122,11 +123,18 @@ class Agent:
             self.config.scheduler,
         )
 
-    def stop(self) -> None:
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stop; with `drain_s`, first give the scheduler that long to ack what
+        is spooled (whatever it does not ack is resent on the next start)."""
         if self._stopped:
             return
         self._stopped = True
         self.sampler.stop()
+        if self._threads:
+            self._threads[0].join(timeout=10)  # the sampler seals its last batch
+        deadline = time.monotonic() + drain_s
+        while self.spool.stats().batches and self.stream.stats.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.stream.stop()
         for thread in self._threads:
             thread.join(timeout=10)
@@ -209,6 +217,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--key", help="this node's private key (PEM)")
     p.add_argument("--server-name", help="name in the scheduler's certificate, if it differs from the address")
     p.add_argument(
+        "--drain", type=float, default=5.0, help="on SIGTERM, seconds to wait for spooled batches to be acked"
+    )
+    p.add_argument(
         "--insecure", action="store_true", help="plain-text gRPC; only to a loopback scheduler, for development"
     )
     p.set_defaults(func=run)
@@ -246,6 +257,6 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stopped.set())
     agent.start()
     stopped.wait()
-    logger.info("stopping agent; %d batches stay spooled for the next start", agent.spool.stats().batches)
-    agent.stop()
+    agent.stop(drain_s=args.drain)
+    logger.info("agent stopped; %d batches stay spooled for the next start", agent.spool.stats().batches)
     return 0

@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
                 "--node-id", node_id, "--backend", "sim", "--scheduler", f"localhost:{sched.port}",
                 "--ca", str(work / "ca.pem"), "--cert", str(work / f"node-{node_id}.pem"),
                 "--key", str(work / f"node-{node_id}-key.pem"), "--spool", str(work / f"spool-{node_id}.db"),
-                "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--energy-interval", "5",
+                "--metrics-host", "127.0.0.1", "--metrics-port", "0",
+                # Batches every 2 s (not the default 10) so the short demo shows a stream.
+                "--energy-interval", "2", "--batch-ticks", "2",
             ] + ([] if load is None else ["--sim-load", str(load)])  # fmt: skip
             agents.append(subprocess.Popen(cmd))
             print(f"agent {node_id}: 8 simulated H200s at load {load if load is not None else 'idle (no process)'}")

@@ -49,11 +49,11 @@ def run(seconds: float, warmup_s: float, scrape_interval_s: float) -> dict[str, 
             time.sleep(warmup_s)
             cpu0, wall0 = _process_cpu_s(agent.pid), time.monotonic()
             batches0 = sched.scheduler.telemetry.fleet.counters.batches_accepted
-            while time.monotonic() - wall0 < seconds:
+            while (left := seconds - (time.monotonic() - wall0)) > 0:
                 with urllib.request.urlopen(url, timeout=5) as response:
                     response.read()
                 scrapes += 1
-                time.sleep(scrape_interval_s)
+                time.sleep(min(scrape_interval_s, left))
             cpu1, wall1 = _process_cpu_s(agent.pid), time.monotonic()
             batches = sched.scheduler.telemetry.fleet.counters.batches_accepted - batches0
         finally:
