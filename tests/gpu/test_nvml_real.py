@@ -5,7 +5,6 @@ Run with `pytest -s -m gpu tests/gpu` to see the figures (they go into notes).
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 
 from neocloud.agent.gpu.nvml import NvmlBackend
 from neocloud.agent.gpu.types import EnergyReading
+from tests.helpers import integrate_mj
 
 try:
     pynvml.nvmlInit()
@@ -35,22 +35,6 @@ def backend() -> Iterator[NvmlBackend]:
     b = NvmlBackend()
     yield b
     b.close()
-
-
-def integrate_mj(points: list[tuple[int, int]], t0_us: int, t1_us: int) -> float:
-    """Trapezoid over (µs, mW) points between t0 and t1, interpolating at the ends."""
-    pts = sorted(points)
-
-    def at(t: int) -> float:
-        if t <= pts[0][0]:
-            return pts[0][1]
-        for (ta, pa), (tb, pb) in itertools.pairwise(pts):
-            if ta <= t <= tb:
-                return pa + (pb - pa) * (t - ta) / (tb - ta) if tb > ta else pa
-        return pts[-1][1]
-
-    seq = [(t0_us, at(t0_us)), *((t, float(p)) for t, p in pts if t0_us < t < t1_us), (t1_us, at(t1_us))]
-    return sum((tb - ta) / 1e6 * (pa + pb) / 2 for (ta, pa), (tb, pb) in itertools.pairwise(seq))
 
 
 def test_inventory_and_fields_are_sane(backend: NvmlBackend) -> None:
