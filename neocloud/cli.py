@@ -34,8 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     certs_cli.add_parser(subparsers)
     bench_cli.add_parser(subparsers)
     from neocloud import demo
+    from neocloud.scheduler.metering import audit
 
     demo.add_parser(subparsers)
+    audit.add_parser(subparsers)
     return parser
 
 
