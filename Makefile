@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/neocloud/v1/*.proto)
 
-.PHONY: all demo test lint typecheck proto proto-check unit integration bench clean
+.PHONY: all demo test lint typecheck proto proto-check deploy-check unit integration bench clean
 
 all: test
 
@@ -36,7 +36,16 @@ typecheck: $(STAMP)
 	@rm -rf build/typecheck && $(PY) -m pip install --quiet --no-deps --no-compile --target build/typecheck . && \
 	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p neocloud
 
-test: $(STAMP) proto-check lint typecheck
+# Prometheus config, rules and rule unit tests under deploy/prometheus (promtool comes with
+# Debian's `prometheus` package; .ci/run installs it). Skipped, loudly, where it is missing.
+PROMTOOL ?= promtool
+deploy-check:
+	@if ! command -v $(PROMTOOL) >/dev/null 2>&1; then \
+		echo "deploy-check: SKIPPED, $(PROMTOOL) not found (apt-get install prometheus)"; exit 0; fi; \
+	cd deploy/prometheus && $(PROMTOOL) check config prometheus.yml && \
+	$(PROMTOOL) check rules rules/*.yml && $(PROMTOOL) test rules tests/*.yml
+
+test: $(STAMP) proto-check lint typecheck deploy-check
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

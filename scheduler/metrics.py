@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 from neocloud.scheduler.ingest.service import TelemetryService
 
 GPU_LABELS = ["node", "gpu", "uuid", "model"]
+REFUSAL_CODES = ("FAILED_PRECONDITION", "INVALID_ARGUMENT", "PERMISSION_DENIED")
 
 
 class SchedulerCollector(Collector):
@@ -90,8 +91,10 @@ class SchedulerCollector(Collector):
         refused = CounterMetricFamily(
             "neocloud_ingest_streams_refused", "Streams ended with an error status.", labels=["code"]
         )
-        for code, count in sorted(c.streams_refused.items()):
-            refused.add_metric([code], count)
+        # Every code a refusal can carry is exported from the start, so that
+        # increase() sees the first refusal too.
+        for code in REFUSAL_CODES:
+            refused.add_metric([code], c.streams_refused.get(code, 0))
         yield refused
         yield GaugeMetricFamily("neocloud_ingest_streams", "Open telemetry streams.", value=len(service.sessions))
         yield CounterMetricFamily(
