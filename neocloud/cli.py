@@ -33,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler_server.add_parser(subparsers)
     certs_cli.add_parser(subparsers)
     bench_cli.add_parser(subparsers)
-    from neocloud import demo
+    from neocloud import client_cli, demo
     from neocloud.scheduler.metering import audit
 
+    client_cli.add_parser(subparsers)
     demo.add_parser(subparsers)
     audit.add_parser(subparsers)
     return parser

@@ -43,6 +43,103 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX gpus_by_node ON gpus(node_id);
     """,
+    # 2: jobs, tenants, tokens, contracts, allocations, settings, cordons (times are Unix seconds)
+    """
+    CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        weight REAL NOT NULL DEFAULT 1.0 CHECK (weight > 0),
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        token_hash TEXT PRIMARY KEY,
+        tenant TEXT REFERENCES tenants(name),
+        role TEXT NOT NULL CHECK (role IN ('operator', 'internal', 'tenant')),
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL,
+        CHECK ((role = 'tenant') = (tenant IS NOT NULL))
+    );
+    CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens(name) WHERE revoked_at IS NULL;
+    CREATE TABLE contracts (
+        contract_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(name),
+        gpus INTEGER NOT NULL DEFAULT 0,
+        power_w REAL NOT NULL DEFAULT 0,
+        gpu_model TEXT,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        created_at REAL NOT NULL,
+        CHECK (start < end),
+        CHECK ((gpus > 0) <> (power_w > 0))
+    );
+    CREATE INDEX contracts_by_tenant ON contracts(tenant);
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        client_request_id TEXT NOT NULL,
+        job_class TEXT NOT NULL CHECK (job_class IN ('internal', 'reserved', 'on_demand', 'spot')),
+        gpus INTEGER NOT NULL CHECK (gpus BETWEEN 1 AND 4096),
+        gpus_per_node INTEGER NOT NULL CHECK (gpus_per_node BETWEEN 1 AND 8),
+        gpu_model TEXT,
+        command TEXT,
+        entrypoint TEXT,
+        env TEXT NOT NULL DEFAULT '{}',
+        grace_s REAL NOT NULL,
+        max_runtime_s REAL,
+        requeue_on_preempt INTEGER NOT NULL DEFAULT 1,
+        contract_id TEXT,
+        state TEXT NOT NULL
+            CHECK (state IN ('queued', 'running', 'preempting', 'succeeded', 'failed', 'cancelled')),
+        submitted_at REAL NOT NULL,
+        queue_position REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        requeues INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER,
+        message TEXT NOT NULL DEFAULT '',
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        last_checkpoint_at REAL,
+        preemption_notice_at REAL,
+        UNIQUE (tenant, client_request_id),
+        CHECK ((command IS NULL) <> (entrypoint IS NULL))
+    );
+    CREATE INDEX jobs_by_state ON jobs(state, queue_position);
+    CREATE INDEX jobs_by_tenant ON jobs(tenant, submitted_at);
+    CREATE INDEX jobs_by_contract ON jobs(contract_id) WHERE contract_id IS NOT NULL;
+    CREATE TABLE job_events (
+        event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL REFERENCES jobs(job_id),
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL
+    );
+    CREATE INDEX job_events_by_job ON job_events(job_id, event_id);
+    CREATE TABLE allocations (
+        allocation_id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs(job_id),
+        tenant TEXT NOT NULL,
+        job_class TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        gpu_uuids TEXT NOT NULL,
+        start REAL NOT NULL,
+        end REAL,
+        end_reason TEXT,
+        CHECK (end IS NULL OR end >= start)
+    );
+    CREATE INDEX allocations_by_job ON allocations(job_id);
+    CREATE INDEX allocations_open ON allocations(node_id) WHERE end IS NULL;
+    CREATE INDEX allocations_by_end ON allocations(end);
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE node_cordons (
+        node_id TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -1,0 +1,218 @@
+"""`neocloud admin ...`: tenants, API tokens, contracts, settings and cordons
+(operator tokens; a tenant may list its own contracts)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from neocloud.api_client import (
+    CALL_TIMEOUT_S,
+    Connection,
+    UsageError,
+    command,
+    enum_word,
+    fmt_time,
+    parse_time,
+    print_json,
+    print_table,
+)
+from neocloud.v1 import admin_pb2 as pb
+
+ROLES = {"operator": pb.ROLE_OPERATOR, "internal": pb.ROLE_INTERNAL, "tenant": pb.ROLE_TENANT}
+
+
+def add_parser(subparsers: argparse._SubParsersAction, conn: argparse.ArgumentParser) -> None:
+    admin = subparsers.add_parser(
+        "admin",
+        help="operate the site: tenants, tokens, contracts, settings, cordons",
+        description="Operator commands (they need an operator token).",
+    )
+    actions = admin.add_subparsers(dest="admin_action", metavar="ACTION")
+    actions.required = True
+
+    def leaf(parent: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
+        description = summary[0].upper() + summary[1:] + "."
+        parser: argparse.ArgumentParser = parent.add_parser(name, parents=[conn], help=summary, description=description)
+        return parser
+
+    tenant = actions.add_parser("tenant", help="create and list tenants", description="Tenants (customers).")
+    tenant_actions = tenant.add_subparsers(dest="tenant_action", metavar="ACTION", required=True)
+    p = leaf(tenant_actions, "create", "create a tenant")
+    p.add_argument("name", metavar="NAME", help="lower-case letters, digits and '-'")
+    p.add_argument("--weight", type=float, default=1.0, help="fair-share weight (default: %(default)s)")
+    p.set_defaults(func=command(_tenant_create))
+    leaf(tenant_actions, "list", "list tenants").set_defaults(func=command(_tenant_list))
+
+    token = actions.add_parser("token", help="create, list and revoke API tokens", description="API tokens.")
+    token_actions = token.add_subparsers(dest="token_action", metavar="ACTION", required=True)
+    p = leaf(token_actions, "create", "create an API token and print it (it is shown only once)")
+    p.add_argument("--role", choices=sorted(ROLES), required=True, help="what the token may do")
+    p.add_argument("--tenant", help="the tenant a tenant token acts for")
+    p.add_argument("--name", required=True, help="a name to know and revoke the token by")
+    p.set_defaults(func=command(_token_create))
+    p = leaf(token_actions, "list", "list API tokens (names and roles, never the tokens)")
+    p.add_argument("--revoked", action="store_true", help="include revoked tokens")
+    p.set_defaults(func=command(_token_list))
+    p = leaf(token_actions, "revoke", "revoke an API token")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=command(_token_revoke))
+
+    contract = actions.add_parser("contract", help="reserved-capacity contracts", description="Contracts.")
+    contract_actions = contract.add_subparsers(dest="contract_action", metavar="ACTION", required=True)
+    p = leaf(contract_actions, "create", "create a contract: N GPUs or P watts over [start, end)")
+    p.add_argument("--tenant", required=True)
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--gpus", type=int, help="GPUs reserved")
+    size.add_argument("--power-w", type=float, help="watts reserved")
+    p.add_argument("--gpu-model", help="GPU model of a GPU contract")
+    p.add_argument("--start", type=parse_time, default="now", help="'now', Unix seconds or ISO 8601 (default: now)")
+    end = p.add_mutually_exclusive_group(required=True)
+    end.add_argument("--end", type=parse_time, help="Unix seconds or ISO 8601 (UTC unless it names a zone)")
+    end.add_argument("--days", type=float, help="length in days, instead of --end")
+    p.set_defaults(func=command(_contract_create))
+    p = leaf(contract_actions, "list", "list contracts")
+    p.add_argument("--tenant", help="one tenant's contracts")
+    p.set_defaults(func=command(_contract_list))
+    p = leaf(contract_actions, "delete", "delete a contract no queued or running job uses")
+    p.add_argument("contract_id", metavar="CONTRACT_ID")
+    p.set_defaults(func=command(_contract_delete))
+
+    p = leaf(actions, "set", "set a site setting (see `neocloud admin settings`)")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE")
+    p.set_defaults(func=command(_set))
+    leaf(actions, "settings", "show every site setting").set_defaults(func=command(_settings))
+
+    p = leaf(actions, "cordon", "place nothing new on a node (running work stays)")
+    p.add_argument("node_id", metavar="NODE")
+    p.add_argument("--reason", required=True, help="why, for the other operators")
+    p.set_defaults(func=command(_cordon))
+    p = leaf(actions, "uncordon", "let work be placed on a node again")
+    p.add_argument("node_id", metavar="NODE")
+    p.set_defaults(func=command(_uncordon))
+    leaf(actions, "cordons", "list cordoned nodes").set_defaults(func=command(_cordons))
+
+
+def _call(conn: Connection, method: str, request: object) -> Any:
+    return getattr(conn.admin, method)(request, metadata=conn.metadata, timeout=CALL_TIMEOUT_S)
+
+
+def _show(args: argparse.Namespace, message: Any, text: str) -> None:
+    """`message` as JSON with --json (an empty object for None), else `text`."""
+    if args.json:
+        print_json(message if message is not None else {})
+    else:
+        print(text)
+
+
+def _tenant_create(args: argparse.Namespace, conn: Connection) -> None:
+    tenant = _call(conn, "CreateTenant", pb.CreateTenantRequest(name=args.name, weight=args.weight))
+    _show(args, tenant, f"tenant {args.name} created")
+
+
+def _tenant_list(args: argparse.Namespace, conn: Connection) -> None:
+    tenants = _call(conn, "ListTenants", pb.ListTenantsRequest()).tenants
+    if args.json:
+        print_json(list(tenants))
+    else:
+        print_table(
+            ("TENANT", "WEIGHT", "CREATED"), [(t.name, f"{t.weight:g}", fmt_time(t.created_at)) for t in tenants]
+        )
+
+
+def _token_create(args: argparse.Namespace, conn: Connection) -> None:
+    request = pb.CreateTokenRequest(name=args.name, role=ROLES[args.role], tenant=args.tenant or "")
+    created = _call(conn, "CreateToken", request)
+    if args.json:
+        print_json(created)
+        return
+    print(created.token)
+    print("store this token now: it is not shown again (only its hash is kept)", file=sys.stderr)
+
+
+def _token_list(args: argparse.Namespace, conn: Connection) -> None:
+    tokens = _call(conn, "ListTokens", pb.ListTokensRequest(include_revoked=args.revoked)).tokens
+    if args.json:
+        print_json(list(tokens))
+        return
+    rows = [
+        (t.name, enum_word(pb.Role.Name(t.role), "ROLE_"), t.tenant or "-", fmt_time(t.created_at),
+         fmt_time(t.revoked_at) if t.HasField("revoked_at") else "-")
+        for t in tokens
+    ]  # fmt: skip
+    print_table(("NAME", "ROLE", "TENANT", "CREATED", "REVOKED"), rows)
+
+
+def _token_revoke(args: argparse.Namespace, conn: Connection) -> None:
+    _call(conn, "RevokeToken", pb.RevokeTokenRequest(name=args.name))
+    _show(args, None, f"token {args.name} revoked")
+
+
+def _contract_create(args: argparse.Namespace, conn: Connection) -> None:
+    if args.days is not None and args.days <= 0:
+        raise UsageError("--days must be more than 0")
+    if args.gpus is not None and args.gpus <= 0:
+        raise UsageError("--gpus must be more than 0")
+    end = args.end if args.end is not None else args.start + args.days * 86400.0
+    request = pb.CreateContractRequest(
+        tenant=args.tenant,
+        gpus=args.gpus or 0,
+        power_w=args.power_w or 0.0,
+        gpu_model=args.gpu_model or "",
+        start=args.start,
+        end=end,
+    )
+    contract = _call(conn, "CreateContract", request)
+    _show(args, contract, contract.contract_id)
+
+
+def _contract_list(args: argparse.Namespace, conn: Connection) -> None:
+    contracts = _call(conn, "ListContracts", pb.ListContractsRequest(tenant=args.tenant or "")).contracts
+    if args.json:
+        print_json(list(contracts))
+        return
+    rows = [
+        (c.contract_id, c.tenant, f"{c.gpus} GPUs" if c.gpus else f"{c.power_w / 1e6:g} MW", c.gpu_model or "any",
+         fmt_time(c.start), fmt_time(c.end))
+        for c in contracts
+    ]  # fmt: skip
+    print_table(("CONTRACT", "TENANT", "SIZE", "MODEL", "START", "END"), rows)
+
+
+def _contract_delete(args: argparse.Namespace, conn: Connection) -> None:
+    _call(conn, "DeleteContract", pb.DeleteContractRequest(contract_id=args.contract_id))
+    _show(args, None, f"contract {args.contract_id} deleted")
+
+
+def _set(args: argparse.Namespace, conn: Connection) -> None:
+    setting = _call(conn, "SetSetting", pb.SetSettingRequest(key=args.key, value=args.value))
+    _show(args, setting, f"{setting.key} = {setting.value}")
+
+
+def _settings(args: argparse.Namespace, conn: Connection) -> None:
+    settings = _call(conn, "GetSettings", pb.GetSettingsRequest()).settings
+    if args.json:
+        print_json(list(settings))
+        return
+    rows = [(s.key, s.value, "default" if s.is_default else "set", s.description) for s in settings]
+    print_table(("KEY", "VALUE", "", "MEANING"), rows)
+
+
+def _cordon(args: argparse.Namespace, conn: Connection) -> None:
+    cordon = _call(conn, "CordonNode", pb.CordonNodeRequest(node_id=args.node_id, reason=args.reason))
+    _show(args, cordon, f"node {args.node_id} cordoned")
+
+
+def _uncordon(args: argparse.Namespace, conn: Connection) -> None:
+    _call(conn, "UncordonNode", pb.UncordonNodeRequest(node_id=args.node_id))
+    _show(args, None, f"node {args.node_id} uncordoned")
+
+
+def _cordons(args: argparse.Namespace, conn: Connection) -> None:
+    cordons = _call(conn, "ListCordons", pb.ListCordonsRequest()).cordons
+    if args.json:
+        print_json(list(cordons))
+    else:
+        print_table(("NODE", "SINCE", "REASON"), [(c.node_id, fmt_time(c.at), c.reason) for c in cordons])

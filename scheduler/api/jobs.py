@@ -1,0 +1,149 @@
+"""neocloud.v1.JobService: thin handlers over the JobStore.
+
+Each handler authenticates, converts the request, checks what the caller's
+role allows, and calls the store on a worker thread (SQLite commits wait on
+the disk; the event loop must not). Errors are raised, never caught here:
+scheduler/api/errors.py maps them to status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from neocloud.errors import InvalidArgumentError, PermissionDeniedError
+from neocloud.scheduler.api import convert
+from neocloud.scheduler.api.auth import Authenticator, own_tenant, visible
+from neocloud.scheduler.api.logs import LogSource
+from neocloud.scheduler.policy.types import JobClass
+from neocloud.scheduler.store.jobs import MAX_LIST, JobStore
+from neocloud.scheduler.store.records import Job, Principal, Role
+from neocloud.v1 import jobs_pb2 as pb
+from neocloud.v1 import jobs_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIST = 100
+LOG_CHUNK_BYTES = 256 * 1024
+_MAX_REQUEST_ID = 128
+
+
+class JobService(pb_grpc.JobServiceServicer):
+    def __init__(
+        self,
+        store: JobStore,
+        logs: LogSource,
+        poll_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`poll_interval_s`: how often Watch and Logs look for news while a job runs."""
+        self._store = store
+        self._logs = logs
+        self._auth = Authenticator(store)
+        self._poll_s = poll_interval_s
+        self._clock = clock
+
+    async def _job(self, principal: Principal, job_id: str) -> Job:
+        job = await asyncio.to_thread(self._store.get, convert.job_id(job_id))
+        return visible(principal, job)
+
+    async def Submit(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:  # noqa: N802
+        principal = await self._auth.principal(context)
+        if len(request.client_request_id) > _MAX_REQUEST_ID:
+            raise InvalidArgumentError(f"client_request_id is longer than {_MAX_REQUEST_ID} characters")
+        tenant = own_tenant(principal)
+        if tenant is None:
+            raise PermissionDeniedError("operators do not submit jobs: use a tenant or internal token")
+        spec = convert.spec(request.spec, tenant, request.client_request_id)
+        if principal.role is Role.INTERNAL and spec.job_class is not JobClass.INTERNAL:
+            raise PermissionDeniedError("internal tokens submit class internal only")
+        if principal.role is Role.TENANT and spec.job_class is JobClass.INTERNAL:
+            raise PermissionDeniedError("class internal is for the lab's own teams: submit reserved, on_demand or spot")
+        job = await asyncio.to_thread(self._store.submit, spec, self._clock())
+        return convert.job_to_proto(job)
+
+    async def Get(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:  # noqa: N802
+        principal = await self._auth.principal(context)
+        job = await self._job(principal, request.job_id)
+        allocations = await asyncio.to_thread(self._store.allocations, job.job_id, True)
+        return convert.job_to_proto(job, allocations)
+
+    async def List(  # noqa: N802
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListJobsResponse:
+        principal = await self._auth.principal(context)
+        own = own_tenant(principal)
+        if principal.role is Role.OPERATOR:
+            if request.all_tenants == bool(request.tenant):
+                raise InvalidArgumentError(
+                    "tenant: an operator lists one tenant's jobs (tenant; neocloud jobs --tenant T) or every "
+                    "tenant's (all_tenants; neocloud jobs --all), one of the two"
+                )
+            tenant = None if request.all_tenants else request.tenant
+        elif request.all_tenants or request.tenant not in ("", own):
+            raise PermissionDeniedError("only operators list other tenants' jobs")
+        else:
+            tenant = own
+        if request.limit > MAX_LIST:
+            raise InvalidArgumentError(f"limit must be at most {MAX_LIST}, not {request.limit}")
+        states = [convert.job_state(s) for s in request.states]
+        jobs = await asyncio.to_thread(self._store.list_jobs, tenant, states, request.limit or DEFAULT_LIST)
+        return pb.ListJobsResponse(jobs=[convert.job_to_proto(j) for j in jobs])
+
+    async def Cancel(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:  # noqa: N802
+        principal = await self._auth.principal(context)
+        job = await self._job(principal, request.job_id)
+        job = await asyncio.to_thread(self._store.request_cancel, job.job_id, self._clock())
+        logger.info("job %s: cancel requested by %s", job.job_id, principal.token_name)
+        return convert.job_to_proto(job)
+
+    async def Watch(  # noqa: N802
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JobEvent]:
+        principal = await self._auth.principal(context)
+        job = await self._job(principal, request.job_id)
+        after = request.after_event_id
+        while True:
+            # The state first: if the job had ended by then, the events read next include its last one.
+            ended = (await asyncio.to_thread(self._store.get, job.job_id)).state.terminal
+            events = await asyncio.to_thread(self._store.events_since, job.job_id, after)
+            for event in events:
+                yield convert.event_to_proto(event)
+                after = event.event_id
+                if event.state.terminal and event.kind == event.state.value:
+                    return
+            if not events:
+                if ended:
+                    return  # the finishing event was at or before after_event_id
+                await asyncio.sleep(self._poll_s)
+
+    async def Logs(  # noqa: N802
+        self, request: pb.JobLogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.LogChunk]:
+        principal = await self._auth.principal(context)
+        job = await self._job(principal, request.job_id)
+        if request.offset < 0:
+            raise InvalidArgumentError(f"offset must not be negative, not {request.offset}")
+        offset = request.offset
+        ended = False  # seen the job finished, then read once more
+        while True:
+            data, eof = await asyncio.to_thread(self._logs.read, job.job_id, offset)
+            for start in range(0, len(data), LOG_CHUNK_BYTES):
+                piece = data[start : start + LOG_CHUNK_BYTES]
+                yield pb.LogChunk(offset=offset, data=piece)
+                offset += len(piece)
+            if eof:
+                yield pb.LogChunk(offset=offset, eof=True)
+                return
+            if data:
+                continue
+            if not request.follow or ended:
+                return
+            job = await asyncio.to_thread(self._store.get, job.job_id)
+            ended = job.state.terminal
+            if not ended:
+                await asyncio.sleep(self._poll_s)

@@ -1,0 +1,275 @@
+"""What operators manage: tenants, API tokens (stored as SHA-256 only),
+reserved contracts, site settings and node cordons."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from neocloud import tls
+from neocloud.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from neocloud.scheduler.policy.types import PolicyConfig
+from neocloud.scheduler.store import settings as site_settings
+from neocloud.scheduler.store import validate
+from neocloud.scheduler.store.base import StoreBase
+from neocloud.scheduler.store.records import (
+    ContractRecord,
+    CordonRecord,
+    Principal,
+    Role,
+    TenantRecord,
+    TokenRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "nct_"
+_CONTRACT_COLUMNS = "contract_id, tenant, start, end, gpus, power_w, gpu_model, created_at"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _contract(row: Sequence[Any]) -> ContractRecord:
+    cid, tenant, start, end, gpus, power_w, model, created = row
+    return ContractRecord(cid, tenant, float(start), float(end), int(gpus), float(power_w), model, float(created))
+
+
+class AdminStore(StoreBase):
+    # --- tenants ------------------------------------------------------------------------------------
+
+    def create_tenant(self, name: str, weight: float = 1.0, now: float | None = None) -> TenantRecord:
+        validate.tenant_name(name)
+        if validate.finite("weight", weight) <= 0:
+            raise InvalidArgumentError(f"weight must be more than 0, not {weight:g}")
+        record = TenantRecord(name, float(weight), self._now(now))
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
+                raise AlreadyExistsError(f"tenant {name!r} exists already")
+            db.execute(
+                "INSERT INTO tenants (name, weight, created_at) VALUES (?, ?, ?)", (name, weight, record.created_at)
+            )
+        logger.info("tenant %s created (weight %g)", name, weight)
+        return record
+
+    def list_tenants(self) -> list[TenantRecord]:
+        with self._read() as db:
+            rows = db.execute("SELECT name, weight, created_at FROM tenants ORDER BY name").fetchall()
+        return [TenantRecord(*row) for row in rows]
+
+    def tenant_exists(self, name: str) -> bool:
+        with self._read() as db:
+            return db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone() is not None
+
+    # --- API tokens ---------------------------------------------------------------------------------
+
+    def create_token(self, role: Role, name: str, tenant: str | None = None, now: float | None = None) -> str:
+        """Create a token and return its plaintext, the only time it is ever seen: only its hash is kept."""
+        validate.name("name", name)
+        if not isinstance(role, Role):
+            raise InvalidArgumentError(f"role {role!r} is unknown: use operator, internal or tenant")
+        if (role is Role.TENANT) != (tenant is not None):
+            raise InvalidArgumentError("tenant is required for role tenant and not allowed for operator or internal")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._write() as db:
+            if tenant is not None and not db.execute("SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone():
+                raise NotFoundError(f"tenant {tenant!r} does not exist: create it first")
+            if db.execute("SELECT 1 FROM api_tokens WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone():
+                raise AlreadyExistsError(f"a token named {name!r} exists already: revoke it or pick another name")
+            db.execute(
+                "INSERT INTO api_tokens (token_hash, tenant, role, name, created_at) VALUES (?, ?, ?, ?, ?)",
+                (token_hash(token), tenant, role.value, name, self._now(now)),
+            )
+        logger.info("API token %s created (role %s, tenant %s)", name, role.value, tenant)
+        return token
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal a live token stands for, or None for an unknown or revoked one."""
+        if not token:
+            return None
+        with self._read() as db:
+            row = db.execute(
+                "SELECT role, tenant, name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                (token_hash(token),),
+            ).fetchone()
+        return None if row is None else Principal(Role(row[0]), row[1], row[2])
+
+    def revoke_token(self, name: str, now: float | None = None) -> None:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (self._now(now), name)
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no live token named {name!r}")
+        logger.info("API token %s revoked", name)
+
+    def list_tokens(self, include_revoked: bool = False) -> list[TokenRecord]:
+        where = "" if include_revoked else " WHERE revoked_at IS NULL"
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT name, role, tenant, created_at, revoked_at FROM api_tokens{where} ORDER BY created_at, name"
+            ).fetchall()
+        return [TokenRecord(r[0], Role(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    def bootstrap_operator_token(self, name: str = "bootstrap", now: float | None = None) -> str | None:
+        """Create a first operator token if no live one exists; None if one does (the check and the
+        insert are one transaction, so two schedulers starting at once make at most one)."""
+        validate.name("name", name)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM api_tokens WHERE role = 'operator' AND revoked_at IS NULL").fetchone():
+                return None
+            if db.execute("SELECT 1 FROM api_tokens WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone():
+                raise AlreadyExistsError(f"a token named {name!r} exists already; pick another bootstrap name")
+            db.execute(
+                "INSERT INTO api_tokens (token_hash, tenant, role, name, created_at)"
+                " VALUES (?, NULL, 'operator', ?, ?)",
+                (token_hash(token), name, self._now(now)),
+            )
+        logger.info("bootstrap operator token %s created", name)
+        return token
+
+    # --- contracts ----------------------------------------------------------------------------------
+
+    def create_contract(
+        self,
+        tenant: str,
+        start: float,
+        end: float,
+        gpus: int = 0,
+        power_w: float = 0.0,
+        gpu_model: str | None = None,
+        now: float | None = None,
+    ) -> ContractRecord:
+        validate.contract_terms(gpus, power_w, gpu_model, start, end)
+        record = ContractRecord(
+            "c-" + secrets.token_hex(6),
+            tenant,
+            float(start),
+            float(end),
+            gpus,
+            float(power_w),
+            gpu_model,
+            self._now(now),
+        )
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone():
+                raise NotFoundError(f"tenant {tenant!r} does not exist: create it first")
+            db.execute(
+                f"INSERT INTO contracts ({_CONTRACT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.contract_id,
+                    tenant,
+                    record.start,
+                    record.end,
+                    gpus,
+                    record.power_w,
+                    gpu_model,
+                    record.created_at,
+                ),
+            )
+        logger.info("contract %s created for tenant %s", record.contract_id, tenant)
+        return record
+
+    def get_contract(self, contract_id: str) -> ContractRecord:
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT {_CONTRACT_COLUMNS} FROM contracts WHERE contract_id = ?", (contract_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no contract {contract_id!r}")
+        return _contract(row)
+
+    def list_contracts(self, tenant: str | None = None) -> list[ContractRecord]:
+        query = f"SELECT {_CONTRACT_COLUMNS} FROM contracts"
+        params: tuple[str, ...] = ()
+        if tenant is not None:
+            query, params = query + " WHERE tenant = ?", (tenant,)
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY start, contract_id", params).fetchall()
+        return [_contract(row) for row in rows]
+
+    def delete_contract(self, contract_id: str) -> None:
+        """Delete a contract no queued or running job uses (finished jobs keep its id for the record)."""
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM contracts WHERE contract_id = ?", (contract_id,)).fetchone():
+                raise NotFoundError(f"no contract {contract_id!r}")
+            busy = db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE contract_id = ? AND state IN ('queued', 'running', 'preempting')",
+                (contract_id,),
+            ).fetchone()[0]
+            if busy:
+                raise FailedPreconditionError(
+                    f"contract {contract_id} has {busy} queued or running job(s): cancel them or let them finish first"
+                )
+            db.execute("DELETE FROM contracts WHERE contract_id = ?", (contract_id,))
+        logger.info("contract %s deleted", contract_id)
+
+    # --- settings -----------------------------------------------------------------------------------
+
+    def set_setting(self, key: str, value: str) -> site_settings.SettingValue:
+        """Parse, check and store one setting; returns the typed value."""
+        typed = site_settings.parse(key, value)
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, site_settings.render(typed)),
+            )
+        logger.info("setting %s = %s", key, site_settings.render(typed))
+        return typed
+
+    def stored_settings(self) -> dict[str, str]:
+        """Only the settings an operator set, as stored."""
+        with self._read() as db:
+            return {k: v for k, v in db.execute("SELECT key, value FROM settings ORDER BY key")}
+
+    def get_settings(self) -> dict[str, site_settings.SettingValue]:
+        """Every known setting with its effective value (stored, else the default)."""
+        stored = self.stored_settings()
+        return site_settings.effective({k: v for k, v in stored.items() if k in site_settings.SETTINGS})
+
+    def policy_config(self) -> PolicyConfig:
+        """The policy's configuration from the settings and the tenants' weights."""
+        stored = {k: v for k, v in self.stored_settings().items() if k in site_settings.SETTINGS}
+        weights = {t.name: t.weight for t in self.list_tenants()}
+        return site_settings.policy_config(stored, weights)
+
+    # --- cordons ------------------------------------------------------------------------------------
+
+    def cordon(self, node_id: str, reason: str, now: float | None = None) -> CordonRecord:
+        """Stop placing new work on a node (running work stays); cordoning again updates the reason."""
+        try:
+            tls.validate_node_id(node_id)
+        except ValueError as e:
+            raise InvalidArgumentError(f"node_id: {e}") from e
+        validate.text("reason", reason, validate.MAX_REASON)
+        at = self._now(now)
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO node_cordons (node_id, reason, at) VALUES (?, ?, ?)"
+                " ON CONFLICT (node_id) DO UPDATE SET reason = excluded.reason",
+                (node_id, reason, at),
+            )
+            row = db.execute("SELECT node_id, reason, at FROM node_cordons WHERE node_id = ?", (node_id,)).fetchone()
+        logger.info("node %s cordoned: %s", node_id, reason)
+        return CordonRecord(*row)
+
+    def uncordon(self, node_id: str) -> None:
+        with self._write() as db:
+            if db.execute("DELETE FROM node_cordons WHERE node_id = ?", (node_id,)).rowcount == 0:
+                raise NotFoundError(f"node {node_id!r} is not cordoned")
+        logger.info("node %s uncordoned", node_id)
+
+    def cordoned(self) -> frozenset[str]:
+        with self._read() as db:
+            return frozenset(row[0] for row in db.execute("SELECT node_id FROM node_cordons"))
+
+    def list_cordons(self) -> list[CordonRecord]:
+        with self._read() as db:
+            rows = db.execute("SELECT node_id, reason, at FROM node_cordons ORDER BY node_id").fetchall()
+        return [CordonRecord(*row) for row in rows]
