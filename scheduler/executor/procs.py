@@ -1,0 +1,176 @@
+"""Starting a job as its own process group and making sure all of it is gone.
+
+No Ray here: the runner actor (runner.py) uses these helpers on its node. A job
+is started with `start_new_session=True`, so its leader's pid is both its
+process-group id and its session id; members that move to another group with
+setpgid() stay in the session and are still found and killed. Only a process
+that calls setsid() itself escapes, which is why the pids seen are reported to
+the caller for an NVML check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# Runs between the runner and the job: asks the kernel to SIGKILL the job's leader
+# if the runner's process dies (so a killed runner actor leaves no GPU process
+# behind; PR_SET_PDEATHSIG survives execve), then becomes the job. argv[1] is the
+# runner's pid (to close the race where it died before prctl), argv[2:] the job.
+_SHIM = (
+    "import ctypes,os,sys\n"
+    "ctypes.CDLL(None).prctl(1,9)\n"  # PR_SET_PDEATHSIG, SIGKILL
+    "if os.getppid()!=int(sys.argv[1]):os._exit(137)\n"
+    "try:os.execvp(sys.argv[2],sys.argv[2:])\n"
+    "except OSError as e:sys.stderr.write(f'neocloud: cannot run {sys.argv[2]!r}: {e}\\n');os._exit(127)\n"
+)
+
+# Calls "pkg.mod:func" with no arguments; an int result is the exit status.
+_ENTRYPOINT = (
+    "import importlib,sys\n"
+    "m,_,f=sys.argv[1].partition(':')\n"
+    "r=getattr(importlib.import_module(m),f)()\n"
+    "sys.exit(r if isinstance(r,int) else 0)\n"
+)
+
+# Variables of the runner's own environment a job inherits; nothing else of it
+# (in particular none of Ray's RAY_* settings) leaks into tenant processes.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
+
+
+def job_argv(command: Sequence[str] | None, entrypoint: str | None, python: str = sys.executable) -> list[str]:
+    """The argv that runs a job: its command, or `python -c` calling its entrypoint."""
+    if command is not None:
+        return list(command)
+    assert entrypoint is not None
+    return [python, "-c", _ENTRYPOINT, entrypoint]
+
+
+def base_env(parent: Mapping[str, str] | None = None) -> dict[str, str]:
+    parent = os.environ if parent is None else parent
+    return {k: parent[k] for k in INHERITED_ENV if k in parent}
+
+
+def spawn(
+    argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `argv` as a new session (and process group) with stdout and stderr
+    appended to `log_path`; its pid is the group id."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid()), *argv]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            shim,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def _stat(proc_root: Path, pid: str) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgrp, session) of one process, None if it is gone."""
+    try:
+        raw = (proc_root / pid / "stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3])
+    except (IndexError, ValueError):
+        return None
+
+
+def _scan(pgid: int, proc_root: Path) -> list[tuple[int, str, int]]:
+    """(pid, state, ppid) of every process in group `pgid` or in the session it leads."""
+    found = []
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.isdigit():
+            st = _stat(proc_root, entry)
+            if st is not None and (st[2] == pgid or st[3] == pgid):
+                found.append((int(entry), st[0], st[1]))
+    return found
+
+
+def members(pgid: int, proc_root: Path = Path("/proc")) -> list[int]:
+    """Live (non-zombie) processes in group `pgid` or in the session it leads."""
+    return sorted(pid for pid, state, _ in _scan(pgid, proc_root) if state != "Z")
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux), so a job's
+    background processes, once killed, are reaped here rather than left as
+    zombies under an init that may never reap them."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(pgid: int, leader: int | None, proc_root: Path = Path("/proc")) -> None:
+    """Reap the job's zombies that were reparented to this process (never the
+    leader: its Popen reaps it and needs its exit status)."""
+    me = os.getpid()
+    for pid, state, ppid in _scan(pgid, proc_root):
+        if state == "Z" and ppid == me and pid != leader:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def group_gone(pgid: int, proc_root: Path = Path("/proc")) -> bool:
+    """True once no live process of the job's group or session exists.
+
+    `os.killpg(pgid, 0)` raising ProcessLookupError is the proof for the group.
+    Zombies this process may reap (see become_subreaper) are reaped first; one
+    whose parent is elsewhere holds no memory and no GPU context, so a group left
+    with only those counts as gone too.
+    """
+    reap_orphans(pgid, pgid, proc_root)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return not members(pgid, proc_root)
+    except PermissionError:
+        return False
+    return not members(pgid, proc_root)
+
+
+def signal_all(pgid: int, sig: int, proc_root: Path = Path("/proc")) -> list[int]:
+    """Send `sig` to the job's group and to every other live member of its
+    session; returns the pids signalled."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+    pids = members(pgid, proc_root)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+    return pids
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` so that a reader sees the whole file or none of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+KILL = signal.SIGKILL
+TERM = signal.SIGTERM

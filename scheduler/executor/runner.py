@@ -1,0 +1,383 @@
+"""The runner: one detached Ray actor per rank of a job, on the node its
+placement-group bundle pins it to. It starts the job's process group, watches
+it (exit, checkpoint file, max runtime), delivers preemption notices, and proves
+the group is gone before the executor frees the GPUs.
+
+The actor is threaded: a long-poll `watch()` from the executor, `stop()`,
+`read_log()` and `reap()` run side by side. One thread forks the job and waits
+for it (the kernel's parent-death signal is tied to that thread, so it must
+live as long as the job); a second one is the watchdog.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from neocloud.scheduler.executor import procs
+from neocloud.scheduler.executor.types import (
+    END_CANCELLED,
+    END_EXITED,
+    END_MAX_RUNTIME,
+    ExecJob,
+)
+
+logger = logging.getLogger(__name__)
+
+TICK_S = 0.2  # watchdog period: checkpoint mtime, kill deadlines, max runtime
+SCAN_S = 1.0  # how often the job's group is scanned for new pids
+STRAGGLER_GRACE_S = 5.0  # after the leader exits by itself, the rest of its group gets at most this
+MAX_READ = 4 << 20
+
+
+@dataclass(frozen=True)
+class RankStatus:
+    """A runner's view of its rank; `version` grows with every change worth an event."""
+
+    job: ExecJob
+    rank: int
+    world_size: int
+    node_id: str
+    ray_node_id: str
+    node_ip: str
+    version: int
+    log_path: str
+    gpu_indices: tuple[int, ...] = ()
+    gpu_uuids: tuple[str, ...] = ()
+    pid: int | None = None
+    pids: tuple[int, ...] = ()
+    started_at: float | None = None
+    exit_code: int | None = None
+    end_reason: str | None = None
+    ended_at: float | None = None
+    last_checkpoint_at: float | None = None
+    stopping: str | None = None  # the reason of a stop in progress
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+
+def map_gpus(ray_ids: Sequence[int | str], inventory: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Ray's GPU ids for this worker → (indices, UUIDs from the node's inventory).
+
+    Ray gives indices, or whatever the node's CUDA_VISIBLE_DEVICES listed when
+    `ray start` ran (possibly UUIDs); either way the truth is reported.
+    """
+    indices: list[int] = []
+    uuids: list[str] = []
+    for rid in ray_ids:
+        text = str(rid)
+        if text.isdigit():
+            idx = int(text)
+            indices.append(idx)
+            if idx < len(inventory):
+                uuids.append(inventory[idx])
+        elif text in inventory:
+            indices.append(inventory.index(text))
+            uuids.append(text)
+        else:
+            logger.warning("GPU id %r is neither an index nor in the node's inventory", text)
+    return tuple(indices), tuple(uuids)
+
+
+@dataclass
+class _State:
+    version: int = 0
+    pid: int | None = None
+    pids: set[int] = field(default_factory=set)
+    started_at: float | None = None
+    exit_code: int | None = None
+    end_reason: str | None = None
+    ended_at: float | None = None
+    stop_reason: str | None = None
+    kill_at: float | None = None
+    checkpoint_mtime: float | None = None
+    last_checkpoint_at: float | None = None
+
+
+class Runner:
+    def __init__(
+        self, job: ExecJob, rank: int, world_size: int, node_id: str, inventory: Sequence[str], log_dir: str
+    ) -> None:
+        self._job = job
+        self._rank = rank
+        self._world = world_size
+        self._node_id = node_id
+        job_dir = Path(log_dir) / job.job_id
+        self._log = job_dir / f"rank-{rank}.log"
+        self._notice = job_dir / f"rank-{rank}.preempt"
+        self._ckpt = job_dir / f"rank-{rank}.checkpoint"
+        self._ray_node_id: str = ray.get_runtime_context().get_node_id()
+        self._ip: str = ray.util.get_node_ip_address()
+        ray_ids: list[Any] = list(ray.get_gpu_ids())
+        self._cuda_visible = ",".join(str(i) for i in ray_ids)
+        self._indices, self._uuids = map_gpus(ray_ids, inventory)
+        self._port: int | None = None
+        if not procs.become_subreaper():
+            logger.warning("cannot become a child subreaper: a killed job's orphans are left to init to reap")
+        self._cv = threading.Condition()
+        self._s = _State()
+
+    # --- calls from the executor -------------------------------------------------
+
+    def address(self) -> tuple[str, int]:
+        """This node's IP and a free port, for rank 0 to be the gang's master."""
+        with self._cv:
+            if self._port is None:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("", 0))
+                    self._port = int(s.getsockname()[1])
+            return self._ip, self._port
+
+    def launch(self, master: tuple[str, int]) -> RankStatus:
+        """Start the job's process group (once); returns at once with its pid."""
+        with self._cv:
+            if self._s.pid is not None or self._s.ended_at is not None:
+                return self._status()  # launched already, or stopped before it could start
+        self._job_dir().mkdir(parents=True, exist_ok=True)
+        self._notice.unlink(missing_ok=True)  # a requeued job must not see the last run's notice
+        with self._cv:
+            self._s.checkpoint_mtime = _mtime(self._ckpt)  # only newer checkpoints count
+        env = self._env(master)
+        argv = procs.job_argv(self._job.command, self._job.entrypoint)
+        spawned = threading.Event()
+        threading.Thread(target=self._run, args=(argv, env, spawned), name="neocloud-job", daemon=True).start()
+        spawned.wait()
+        with self._cv:
+            return self._status()
+
+    def watch(self, version: int, timeout_s: float) -> RankStatus:
+        """Long poll: the status as soon as its version exceeds `version`, or after `timeout_s`."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._s.version > version, timeout=timeout_s)
+            return self._status()
+
+    def status(self) -> RankStatus:
+        with self._cv:
+            return self._status()
+
+    def stop(self, reason: str, grace_s: float) -> RankStatus:
+        """Notice file, SIGTERM to the group, SIGKILL after `grace_s` (by the watchdog).
+        The first reason wins; a later, shorter grace shortens the deadline."""
+        now = time.time()
+        with self._cv:
+            if self._s.ended_at is not None:
+                return self._status()
+            first = self._s.stop_reason is None
+            if first:
+                self._s.stop_reason = reason
+            deadline = now + max(grace_s, 0.0)
+            self._s.kill_at = deadline if self._s.kill_at is None else min(self._s.kill_at, deadline)
+            pid = self._s.pid
+            if pid is None:  # stopped before launch: the job never starts
+                self._s.end_reason, self._s.ended_at = reason, now
+            self._bump()
+            if pid is None:
+                return self._status()
+            reason = self._s.stop_reason or reason
+        if first:
+            notice = {"job_id": self._job.job_id, "reason": reason, "grace_s": grace_s, "deadline": deadline}
+            procs.write_atomic(self._notice, json.dumps(notice) + "\n")
+            self._note(procs.signal_all(pid, procs.TERM))
+        if grace_s <= 0:
+            self._note(procs.signal_all(pid, procs.KILL))
+        with self._cv:
+            return self._status()
+
+    def reap(self, timeout_s: float) -> tuple[bool, tuple[int, ...]]:
+        """SIGKILL whatever is left of the job's group and wait until none of it is alive.
+        Returns (gone, every pid the job was seen to have)."""
+        with self._cv:
+            pid = self._s.pid
+            if pid is None:  # never started; and now it never will
+                if self._s.ended_at is None:
+                    self._s.stop_reason = self._s.stop_reason or END_CANCELLED
+                    self._s.end_reason, self._s.ended_at = self._s.stop_reason, time.time()
+                    self._bump()
+                return True, ()
+            if self._s.ended_at is None and self._s.stop_reason is None:
+                self._s.stop_reason = END_CANCELLED  # released while running: killed without notice
+        deadline = time.monotonic() + timeout_s
+        while not procs.group_gone(pid):
+            self._note(procs.signal_all(pid, procs.KILL))
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        gone = procs.group_gone(pid)
+        with self._cv:
+            if not gone:
+                logger.warning(
+                    "job %s rank %d: processes %s survive SIGKILL", self._job.job_id, self._rank, procs.members(pid)
+                )
+            return gone, tuple(sorted(self._s.pids))
+
+    def read_log(self, offset: int, max_bytes: int) -> tuple[bytes, bool]:
+        with self._cv:
+            ended = self._s.ended_at is not None
+        try:
+            with open(self._log, "rb") as f:
+                f.seek(max(offset, 0))
+                data = f.read(min(max(max_bytes, 0), MAX_READ))
+                size = f.seek(0, 2)
+        except FileNotFoundError:
+            return b"", ended
+        return data, ended and max(offset, 0) + len(data) >= size
+
+    # --- threads -----------------------------------------------------------------
+
+    def _run(self, argv: list[str], env: dict[str, str], spawned: threading.Event) -> None:
+        """Fork the job and wait for it; this thread lives exactly as long as the leader."""
+        with self._cv:
+            if self._s.pid is not None or self._s.ended_at is not None:  # launched twice, or a stop got in first
+                spawned.set()
+                return
+            try:
+                proc = procs.spawn(argv, env, self._log)
+            except OSError as e:
+                logger.error("job %s rank %d: cannot start: %s", self._job.job_id, self._rank, e)
+                with open(self._log, "ab") as log:
+                    log.write(f"neocloud: cannot start the job: {e}\n".encode())
+                self._s.exit_code, self._s.end_reason, self._s.ended_at = 127, END_EXITED, time.time()
+                self._bump()
+                spawned.set()
+                return
+            self._s.pid, self._s.started_at = proc.pid, time.time()
+            self._s.pids.add(proc.pid)
+            self._bump()
+        spawned.set()
+        threading.Thread(target=self._watchdog, args=(proc.pid,), name="neocloud-watchdog", daemon=True).start()
+        code = proc.wait()
+        # The leader is gone; the rest of its group gets the stop deadline (or a short one) to follow.
+        with self._cv:
+            if self._s.kill_at is None:
+                self._s.kill_at = time.time() + min(self._job.grace_s, STRAGGLER_GRACE_S)
+        if not procs.group_gone(proc.pid):
+            self._note(procs.signal_all(proc.pid, procs.TERM))
+            while not procs.group_gone(proc.pid):
+                with self._cv:
+                    kill = self._s.kill_at is not None and time.time() >= self._s.kill_at
+                if kill:
+                    self._note(procs.signal_all(proc.pid, procs.KILL))
+                time.sleep(0.05)
+        self._check_checkpoint()
+        with self._cv:
+            self._s.exit_code, self._s.ended_at = code, time.time()
+            self._s.end_reason = self._s.stop_reason or END_EXITED
+            self._bump()
+
+    def _watchdog(self, pgid: int) -> None:
+        next_scan = 0.0
+        runtime_end = None
+        with self._cv:
+            if self._job.max_runtime_s is not None and self._s.started_at is not None:
+                runtime_end = self._s.started_at + self._job.max_runtime_s
+        while True:
+            now = time.time()
+            if now >= next_scan:
+                self._note(procs.members(pgid))
+                procs.reap_orphans(pgid, pgid)
+                next_scan = now + SCAN_S
+            with self._cv:
+                if self._s.ended_at is not None:
+                    return
+                kill_at = self._s.kill_at
+                stopping = self._s.stop_reason is not None
+                wake = [TICK_S]
+                if kill_at is not None:
+                    wake.append(kill_at - time.time())
+                if runtime_end is not None and not stopping:
+                    wake.append(runtime_end - time.time())
+                self._cv.wait(timeout=max(min(wake), 0.0))
+            now = time.time()
+            self._check_checkpoint()
+            if runtime_end is not None and not stopping and now >= runtime_end:
+                logger.info("job %s rank %d: max runtime reached", self._job.job_id, self._rank)
+                self.stop(END_MAX_RUNTIME, self._job.grace_s)
+            if kill_at is not None and now >= kill_at and not procs.group_gone(pgid):
+                self._note(procs.signal_all(pgid, procs.KILL))
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _job_dir(self) -> Path:
+        return self._log.parent
+
+    def _env(self, master: tuple[str, int]) -> dict[str, str]:
+        env = procs.base_env()
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's indices = NVML's = Ray's
+        env.update(self._job.env)
+        env.update(
+            {
+                "CUDA_VISIBLE_DEVICES": self._cuda_visible,
+                "NEOCLOUD_JOB_ID": self._job.job_id,
+                "NEOCLOUD_RANK": str(self._rank),
+                "NEOCLOUD_WORLD_SIZE": str(self._world),
+                "NEOCLOUD_PREEMPT_NOTICE_FILE": str(self._notice),
+                "NEOCLOUD_CHECKPOINT_FILE": str(self._ckpt),
+            }
+        )
+        if self._world > 1:
+            env["NEOCLOUD_MASTER_ADDR"], env["NEOCLOUD_MASTER_PORT"] = master[0], str(master[1])
+        return env
+
+    def _check_checkpoint(self) -> None:
+        mtime = _mtime(self._ckpt)
+        with self._cv:
+            if mtime is not None and mtime != self._s.checkpoint_mtime:
+                self._s.checkpoint_mtime = mtime
+                self._s.last_checkpoint_at = mtime
+                self._bump()
+
+    def _note(self, pids: Sequence[int]) -> None:
+        with self._cv:
+            self._s.pids.update(pids)
+
+    def _bump(self) -> None:
+        """Caller holds the lock."""
+        self._s.version += 1
+        self._cv.notify_all()
+
+    def _status(self) -> RankStatus:
+        """Caller holds the lock."""
+        s = self._s
+        return RankStatus(
+            job=self._job,
+            rank=self._rank,
+            world_size=self._world,
+            node_id=self._node_id,
+            ray_node_id=self._ray_node_id,
+            node_ip=self._ip,
+            version=s.version,
+            log_path=str(self._log),
+            gpu_indices=self._indices,
+            gpu_uuids=self._uuids,
+            pid=s.pid,
+            pids=tuple(sorted(s.pids)),
+            started_at=s.started_at,
+            exit_code=s.exit_code,
+            end_reason=s.end_reason,
+            ended_at=s.ended_at,
+            last_checkpoint_at=s.last_checkpoint_at,
+            stopping=s.stop_reason,
+        )
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+# Threaded so the executor's long-poll watch() never blocks stop(), reap() or read_log().
+_remote: Any = ray.remote  # ray's overloads do not list actor options
+RunnerActor: Any = _remote(max_concurrency=32)(Runner)
