@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,10 +19,16 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from neocloud import tls
 from neocloud.netaddr import is_loopback, split_host_port
+from neocloud.scheduler.api.errors import ErrorInterceptor
+from neocloud.scheduler.api.logs import ExecutorLogs, NoLogs
+from neocloud.scheduler.api.services import SERVICE_NAMES, add_api_services
+from neocloud.scheduler.controller import Controller
+from neocloud.scheduler.executor.types import Executor
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.metrics import SchedulerCollector
 from neocloud.scheduler.store import telemetry as telemetry_store
 from neocloud.scheduler.store.db import StoreError, open_db
+from neocloud.scheduler.store.jobs import JobStore
 from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
@@ -44,12 +52,14 @@ class SchedulerConfig:
     cert_file: str | None = None
     key_file: str | None = None
     commit_interval_s: float = 0.1
+    controller_interval_s: float = 0.5
 
 
 class Scheduler:
-    """The scheduler on the running asyncio loop."""
+    """The scheduler on the running asyncio loop. With an executor it also runs
+    jobs (the controller); without one it ingests telemetry and serves the API."""
 
-    def __init__(self, config: SchedulerConfig) -> None:
+    def __init__(self, config: SchedulerConfig, executor: Executor | None = None) -> None:
         host, _ = split_host_port(config.listen)
         if config.insecure and not is_loopback(host):
             raise ValueError(f"--insecure only listens on loopback, not {host!r}; use mTLS")
@@ -63,6 +73,15 @@ class Scheduler:
             require_peer_identity=not config.insecure,
             commit_interval_s=config.commit_interval_s,
         )
+        # The job store has its own connection: telemetry commits on another thread.
+        self.jobs = JobStore(open_db(config.db_path))
+        self.executor = executor
+        self.controller = (
+            Controller(self.jobs, self.telemetry.fleet, executor, interval_s=config.controller_interval_s)
+            if executor is not None
+            else None
+        )
+        self.bootstrap_token_file = self._bootstrap_operator_token()
         self.registry = CollectorRegistry()
         self.registry.register(SchedulerCollector(self.telemetry))
         self.port = 0
@@ -70,26 +89,45 @@ class Scheduler:
         self._server: grpc.aio.Server | None = None
         self._http: object | None = None
         self._commits: asyncio.Task[None] | None = None
+        self._control: asyncio.Task[None] | None = None
         self._health = HealthServicer()
+
+    def _bootstrap_operator_token(self) -> Path | None:
+        """The first start makes an operator token and leaves it, readable by the
+        scheduler's user only, beside the store (never in the log)."""
+        token = self.jobs.bootstrap_operator_token("bootstrap")
+        if token is None or self.config.db_path == ":memory:":
+            return None
+        path = Path(self.config.db_path).with_name("operator-token")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        logger.warning("first start: an operator token was written to %s (use it, then store it safely)", path)
+        return path
 
     async def start(self) -> None:
         config = self.config
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor()])
         pb_grpc.add_TelemetryServicer_to_server(self.telemetry, server)
+        add_api_services(server, self.jobs, ExecutorLogs(self.executor) if self.executor else NoLogs())
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if config.insecure:
             self.port = server.add_insecure_port(config.listen)
         else:
             assert config.ca_file and config.cert_file and config.key_file
+            # gRPC Python cannot ask for a client certificate without requiring one, so
+            # API clients present one too (any the CA signed); their role is the token's.
             creds = tls.server_credentials(config.cert_file, config.key_file, config.ca_file)
             self.port = server.add_secure_port(config.listen, creds)
         if not self.port:
             raise OSError(f"cannot listen on {config.listen}")
         await server.start()
         self._server = server
-        for name in ("", "neocloud.v1.Telemetry"):
+        for name in ("", "neocloud.v1.Telemetry", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._commits = asyncio.create_task(self.telemetry.run_commits())
+        if self.controller is not None:
+            self._control = asyncio.create_task(self.controller.run())
         if config.metrics_port is not None:
             http, _ = start_http_server(config.metrics_port, config.metrics_host, registry=self.registry)
             self._http = http
@@ -107,10 +145,14 @@ class Scheduler:
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace_s)
-        if self._commits is not None:
-            self._commits.cancel()
+        for task in (self._commits, self._control):
+            if task is not None:
+                task.cancel()
+        if self.controller is not None:
+            self.controller.close()
         await self.telemetry.commit()
         self.telemetry.close()
+        self.jobs.close()
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]
             self._http.server_close()  # type: ignore[attr-defined]
@@ -120,15 +162,15 @@ class Scheduler:
 class BackgroundScheduler:
     """Runs a Scheduler on its own event loop thread (demo, benchmarks, tests)."""
 
-    def __init__(self, config: SchedulerConfig) -> None:
+    def __init__(self, config: SchedulerConfig, executor: Executor | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="neocloud-scheduler", daemon=True)
         self._thread.start()
-        self.scheduler = self.call(self._create(config))
+        self.scheduler = self.call(self._create(config, executor))
 
     @staticmethod
-    async def _create(config: SchedulerConfig) -> Scheduler:
-        scheduler = Scheduler(config)
+    async def _create(config: SchedulerConfig, executor: Executor | None) -> Scheduler:
+        scheduler = Scheduler(config, executor)
         await scheduler.start()
         return scheduler
 
@@ -152,9 +194,11 @@ class BackgroundScheduler:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "scheduler",
-        help="run the scheduler (for now: telemetry ingest, fleet state, /metrics)",
+        help="run the scheduler: telemetry ingest, job and admin API, the policy, jobs on Ray",
         description="Run the control plane: accept node agents' telemetry streams over mTLS, keep the fleet's "
-        "live state and per-GPU energy in SQLite, and serve Prometheus metrics and gRPC health checks.",
+        "live state, jobs and allocations in SQLite, serve the job and admin API (bearer tokens; the first "
+        "start writes an operator token beside the store), place and preempt jobs by policy and run them on "
+        "Ray, and serve Prometheus metrics and gRPC health checks.",
     )
     p.add_argument("--listen", default="0.0.0.0:7443", help="gRPC address (default: %(default)s)")
     p.add_argument("--db", default="/var/lib/neocloud/scheduler.db", help="SQLite store (default: %(default)s)")
@@ -169,6 +213,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.1,
         help="seconds between durable commits; acks follow them (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default="embedded",
+        help="Ray cluster to run jobs on: an address (e.g. auto, ray://head:10001), 'embedded' to start one in "
+        "this process, or 'none' for telemetry and the API only (default: %(default)s). GPU nodes join with "
+        "`ray start --address HEAD --labels neocloud.io/node-id=NODE_ID`.",
     )
     p.set_defaults(func=run)
 
@@ -185,12 +236,27 @@ def run(args: argparse.Namespace) -> int:
         key_file=args.key,
         commit_interval_s=args.commit_interval,
     )
-    return asyncio.run(_serve(config))
+    executor = None
+    if args.ray_address != "none":
+        from neocloud.scheduler.executor.ray_executor import RayExecutor  # Ray only where jobs run
 
-
-async def _serve(config: SchedulerConfig) -> int:
+        log_dir = Path(args.db).with_name("job-logs")
+        address = None if args.ray_address == "embedded" else args.ray_address
+        try:
+            executor = RayExecutor(address=address, log_dir=log_dir)
+        except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the operator needs the message
+            logger.error("scheduler cannot reach Ray at %s: %s", args.ray_address, e)
+            return 2
     try:
-        scheduler = Scheduler(config)
+        return asyncio.run(_serve(config, executor))
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+
+async def _serve(config: SchedulerConfig, executor: Executor | None) -> int:
+    try:
+        scheduler = Scheduler(config, executor)
         await scheduler.start()
     except (StoreError, ValueError, OSError, tls.TlsConfigError) as e:
         logger.error("scheduler cannot start: %s", e)

@@ -7,6 +7,9 @@ import logging
 import threading
 from typing import Protocol
 
+from neocloud.errors import NotFoundError
+from neocloud.scheduler.executor.types import Executor
+
 logger = logging.getLogger(__name__)
 
 
@@ -16,6 +19,19 @@ class LogSource(Protocol):
         the output is complete (`eof`: nothing will ever follow what was returned). May block
         briefly; it is called from a worker thread."""
         ...
+
+
+class ExecutorLogs:
+    """A job's output as its executor keeps it: rank 0's, which runs the entry point."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    def read(self, job_id: str, offset: int) -> tuple[bytes, bool]:
+        try:
+            return self._executor.read_log(job_id, 0, offset)
+        except NotFoundError:
+            return b"", False  # not started yet; the Logs stream ends once the job has
 
 
 class NoLogs:

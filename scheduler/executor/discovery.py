@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 import ray
 from ray.util.placement_group import get_placement_group
@@ -53,7 +53,7 @@ def job_ids_on_cluster() -> set[str]:
 def _find_runner(job_id: str, rank: int, namespace: str) -> tuple[Any, RankStatus | None]:
     try:
         actor = ray.get_actor(runner_name(job_id, rank), namespace=namespace)
-        status: RankStatus = ray.get(actor.status.remote(), timeout=CALL_S)
+        status = cast(RankStatus, ray.get(actor.status.remote(), timeout=CALL_S))
         return actor, status
     except (ValueError, ray.exceptions.RayError) as e:
         logger.warning("job %s: no answer from the runner of rank %d (%s)", job_id, rank, type(e).__name__)

@@ -46,5 +46,9 @@ class StoreBase:
             finally:
                 self._db.execute("COMMIT")
 
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now

@@ -314,6 +314,24 @@ class JobStore(AdminStore):
         if taken:
             raise FailedPreconditionError(f"GPU {taken[0]} is held by job {held[taken[0]]} already")
 
+    def set_allocation_gpus(self, job_id: str, node_id: str, gpu_uuids: Sequence[str]) -> None:
+        """Record which GPUs of a node the job really holds: Ray assigns them, the policy only
+        counted them, and metering must attribute the right ones."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT allocation_id, gpu_uuids FROM allocations WHERE job_id = ? AND node_id = ? AND end IS NULL",
+                (job_id, node_id),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"job {job_id} holds no open allocation on node {node_id}")
+            if len(json.loads(row[1])) != len(gpu_uuids):
+                raise FailedPreconditionError(
+                    f"job {job_id} holds {len(json.loads(row[1]))} GPUs on {node_id}, not {len(gpu_uuids)}"
+                )
+            db.execute(
+                "UPDATE allocations SET gpu_uuids = ? WHERE allocation_id = ?", (json.dumps(list(gpu_uuids)), row[0])
+            )
+
     def notify_preemption(self, job_id: str, now: float | None = None, reason: str = "") -> Job:
         """running -> preempting (the executor signals the job); a job preempting already is left as is."""
         now = self._now(now)

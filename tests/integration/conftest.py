@@ -24,8 +24,9 @@ def scheduler_factory(tmp_path: Path) -> Iterator[Callable[..., BackgroundSchedu
             "insecure": True,
             "commit_interval_s": 0.05,
         }
+        executor = overrides.pop("executor", None)
         fields.update(overrides)
-        s = BackgroundScheduler(SchedulerConfig(**fields))  # type: ignore[arg-type]
+        s = BackgroundScheduler(SchedulerConfig(**fields), executor)  # type: ignore[arg-type]
         started.append(s)
         return s
 

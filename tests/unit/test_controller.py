@@ -1,0 +1,131 @@
+"""The controller's bookkeeping, against the real store and policy and an
+in-memory executor (tests/integration/test_scheduler_on_ray.py uses Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from neocloud.agent.convert import build_batch, hello
+from neocloud.agent.gpu.sim import SimBackend
+from neocloud.scheduler.controller import Controller
+from neocloud.scheduler.ingest.fleet import Fleet
+from neocloud.scheduler.policy.types import INTERNAL_TENANT, JobClass
+from neocloud.scheduler.store.db import open_db
+from neocloud.scheduler.store.jobs import JobStore
+from neocloud.scheduler.store.records import JobSpec, JobState
+from tests.fakes.executor import FakeExecutor
+
+NODES = ("n1", "n2")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = Clock()
+        self.fleet = Fleet()
+        self.backends = {n: SimBackend(n, 8, load=0.2, clock_us=lambda: int(self.clock.now * 1e6)) for n in NODES}
+        self.seq = 0
+        for node_id, backend in self.backends.items():
+            node = self.fleet.register(hello(node_id, 1, backend.inventory(), "sim").hello, int(self.clock.now * 1e6))
+            node.connected = True
+        self.report()
+        self.store = JobStore(open_db(tmp_path / "s.db"), clock=self.clock)
+        self.store.create_tenant("acme")
+        self.store.set_setting("min_runtime_s", "0")
+        self.executor = FakeExecutor(NODES)
+        self.controller = Controller(self.store, self.fleet, self.executor, clock=self.clock)
+
+    def report(self) -> None:
+        """Every node's agent sends a batch stamped now."""
+        self.seq += 1
+        for node_id, backend in self.backends.items():
+            batch = build_batch(node_id, backend.inventory(), [backend.read(True)], int(self.clock.now * 1e6))
+            batch.seq = self.seq
+            self.fleet.apply_batch(self.fleet.nodes[node_id], batch, int(self.clock.now * 1e6))
+
+    def step(self, seconds: float = 1.0) -> None:
+        self.clock.now += seconds
+        self.report()
+        self.controller.step()
+
+    def submit(self, tenant: str, job_class: JobClass, gpus: int, per_node: int = 8, rid: str = "") -> str:
+        spec = JobSpec(tenant, rid or f"r{gpus}{tenant}{job_class}", job_class, gpus, per_node, command=("true",))
+        return self.store.submit(spec).job_id
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    return Rig(tmp_path)
+
+
+def test_a_job_runs_succeeds_and_its_gpus_wait_for_nvml(rig: Rig) -> None:
+    job_id = rig.submit("acme", JobClass.SPOT, 8)
+    rig.step()
+    assert rig.store.get(job_id).state is JobState.RUNNING
+    (allocation,) = rig.store.allocations(job_id)
+    assert len(allocation.gpu_uuids) == 8
+    rig.executor.exit(job_id, 0)
+    rig.step()
+    assert rig.store.get(job_id).state is JobState.SUCCEEDED
+    assert rig.executor.released == [job_id]
+    rig.step()  # the Released event: the GPUs now wait for a fresh NVML sample without the job's pids
+    assert job_id in rig.controller.cleanups
+    views = rig.controller.views(rig.clock.now)  # no sample taken since the release yet
+    assert not set(allocation.gpu_uuids) & {u for v in views for u in v.placeable}
+    rig.step()
+    assert job_id not in rig.controller.cleanups
+    (closed,) = rig.store.allocations(job_id)
+    assert closed.end is not None and closed.end_reason == "succeeded"
+
+
+def test_failure_and_cancel(rig: Rig) -> None:
+    failing = rig.submit("acme", JobClass.SPOT, 8, rid="f")
+    cancelled = rig.submit("acme", JobClass.SPOT, 8, rid="c")
+    rig.step()
+    rig.executor.exit(failing, 3)
+    rig.store.request_cancel(cancelled)
+    rig.step()
+    rig.step()
+    assert rig.store.get(failing).state is JobState.FAILED and rig.store.get(failing).exit_code == 3
+    assert rig.store.get(cancelled).state is JobState.CANCELLED
+    assert rig.executor.jobs[cancelled].signals == ["cancel"]
+
+
+def test_internal_demand_preempts_spot_which_is_requeued(rig: Rig) -> None:
+    rig.store.set_setting("internal_floor_gpus", "16")
+    spot = rig.submit("acme", JobClass.SPOT, 16)
+    rig.step()
+    assert rig.store.get(spot).state is JobState.RUNNING
+    internal = rig.submit(INTERNAL_TENANT, JobClass.INTERNAL, 16)
+    rig.step()
+    assert rig.executor.jobs[spot].signals and rig.executor.jobs[spot].signals[0].startswith("preempt")
+    for _ in range(4):  # exit and requeue -> released -> NVML confirms -> placed
+        rig.step()
+    assert rig.store.get(spot).state is JobState.QUEUED and rig.store.get(spot).requeues == 1
+    assert rig.store.get(internal).state is JobState.RUNNING
+    ends = {a.end_reason for a in rig.store.allocations(spot)}
+    assert ends == {"preempted"}
+    assert internal not in rig.controller.pending
+    assert rig.controller.pending[spot]  # the requeued job is told why it waits
+
+
+def test_restart_reattaches_running_jobs_and_requeues_vanished_ones(rig: Rig) -> None:
+    kept = rig.submit("acme", JobClass.SPOT, 8, rid="k")
+    vanished = rig.submit("acme", JobClass.SPOT, 8, rid="v")
+    rig.step()
+    del rig.executor.jobs[vanished]  # its runners died with the old scheduler
+    restarted = Controller(rig.store, rig.fleet, rig.executor, clock=rig.clock)
+    restarted.recover()
+    assert rig.store.get(kept).state is JobState.RUNNING
+    assert rig.store.get(vanished).state is JobState.QUEUED
+    assert [a.end_reason for a in rig.store.allocations(vanished)] == ["lost"]
+    assert len(rig.store.allocations(kept, open_only=True)) == 1  # not restarted, not billed twice
