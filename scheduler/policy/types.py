@@ -82,6 +82,7 @@ class RunningJob:
     on_lent_capacity: bool = False
     last_checkpoint_at: float | None = None  # reported by the job's runner
     preemption_notice_at: float | None = None  # already told to stop
+    requeues: int = 0  # times this job was preempted and requeued before (for Preemption.requeue)
 
     @property
     def gpu_count(self) -> int:

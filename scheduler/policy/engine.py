@@ -1,0 +1,415 @@
+"""schedule(): one pure, deterministic scheduling pass (DESIGN.md section 3).
+
+Order of work in a pass:
+1. preempt work on GPUs that are no longer placeable, and reserved work whose
+   contract is over;
+2. queued jobs class by class (internal, reserved, on-demand, spot); within a
+   class by weighted fair share, FIFO within a tenant (fairshare.py);
+3. each job: admission (shape, contract, power), then a gang placement in the
+   free capacity its class may use (placement.py); if that fails, a
+   preemption plan where its class may preempt (preempt.py); preempted GPUs
+   are only free once the executor releases them, so the job stays pending
+   this pass and the plan's nodes are held for it;
+4. early reclaim warnings for contracts that start within the horizon.
+
+Who may preempt whom: internal within its floor preempts spot, then
+on-demand; internal above its floor and on-demand preempt spot only; a reserved
+job inside its active contract preempts spot (lent capacity first), then
+internal work above the floor. Reserved work is never preempted while its
+contract is active.
+
+Backfill without runtime estimates (EASY style, by space instead of time):
+the first job per GPU model that does not fit holds the nodes closest to
+fitting it (every node with a slice free, then the fullest others) for the
+rest of the pass. Later, smaller jobs may start anywhere else, so they never
+sit on capacity the blocked job is waiting for; later blocked jobs hold
+nothing (one reservation per model, as in EASY backfilling). The site power
+budget works the same way: once a job is blocked by it, no later job starts,
+since none of the power it waits for can be promised back without runtimes.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from functools import partial
+
+from neocloud.scheduler.policy import explain
+from neocloud.scheduler.policy.contracts import ContractBook
+from neocloud.scheduler.policy.fairshare import Shares, serve
+from neocloud.scheduler.policy.fleet import INTERNAL, ON_DEMAND, RESERVED, SPOT, FleetState, is_internal, iso_key
+from neocloud.scheduler.policy.placement import Placer, Pool
+from neocloud.scheduler.policy.preempt import Plan, Planner, jobs_on_unplaceable_gpus, unplaceable_preemptions
+from neocloud.scheduler.policy.types import (
+    INTERNAL_TENANT,
+    Contract,
+    Decision,
+    JobClass,
+    JobRequest,
+    Placement,
+    PolicyInput,
+    Preemption,
+    ReclaimWarning,
+    RunningJob,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["jobs_on_unplaceable_gpus", "schedule"]
+
+CLASS_ORDER = (INTERNAL, RESERVED, ON_DEMAND, SPOT)
+
+# Victim classes per beneficiary, lowest class first.
+FLOOR_VICTIMS = (SPOT, ON_DEMAND)
+SPOT_VICTIMS = (SPOT,)
+RESERVED_VICTIMS = (SPOT, INTERNAL)
+
+
+def schedule(inp: PolicyInput) -> Decision:
+    """Placements, preemptions, warnings and pending reasons for one pass.
+
+    The cyclic garbage collector is paused for the pass: the pass allocates
+    many small objects next to a large, long-lived input, and a full
+    collection over that input would cost more than the pass itself. Nothing
+    the pass builds forms a reference cycle, so nothing is left for later.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _Pass(inp).run()
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Pass:
+    def __init__(self, inp: PolicyInput) -> None:
+        self.inp = inp
+        self.cfg = cfg = inp.config
+        self.fleet = fleet = FleetState(inp)
+        self.book = ContractBook(inp.contracts, inp.now, fleet.contract_gpus, fleet.contract_power_w)
+        self.placer = Placer(inp, fleet, self.book)
+        self.planner = Planner(inp, fleet, self.placer)
+        self.shares = Shares(
+            inp.usage_gpu_s,
+            fleet.tenant_gpus,
+            fleet.tenant_power_w,
+            fleet.fleet_gpus,
+            cfg.site_power_budget_w,
+            cfg.fair_share_half_life_s,
+            cfg.tenant_weights,
+        )
+        self.placements: list[Placement] = []
+        self.preemptions: list[Preemption] = []
+        self.warnings: dict[str, ReclaimWarning] = {}
+        self.pending: dict[str, str] = {}
+        self.budget_w = cfg.site_power_budget_w
+        self.models = tuple(fleet.models)
+        self.model_set = frozenset(fleet.models)
+        self.draw_w = fleet.measured_w  # measured now plus what this pass starts
+        self.power_held = False  # a job blocked by the site budget holds what is left
+        self.internal = fleet.internal_gpus  # internal GPUs running, starting, or being made room for
+        self.holding: set[str] = set()  # models where the first blocked job holds nodes
+        self.future: list[tuple[JobRequest, Contract]] = []  # reserved jobs of contracts about to start
+        self.initial_free: dict[str, int] = {}
+        for p in self.placer.pools.values():
+            self.initial_free[p.key[0]] = self.initial_free.get(p.key[0], 0) + p.gpus
+        self.placed_in_class = 0
+        self.placed_by_tenant: dict[str, int] = {}
+        self._pool_lists: dict[tuple[str | None, str, str], list[Pool]] = {}
+        self._capacity_text: dict[tuple[object, ...], str] = {}
+        self._capacity_version = -1
+
+    # --- the pass
+
+    def run(self) -> Decision:
+        self._preempt_unplaceable()
+        self._preempt_outside_contract()
+        by_class: list[list[JobRequest]] = [[] for _ in range(INTERNAL + 1)]
+        for job in self.inp.queue:
+            by_class[job.job_class].append(job)
+        for cls in CLASS_ORDER:
+            jobs = by_class[cls]
+            if not jobs:
+                continue
+            self.placed_in_class = 0
+            self.placed_by_tenant = {}
+            serve(jobs, self.shares, partial(self._consider, cls))
+        self._warn_future_contracts()
+        gone = self.planner.gone
+        return Decision(
+            placements=tuple(self.placements),
+            preemptions=tuple(self.preemptions),
+            warnings=tuple(w for w in self.warnings.values() if w.job_id not in gone),
+            pending=self.pending,
+        )
+
+    def _retire(self, j: RunningJob) -> None:
+        """j was preempted in this pass: its GPUs count as free for later plans."""
+        self.planner.note_gone(j)
+        if is_internal(j.tenant, j.job_class):
+            self.internal -= j.gpu_count
+
+    def _preempt_unplaceable(self) -> None:
+        for j in self.fleet.unplaceable:
+            if j.preemption_notice_at is None:
+                self.preemptions.extend(unplaceable_preemptions((j,), self.cfg.max_requeues))
+                self._retire(j)
+
+    def _preempt_outside_contract(self) -> None:
+        """Reserved work may run only while its contract is active."""
+        for j in self.fleet.reserved_jobs:
+            if j.preemption_notice_at is not None or j.job_id in self.planner.gone:
+                continue
+            if not self.book.active(j.contract_id):
+                known = j.contract_id is not None and j.contract_id in self.book.by_id
+                why = f"contract {j.contract_id} ended" if known else "no active contract"
+                self.preemptions.append(Preemption(j.job_id, why, requeue=False))
+                self._retire(j)
+
+    # --- one queued job
+
+    def _consider(self, cls: int, job: JobRequest) -> bool:
+        """Place the job, make room for it, or say why it waits; True if placed."""
+        k, g = job.gpus, job.gpus_per_node
+        if g <= 0 or k <= 0 or k % g:
+            self.pending[job.job_id] = explain.invalid_shape(k, g)
+            return False
+        n = k // g
+        tenant = job.tenant
+        key = INTERNAL_TENANT if cls == INTERNAL or tenant == INTERNAL_TENANT else tenant
+        model = job.gpu_model
+        cid: str | None = None
+        if cls == RESERVED:
+            contract, model, why = self.book.admit(job)
+            if why is not None:
+                self.pending[job.job_id] = why
+                now = self.inp.now
+                if contract is not None and now < contract.start <= now + self.cfg.reclaim_warning_s:
+                    self.future.append((job, contract))
+                return False
+            cid = job.contract_id
+        need_w = k * job.expected_power_w_per_gpu
+        if self.power_held:
+            self.pending[job.job_id] = explain.site_power_held(need_w)
+            return False
+        limit = self.budget_w - (self.book.held_total_w if cid is None else self.book.held_power_w(cid))
+        if self.draw_w + need_w > limit:
+            self.pending[job.job_id] = explain.site_power(self.draw_w + need_w - limit, self.budget_w)
+            if need_w <= self.budget_w:  # it could start once power frees up: hold the rest for it
+                self.power_held = True
+            return False
+        if model is None:
+            models: tuple[str, ...] = self.models
+        elif model in self.model_set:
+            models = (model,)
+        else:
+            self.pending[job.job_id] = explain.unknown_model(model)
+            return False
+        place, pool_lists = self.placer.place, self._pool_lists
+        for m in models:
+            pools = pool_lists.get((cid, m, key))
+            if pools is None:
+                pools = self._pools(cls, m, key, cid)
+            have = 0
+            for p in pools:
+                have += p.gpus
+            if have >= k:
+                got = place(pools, g, n, key)
+                if got is not None:
+                    self._placed(job, key, got[0], False, need_w, cid)
+                    return True
+        if cls == SPOT and self.placer.carved:  # spot may borrow capacity reserved but unused
+            for m in models:
+                if m in self.placer.carved:
+                    got = place(self.placer.spot(m, key), g, n, key)
+                    if got is not None:
+                        self._placed(job, key, got[0], got[1], need_w, cid)
+                        return True
+        self._blocked(job, cls, key, model, models, g, n, need_w, cid)
+        return False
+
+    def _blocked(
+        self,
+        job: JobRequest,
+        cls: int,
+        key: str,
+        model: str | None,
+        models: tuple[str, ...],
+        g: int,
+        n: int,
+        need_w: float,
+        cid: str | None,
+    ) -> None:
+        """The job does not fit in free capacity: make room for it if its class may, else say why it waits."""
+        k = job.gpus
+        fits = [m for m in models if self.fleet.static(m, g) >= n]
+        if not fits:
+            nodes = max((self.fleet.static(m, g) for m in models), default=0)
+            self.pending[job.job_id] = explain.never_fits(k, model, g, nodes)
+            return
+        allowed, spare = self._victims(cls, k)
+        if allowed:
+            resvs: tuple[str | None, ...] = (cid, None) if cid is not None else (None,)
+            for relaxed in (False, True) if cls in (INTERNAL, RESERVED) else (False,):
+                for m in fits:
+                    pools = self._pools(cls, m, key, cid)
+                    plan = self.planner.plan(m, key, g, n, pools, allowed, resvs, spare, relaxed)
+                    if plan is not None:
+                        self._commit_plan(job, cls, need_w, cid, plan, relaxed, allowed is FLOOR_VICTIMS)
+                        return
+        self._wait(job, cls, key, fits[0], model, g, n, cid, bool(allowed))
+
+    def _pools(self, cls: int, model: str, key: str, cid: str | None) -> list[Pool]:
+        """The pools a job may take without borrowing, in preference order (cached)."""
+        ck = (cid, model, key)
+        pools = self._pool_lists.get(ck)
+        if pools is None:
+            pools = self.placer.holder(model, key, cid) if cid is not None else self.placer.general(model, key)
+            self._pool_lists[ck] = pools
+        return pools
+
+    def _victims(self, cls: int, k: int) -> tuple[tuple[int, ...], int]:
+        floor = self.cfg.internal_floor_gpus
+        if cls == INTERNAL:
+            return (FLOOR_VICTIMS if self.internal + k <= floor else SPOT_VICTIMS), 0
+        if cls == RESERVED:
+            return RESERVED_VICTIMS, max(0, self.internal - floor)
+        if cls == ON_DEMAND:
+            return SPOT_VICTIMS, 0
+        return (), 0
+
+    def _placed(
+        self,
+        job: JobRequest,
+        key: str,
+        entries: tuple[tuple[str, tuple[str, ...]], ...],
+        lent: bool,
+        need_w: float,
+        cid: str | None,
+    ) -> None:
+        self.placements.append(Placement(job.job_id, entries, lent))
+        self.draw_w += need_w
+        tenant = job.tenant
+        self.shares.charge(tenant, job.gpus, need_w)
+        if cid is not None:
+            self.book.charge(cid, job.gpus, need_w)
+        if key == INTERNAL_TENANT:
+            self.internal += job.gpus
+        self.placed_in_class += 1
+        self.placed_by_tenant[tenant] = self.placed_by_tenant.get(tenant, 0) + 1
+
+    def _commit_plan(
+        self, job: JobRequest, cls: int, need_w: float, cid: str | None, plan: Plan, relaxed: bool, floor: bool
+    ) -> None:
+        k = job.gpus
+        for i in plan.nodes:
+            self.placer.claim(i)
+        if cid is not None:
+            self.book.charge(cid, k, need_w)
+        if cls == INTERNAL:
+            self.internal += k
+        if relaxed:
+            why = f"{_who(cls, cid)} needs these GPUs: preemption may follow in {plan.wait_s:.0f} s"
+            for v in plan.victims:
+                if v.preemption_notice_at is None and v.job_id not in self.warnings:
+                    self.warnings[v.job_id] = ReclaimWarning(v.job_id, why)
+            self.pending[job.job_id] = explain.awaiting_min_runtime(plan.wait_s)
+            return
+        counts: dict[JobClass, int] = {}
+        for v in plan.victims:
+            self.preemptions.append(
+                Preemption(
+                    v.job_id,
+                    _reason(cls, cid, v.on_lent_capacity, floor),
+                    for_job_id=job.job_id,
+                    requeue=v.requeues < self.cfg.max_requeues,
+                )
+            )
+            self._retire(v)
+            counts[v.job_class] = counts.get(v.job_class, 0) + 1
+        if counts:
+            self.pending[job.job_id] = explain.preempting(counts)
+        else:
+            self.pending[job.job_id] = explain.awaiting_release(plan.under_notice_gpus)
+
+    def _wait(
+        self,
+        job: JobRequest,
+        cls: int,
+        key: str,
+        model: str,
+        shown: str | None,
+        g: int,
+        n: int,
+        cid: str | None,
+        may_preempt: bool,
+    ) -> None:
+        """Pending for capacity: say why; the first such job per model holds the nodes closest to fitting it."""
+        pools = self._pools(cls, model, key, cid)
+        if self._capacity_version != self.placer.version:
+            self._capacity_text.clear()
+            self._capacity_version = self.placer.version
+        ck = (id(pools), job.gpus, g, cls == SPOT, may_preempt, shown)
+        text = self._capacity_text.get(ck)
+        if text is None:
+            whole = g >= self.fleet.max_size
+            text = explain.capacity(job.gpus, shown, g, self.placer.ready(pools, g), whole)
+            if cls != SPOT and self.placer.ready(self.placer.spot(model, key), g, n) >= n:
+                text = explain.held_for_contracts(job.gpus, shown, g)
+            elif may_preempt:
+                text = explain.cannot_preempt(text)
+            self._capacity_text[ck] = text
+        ahead = self.placed_in_class - self.placed_by_tenant.get(job.tenant, 0)
+        if ahead > 0 and self.initial_free.get(model, 0) >= job.gpus:
+            text = explain.fair_share(ahead, text)
+        if model not in self.holding:
+            self.holding.add(model)
+            held = self.placer.hold(pools, g, n)
+            if held:
+                text = explain.first_in_line(text, held)
+        self.pending[job.job_id] = text
+
+    # --- early warnings for contracts about to start
+
+    def _warn_future_contracts(self) -> None:
+        exclude: set[int] = set()
+        used: dict[str, int] = {}
+        for job, c in self.future:
+            g, k = job.gpus_per_node, job.gpus
+            cid = c.contract_id
+            if c.gpus > 0 and self.book.used_gpus[cid] + used.get(cid, 0) + k > c.gpus:
+                continue
+            used[cid] = used.get(cid, 0) + k
+            model = job.gpu_model or c.gpu_model
+            key = iso_key(job.tenant, RESERVED)
+            for m in (model,) if model is not None else self.fleet.models:
+                if m not in self.fleet.models:
+                    continue
+                pools = self.placer.holder(m, key, cid)
+                if self.placer.ready(pools, g, k // g) >= k // g:
+                    break  # fits in free capacity: nothing to reclaim
+                spare = max(0, self.internal - self.cfg.internal_floor_gpus)
+                plan = self.planner.plan(m, key, g, k // g, pools, RESERVED_VICTIMS, (cid, None), spare, True, exclude)
+                if plan is None:
+                    continue
+                exclude.update(plan.nodes)
+                why = f"reserved contract {cid} starts at {explain.when(c.start)} and will need these GPUs"
+                for v in plan.victims:
+                    if v.preemption_notice_at is None and v.job_id not in self.warnings:
+                        self.warnings[v.job_id] = ReclaimWarning(v.job_id, why)
+                break
+
+
+def _who(cls: int, cid: str | None) -> str:
+    if cls == RESERVED:
+        return f"reserved contract {cid}"
+    return "internal work"
+
+
+def _reason(cls: int, cid: str | None, lent: bool, floor: bool) -> str:
+    if cls == INTERNAL:
+        return "internal work reclaims its floor" if floor else "internal work needs spot capacity"
+    if cls == RESERVED:
+        return f"reserved contract {cid} reclaims {'its lent capacity' if lent else 'its capacity'}"
+    return "on-demand work needs spot capacity"

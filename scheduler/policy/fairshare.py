@@ -1,0 +1,154 @@
+"""Weighted fair share between tenants: half-life decay of past usage, a
+dominant share per tenant, and the order in which one class's queue is served.
+
+The share of tenant t (smaller goes first) is
+
+    share(t) = (past(t) + now(t)) / weight(t)
+    past(t)  = usage_gpu_s(t) * ln 2 / (half_life_s * fleet_gpus)
+    now(t)   = max(gpus_running(t) / fleet_gpus, power_running_w(t) / site_power_budget_w)
+
+`usage_gpu_s` is decayed usage (see `decay`); a tenant that ran g GPUs for ever
+accrues g * half_life / ln 2 of it, so `past` is "the fraction of the fleet it
+has used lately" and `now` is the fraction it holds this instant: both are
+fleet fractions and add up. `now` is a dominant-resource share (GPUs or site
+power, whichever is larger; power only with a finite budget). Each placement
+in a pass is charged at once, so one pass interleaves tenants instead of
+serving one tenant's whole backlog first.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from operator import attrgetter
+
+from neocloud.scheduler.policy.types import JobRequest
+
+logger = logging.getLogger(__name__)
+
+LN2 = math.log(2.0)
+
+
+def decay(usage_gpu_s: float, elapsed_s: float, half_life_s: float) -> float:
+    """`usage_gpu_s` as it counts `elapsed_s` later: halved every `half_life_s`."""
+    if elapsed_s <= 0.0:
+        return usage_gpu_s
+    if half_life_s <= 0.0:
+        return 0.0
+    return usage_gpu_s * 0.5 ** (elapsed_s / half_life_s)
+
+
+def accrue(usage_gpu_s: float, elapsed_s: float, gpus: float, half_life_s: float) -> float:
+    """Decayed usage after `gpus` more ran for `elapsed_s`: the old usage decays
+    and the new GPU-seconds decay from the moment they were used."""
+    if elapsed_s <= 0.0:
+        return usage_gpu_s
+    if half_life_s <= 0.0:
+        return 0.0
+    kept = 0.5 ** (elapsed_s / half_life_s)
+    return usage_gpu_s * kept + gpus * half_life_s / LN2 * (1.0 - kept)
+
+
+class Shares:
+    """Each tenant's share in one pass, charged as the pass places jobs."""
+
+    __slots__ = ("_base", "_gpu_scale", "_gpus", "_power", "_power_scale")
+
+    def __init__(
+        self,
+        usage_gpu_s: Mapping[str, float],
+        gpus_running: Mapping[str, int],
+        power_running_w: Mapping[str, float],
+        fleet_gpus: int,
+        site_power_budget_w: float,
+        half_life_s: float,
+        weights: Mapping[str, float],
+    ) -> None:
+        fleet = max(fleet_gpus, 1)
+        self._gpu_scale = 1.0 / fleet
+        budget_ok = math.isfinite(site_power_budget_w) and site_power_budget_w > 0.0
+        self._power_scale = 1.0 / site_power_budget_w if budget_ok else 0.0
+        past_scale = LN2 / (half_life_s * fleet) if half_life_s > 0.0 else 0.0
+        tenants = set(usage_gpu_s) | set(gpus_running) | set(weights)
+        # tenant -> (past share, 1 / weight); tenants seen nowhere get (0, 1) on first use
+        self._base = {t: (usage_gpu_s.get(t, 0.0) * past_scale, 1.0 / _weight(weights, t)) for t in tenants}
+        self._gpus = dict(gpus_running)
+        self._power = dict(power_running_w) if budget_ok else {}
+
+    def share(self, tenant: str) -> float:
+        past, inv_w = self._base.get(tenant, (0.0, 1.0))
+        now = self._gpus.get(tenant, 0) * self._gpu_scale
+        if self._power_scale:
+            p = self._power.get(tenant, 0.0) * self._power_scale
+            if p > now:
+                now = p
+        return (past + now) * inv_w
+
+    def charge(self, tenant: str, gpus: int, power_w: float) -> None:
+        self._gpus[tenant] = self._gpus.get(tenant, 0) + gpus
+        if self._power_scale:
+            self._power[tenant] = self._power.get(tenant, 0.0) + power_w
+
+
+def _weight(weights: Mapping[str, float], tenant: str) -> float:
+    w = weights.get(tenant, 1.0)
+    return w if w > 0.0 else 1e-9
+
+
+_fifo = attrgetter("submitted_at", "job_id")
+
+
+def serve(jobs: Iterable[JobRequest], shares: Shares, consider: Callable[[JobRequest], bool]) -> None:
+    """Offer the jobs of one class to `consider`, lowest-share tenant first, FIFO
+    within a tenant.
+
+    `consider` returns True when it placed the job (and charged `shares`); the
+    tenant then goes back into line with its new share. A job that is not
+    placed leaves the share as it was, so the same tenant's next job follows.
+    Ties go to the tenant name: the order is a pure function of the input.
+    """
+    by_tenant: dict[str, list[JobRequest]] = {}
+    for job in jobs:
+        q = by_tenant.get(job.tenant)
+        if q is None:
+            by_tenant[job.tenant] = [job]
+        else:
+            q.append(job)
+    heap: list[tuple[float, str]] = []
+    for tenant, q in by_tenant.items():
+        if len(q) > 1:
+            q.sort(key=_fifo)
+        heap.append((shares.share(tenant), tenant))
+    heapq.heapify(heap)
+    pos = dict.fromkeys(by_tenant, 0)
+    while heap:
+        tenant = heap[0][1]
+        q = by_tenant[tenant]
+        i = pos[tenant]
+        end = len(q)
+        placed = False
+        while i < end:
+            job = q[i]
+            i += 1
+            if consider(job):
+                placed = True
+                break
+        pos[tenant] = i
+        if placed and i < end:
+            heapq.heapreplace(heap, (shares.share(tenant), tenant))
+        else:
+            heapq.heappop(heap)
+
+
+def fair_order(jobs: Iterable[JobRequest], shares: Shares, placed: Callable[[JobRequest], bool]) -> list[JobRequest]:
+    """The order `serve` offers the jobs in, given which of them get placed (for tests and explanations)."""
+    out: list[JobRequest] = []
+
+    def consider(job: JobRequest) -> bool:
+        out.append(job)
+        return placed(job)
+
+    serve(jobs, shares, consider)
+    return out

@@ -1,0 +1,327 @@
+"""Gang placement over per-pass node indexes.
+
+Nodes with free placeable GPUs sit in pools keyed by (GPU model, owner,
+reservation): `owner` is the isolation owner of the work already on the node
+(None: empty; always None when isolation is off) and `reservation` the
+contract whose unused GPUs the node is carved out for (None: general
+capacity). Inside a pool nodes are bucketed by free count, so a gang of n
+slices of g GPUs is found by looking at a handful of bucket counters, never by
+scanning nodes:
+
+- a job sees its own pools in preference order (its own nodes, then empty
+  ones; a contract holder its carve-out first; spot may also borrow carve-outs);
+- best fit: within a pool, the nodes whose free count is the smallest that
+  fits come first, so an 8-per-node gang takes whole free nodes and small jobs
+  fill partly used nodes instead of breaking whole ones;
+- all or nothing: the counters are checked before any node is taken.
+
+Carve-outs make "reserved but unused" capacity concrete: for each GPU contract
+active now (or starting within the reclaim-warning horizon) the pass sets
+aside whole nodes worth its unused GPUs (rounded up to whole nodes): nodes
+already running spot on lent capacity first (so lending stays stable from pass
+to pass), then empty nodes in node order. Under isolation the free GPUs on the
+holder's own nodes count towards it. Only the holder and spot see those nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from neocloud.scheduler.policy.contracts import ContractBook
+from neocloud.scheduler.policy.fleet import FleetState
+from neocloud.scheduler.policy.types import NodeView, PolicyInput
+
+logger = logging.getLogger(__name__)
+
+PoolKey = tuple[str, str | None, str | None]  # (model, owner, reservation)
+
+
+class Pool:
+    """Nodes of one (model, owner, reservation) with free GPUs, bucketed by free count.
+
+    `stacks[c]` may hold stale entries for nodes claimed since they were
+    pushed; `cnt[c]` and `gpus` are exact.
+    """
+
+    __slots__ = ("carved", "cnt", "gpus", "key", "stacks")
+
+    def __init__(self, key: PoolKey, size: int) -> None:
+        self.key = key
+        self.carved = key[2] is not None  # carved out for a contract
+        self.stacks: list[list[int]] = [[] for _ in range(size + 1)]
+        self.cnt = [0] * (size + 1)
+        self.gpus = 0
+
+
+class Placer:
+    """Free capacity of one pass: pools, carve-outs, claims, and gang placement."""
+
+    def __init__(self, inp: PolicyInput, fleet: FleetState, book: ContractBook) -> None:
+        self.nodes: tuple[NodeView, ...] = inp.nodes
+        self.iso = inp.config.one_tenant_per_node
+        self.fleet = fleet
+        self.free = fleet.free
+        self.owner = fleet.owner
+        self.size = fleet.max_size
+        self.pools: dict[PoolKey, Pool] = {}
+        self.resv: dict[int, str] = {}  # node -> contract it is carved out for
+        self.carved: dict[str, list[str]] = {}  # model -> contracts with carve-outs in it
+        self.claimed: set[int] = set()  # held this pass for a waiting job: nobody else places there
+        self.fresh: dict[int, str] = {}  # node -> isolation owner of work placed on it this pass
+        self._ids: dict[int, list[str]] = {}  # free GPUs of nodes this pass has placed on
+        self._clean: set[int] = set(fleet.clean)  # empty nodes whose every GPU is placeable
+        self._lists: dict[tuple[object, ...], list[Pool]] = {}
+        self.version = 0  # changes whenever free capacity does
+        cursors = self._carve(book, inp.config.reclaim_warning_s)
+        self._fill(cursors)
+
+    # --- building
+
+    def pool(self, model: str, owner: str | None, resv: str | None) -> Pool:
+        key = (model, owner, resv)
+        p = self.pools.get(key)
+        if p is None:
+            p = self.pools[key] = Pool(key, self.size)
+        return p
+
+    def _push(self, i: int) -> None:
+        f = self.free[i]
+        p = self.pool(self.nodes[i].gpu_model, self.owner[i] if self.iso else None, self.resv.get(i))
+        p.stacks[f].append(i)
+        p.cnt[f] += 1
+        p.gpus += f
+
+    def _lent_nodes(self) -> dict[str, list[int]]:
+        """Per model: nodes whose every job is spot on lent capacity, node order."""
+        fleet = self.fleet
+        out: dict[str, list[int]] = {}
+        seen: set[int] = set()
+        for j in self.fleet.lent_jobs:
+            for nid, _ in j.placement:
+                i = fleet.node_ix.get(nid)
+                if i is None or i in seen or self.nodes[i].cordoned:
+                    continue
+                seen.add(i)
+                if all(x.on_lent_capacity and x.preemption_notice_at is None for x in fleet.jobs_on(nid)):
+                    out.setdefault(self.nodes[i].gpu_model, []).append(i)
+        for lst in out.values():
+            lst.sort()
+        return out
+
+    def _carve(self, book: ContractBook, horizon_s: float) -> dict[tuple[str, int], int]:
+        targets = book.carve_targets(horizon_s)
+        cursors: dict[tuple[str, int], int] = {}
+        if not targets:
+            return cursors
+        lent = self._lent_nodes()
+        holder_free: dict[tuple[str, str | None], int] = {}
+        if self.iso:
+            for i in self.fleet.partial:
+                key = (self.nodes[i].gpu_model, self.owner[i])
+                holder_free[key] = holder_free.get(key, 0) + self.free[i]
+        empties = self.fleet.empties
+        for c, h in targets:
+            models = [c.gpu_model] if c.gpu_model else self.fleet.models
+            if self.iso:
+                h -= sum(holder_free.get((m, c.tenant), 0) for m in models)
+            for m in models:
+                if h <= 0:
+                    break
+                self.carved.setdefault(m, []).append(c.contract_id)
+                for i in lent.get(m, ()):
+                    if h <= 0:
+                        break
+                    if i not in self.resv:
+                        self.resv[i] = c.contract_id
+                        h -= len(self.nodes[i].placeable)
+                for f in range(self.size, 0, -1):
+                    lst = empties.get((m, f))
+                    if not lst:
+                        continue
+                    cur = cursors.get((m, f), 0)
+                    while h > 0 and cur < len(lst):
+                        self.resv[lst[cur]] = c.contract_id
+                        cur += 1
+                        h -= f
+                    cursors[(m, f)] = cur
+        return cursors
+
+    def _fill(self, cursors: dict[tuple[str, int], int]) -> None:
+        for (m, f), lst in self.fleet.empties.items():
+            cur = cursors.get((m, f), 0)
+            for i in reversed(lst[:cur]):
+                self._push(i)  # carved out
+            p = self.pool(m, None, None)
+            rest = lst[cur:]
+            p.stacks[f].extend(reversed(rest))
+            p.cnt[f] += len(rest)
+            p.gpus += f * len(rest)
+        for i in reversed(self.fleet.partial):
+            self._push(i)
+
+    # --- which pools a job sees, in preference order
+
+    def _pools(self, model: str, key: str, resvs: tuple[str | None, ...]) -> list[Pool]:
+        out: list[Pool] = []
+        for r in resvs:
+            if self.iso:
+                out.append(self.pool(model, key, r))
+            out.append(self.pool(model, None, r))
+        return out
+
+    def general(self, model: str, key: str) -> list[Pool]:
+        """Capacity any class may use: not carved out for a contract."""
+        ck = ("g", model, key)
+        lst = self._lists.get(ck)
+        if lst is None:
+            lst = self._lists[ck] = self._pools(model, key, (None,))
+        return lst
+
+    def holder(self, model: str, key: str, contract_id: str) -> list[Pool]:
+        """A contract's own carve-out first, then general capacity."""
+        ck = ("h", model, key, contract_id)
+        lst = self._lists.get(ck)
+        if lst is None:
+            lst = self._lists[ck] = self._pools(model, key, (contract_id, None))
+        return lst
+
+    def spot(self, model: str, key: str) -> list[Pool]:
+        """General capacity, then (lent) every carve-out of the model."""
+        ck = ("s", model, key)
+        lst = self._lists.get(ck)
+        if lst is None:
+            lst = self._lists[ck] = self._pools(model, key, (None, *self.carved.get(model, ())))
+        return lst
+
+    # --- counting and taking
+
+    @staticmethod
+    def gpus(pools: list[Pool]) -> int:
+        return sum(p.gpus for p in pools)
+
+    @staticmethod
+    def ready(pools: list[Pool], g: int, cap: int = 1 << 30) -> int:
+        """Nodes with at least g free GPUs (counting stops at `cap`)."""
+        have = 0
+        for p in pools:
+            if p.gpus < g:
+                continue
+            cnt = p.cnt
+            for c in range(g, len(cnt)):
+                have += cnt[c]
+            if have >= cap:
+                break
+        return have
+
+    def ready_nodes(self, pools: list[Pool], g: int) -> Iterator[int]:
+        claimed = self.claimed
+        for p in pools:
+            for c in range(g, len(p.cnt)):
+                if p.cnt[c]:
+                    for i in reversed(p.stacks[c]):
+                        if i not in claimed and self.free[i] == c:
+                            yield i
+
+    def _pop(self, p: Pool, c: int) -> int:
+        stack, claimed = p.stacks[c], self.claimed
+        while True:
+            i = stack.pop()
+            if i not in claimed:
+                p.cnt[c] -= 1
+                p.gpus -= c
+                return i
+
+    def place(
+        self, pools: list[Pool], g: int, n: int, key: str
+    ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], bool] | None:
+        """Give a gang of n slices of g GPUs to a job of owner `key`: best fit
+        over `pools` in order, all or nothing. Returns the (node id, GPUs)
+        entries and whether any node is carved out for a contract, or None."""
+        claimed = self.claimed
+        self.version += 1
+        if n == 1:
+            for p in pools:
+                if p.gpus < g:
+                    continue
+                cnt = p.cnt
+                for c in range(g, len(cnt)):
+                    if cnt[c]:
+                        stack = p.stacks[c]
+                        i = stack.pop()
+                        while i in claimed:
+                            i = stack.pop()
+                        cnt[c] -= 1
+                        p.gpus -= c
+                        return ((self.nodes[i].node_id, self._give(i, g, key)),), p.carved
+            return None
+        if self.ready(pools, g, n) < n:
+            return None
+        got: list[int] = []
+        carved = False
+        for p in pools:
+            cnt = p.cnt
+            for c in range(g, len(cnt)):
+                while cnt[c] and len(got) < n:
+                    got.append(self._pop(p, c))
+                    carved = carved or p.carved
+            if len(got) == n:
+                break
+        entries = [(self.nodes[i].node_id, self._give(i, g, key)) for i in got]
+        if self.fleet.min_size != self.fleet.max_size:  # whole nodes first
+            entries.sort(key=lambda e: len(e[1]) != len(self.nodes[self.fleet.node_ix[e[0]]].gpus))
+        return tuple(entries), carved
+
+    def _give(self, i: int, g: int, key: str) -> tuple[str, ...]:
+        """g free GPUs of node i (already out of its pool) to owner `key`; the rest goes back."""
+        free = self.free
+        if self.iso:
+            self.owner[i] = key
+        self.fresh[i] = key
+        if i in self._clean:
+            self._clean.discard(i)
+            n = self.nodes[i]
+            if g == free[i]:
+                free[i] = 0
+                return n.gpus  # a whole free node
+            ids = self._ids[i] = list(n.gpus)
+        else:
+            ids = self._ids.get(i)  # type: ignore[assignment]
+            if ids is None:
+                ids = self._ids[i] = self.fleet.free_gpus(self.nodes[i])
+        give = tuple(ids[:g])
+        del ids[:g]
+        f = free[i] = free[i] - g
+        if f > 0:
+            self._push(i)
+        return give
+
+    def hold(self, pools: list[Pool], g: int, n: int) -> int:
+        """Claim, for a job that does not fit, the nodes closest to fitting it:
+        every node with g free, then the fullest others, up to n nodes."""
+        held = 0
+        self.version += 1
+        for p in pools:
+            for c in range(g, len(p.cnt)):
+                while p.cnt[c] and held < n:
+                    self.claimed.add(self._pop(p, c))
+                    held += 1
+        for c in range(min(g, self.size + 1) - 1, 0, -1):
+            for p in pools:
+                while p.cnt[c] and held < n:
+                    self.claimed.add(self._pop(p, c))
+                    held += 1
+        return held
+
+    def claim(self, i: int) -> None:
+        """Hold node i for a job this pass (it leaves its pool if it had free GPUs)."""
+        if i in self.claimed:
+            return
+        self.claimed.add(i)
+        self.version += 1
+        f = self.free[i]
+        n = self.nodes[i]
+        if f > 0 and not n.cordoned:
+            p = self.pool(n.gpu_model, self.owner[i] if self.iso else None, self.resv.get(i))
+            p.cnt[f] -= 1
+            p.gpus -= f
