@@ -39,6 +39,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--scrape-interval", type=float, default=15.0, help="seconds between /metrics scrapes (default: %(default)s)"
     )
     agent.set_defaults(func=_agent)
+    sched = kinds.add_parser(
+        "schedule",
+        help="scheduler: one policy pass over 230,400 GPUs (target < 100 ms) and API admissions/s (target >= 1,000)",
+        description="Time one policy pass over a simulated 28,800-node x 8-GPU fleet with 10,000 queued jobs, and "
+        "jobs submitted per second through the gRPC JobService with state persisted in SQLite. With --ray, also "
+        "submit-to-running and preempt-to-free on a local multi-node Ray cluster (fake GPUs).",
+    )
+    sched.add_argument("--nodes", type=int, default=28_800, help="simulated nodes (default: %(default)s)")
+    sched.add_argument("--queued", type=int, default=10_000, help="queued jobs (default: %(default)s)")
+    sched.add_argument("--seconds", type=float, default=10.0, help="seconds of API load (default: %(default)s)")
+    sched.add_argument("--clients", type=int, default=8, help="concurrent API clients (default: %(default)s)")
+    sched.add_argument("--ray", action="store_true", help="also time jobs on a local Ray cluster")
+    sched.set_defaults(func=_schedule)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -52,4 +65,18 @@ def _agent(args: argparse.Namespace) -> int:
     from neocloud.bench import agent
 
     print(json.dumps(agent.run(args.seconds, args.warmup, args.scrape_interval)))
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from neocloud.bench.admissions import admissions
+    from neocloud.bench.schedule import policy_pass
+
+    result = policy_pass(args.nodes, args.queued)
+    result.update(admissions(args.seconds, args.clients))
+    if args.ray:
+        from neocloud.bench.schedule_ray import ray_timings
+
+        result.update(ray_timings())
+    print(json.dumps(result))
     return 0

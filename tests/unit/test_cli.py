@@ -8,7 +8,20 @@ import pytest
 
 from neocloud.cli import build_parser, main
 
-SUBCOMMANDS = [["agent"], ["scheduler"], ["certs"], ["certs", "ca"], ["bench", "ingest"], ["bench", "agent"], ["demo"]]
+SUBCOMMANDS = [
+    ["agent"],
+    ["scheduler"],
+    ["certs"],
+    ["certs", "ca"],
+    ["bench", "ingest"],
+    ["bench", "agent"],
+    ["bench", "schedule"],
+    ["demo"],
+    ["meter", "replay"],
+    ["submit"],
+    ["jobs"],
+    ["admin", "contract", "create"],
+]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS)
