@@ -3,7 +3,7 @@ policy takes (`schedule()` only; the input is built once, outside the timing).
 
 The fleet: `nodes` nodes of 8 GPUs (70 % H200, 30 % H100), about 60 % of the
 GPUs running internal / reserved / on-demand / spot jobs of 1, 2, 4, 8 and 16
-GPUs under tenant isolation (H100s scarce: 90 % busy, so queued work also has
+GPUs under tenant isolation (H100s scarcer: 70 % busy, so some queued work has
 to preempt), about 0.5 % of GPUs unhealthy and 0.3 % of nodes
 cordoned, a few reserved contracts (one by power, one starting soon), a site
 power budget, an internal floor a little above what internal work holds, and
@@ -12,6 +12,7 @@ power budget, an internal floor a little above what internal work holds, and
 
 from __future__ import annotations
 
+import gc
 import random
 import statistics
 import time
@@ -37,7 +38,7 @@ TENANTS = tuple(f"tenant-{k:03d}" for k in range(300))
 RUN_SIZES = ((1, 25), (2, 15), (4, 15), (8, 30), (16, 15))  # (GPUs, weight by job count)
 QUEUE_SIZES = ((1, 25), (2, 15), (4, 15), (8, 25), (16, 12), (32, 5), (64, 3))
 RUN_CLASSES = ((JobClass.INTERNAL, 40), (JobClass.RESERVED, 15), (JobClass.ON_DEMAND, 20), (JobClass.SPOT, 25))
-BUSY = {MODELS[0]: 0.47, MODELS[1]: 0.9}
+BUSY = {MODELS[0]: 0.56, MODELS[1]: 0.7}
 QUEUE_CLASSES = ((JobClass.INTERNAL, 15), (JobClass.RESERVED, 10), (JobClass.ON_DEMAND, 25), (JobClass.SPOT, 50))
 
 
@@ -74,7 +75,7 @@ def build_input(nodes: int = 28_800, queued: int = 10_000, seed: int = 0) -> Pol
     used = [0] * nodes
     open_node: dict[tuple[str, str], int] = {}
     jobs: list[tuple[JobClass, str, list[tuple[int, int, int]]]] = []
-    # H100s are scarce (about 90 % busy), H200s less so: about 60 % of all GPUs run work.
+    # H100s are scarcer (70 % busy) than H200s (56 %): 60 % of all GPUs run work.
     target = {m: int(BUSY[m] * models.count(m) * GPUS_PER_NODE) for m in MODELS}
     busy = dict.fromkeys(MODELS, 0)
     while any(busy[m] < target[m] for m in MODELS):
@@ -109,12 +110,16 @@ def build_input(nodes: int = 28_800, queued: int = 10_000, seed: int = 0) -> Pol
     for cls, tenant, parts in jobs:
         if cls == JobClass.RESERVED:
             reserved_now[tenant] = reserved_now.get(tenant, 0) + sum(c for _, _, c in parts)
-    contracts = [  # room for about 1,000 more GPUs each
-        Contract(f"c-{t}", t, NOW - 86_400, NOW + 30 * 86_400, gpus=reserved_now.get(t, 0) + 1024, gpu_model=MODELS[0])
+    gpus = nodes * GPUS_PER_NODE
+    room = max(8, gpus // 225)  # each contract has room for about 1,000 more GPUs at full scale
+    contracts = [
+        Contract(f"c-{t}", t, NOW - 86_400, NOW + 30 * 86_400, gpus=reserved_now.get(t, 0) + room, gpu_model=MODELS[0])
         for t in RESERVED_TENANTS
     ]
-    contracts.append(Contract("c-power", RESERVED_TENANTS[0], NOW - 86_400, NOW + 86_400, power_w=2e6))
-    contracts.append(Contract("c-soon", RESERVED_TENANTS[1], NOW + 120, NOW + 86_400, gpus=512, gpu_model=MODELS[0]))
+    contracts.append(Contract("c-power", RESERVED_TENANTS[0], NOW - 86_400, NOW + 86_400, power_w=gpus * 9.0))  # 2 MW
+    contracts.append(
+        Contract("c-soon", RESERVED_TENANTS[1], NOW + 120, NOW + 86_400, gpus=max(8, room // 2), gpu_model=MODELS[0])
+    )
 
     running = []
     lent_budget = 300
@@ -189,6 +194,7 @@ def build_input(nodes: int = 28_800, queued: int = 10_000, seed: int = 0) -> Pol
 def policy_pass(nodes: int = 28_800, queued: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """Median wall time of one `schedule()` over 5 runs after a warm-up."""
     inp = build_input(nodes, queued, seed)
+    gc.collect()  # the input is built: start the timed passes from a settled heap
     decision = schedule(inp)  # warm-up
     times = []
     for _ in range(5):

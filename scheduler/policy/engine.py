@@ -36,8 +36,9 @@ from functools import partial
 
 from neocloud.scheduler.policy import explain
 from neocloud.scheduler.policy.contracts import ContractBook
+from neocloud.scheduler.policy.early_warning import RESERVED_VICTIMS, warn, warn_future_contracts
 from neocloud.scheduler.policy.fairshare import Shares, serve
-from neocloud.scheduler.policy.fleet import INTERNAL, ON_DEMAND, RESERVED, SPOT, FleetState, is_internal, iso_key
+from neocloud.scheduler.policy.fleet import INTERNAL, ON_DEMAND, RESERVED, SPOT, FleetState, is_internal
 from neocloud.scheduler.policy.placement import Placer, Pool
 from neocloud.scheduler.policy.preempt import Plan, Planner, jobs_on_unplaceable_gpus, unplaceable_preemptions
 from neocloud.scheduler.policy.types import (
@@ -62,7 +63,6 @@ CLASS_ORDER = (INTERNAL, RESERVED, ON_DEMAND, SPOT)
 # Victim classes per beneficiary, lowest class first.
 FLOOR_VICTIMS = (SPOT, ON_DEMAND)
 SPOT_VICTIMS = (SPOT,)
-RESERVED_VICTIMS = (SPOT, INTERNAL)
 
 
 def schedule(inp: PolicyInput) -> Decision:
@@ -135,7 +135,8 @@ class _Pass:
             self.placed_in_class = 0
             self.placed_by_tenant = {}
             serve(jobs, self.shares, partial(self._consider, cls))
-        self._warn_future_contracts()
+        spare = max(0, self.internal - self.cfg.internal_floor_gpus)
+        warn_future_contracts(self.future, self.book, self.fleet, self.placer, self.planner, spare, self.warnings)
         gone = self.planner.gone
         return Decision(
             placements=tuple(self.placements),
@@ -162,8 +163,13 @@ class _Pass:
             if j.preemption_notice_at is not None or j.job_id in self.planner.gone:
                 continue
             if not self.book.active(j.contract_id):
-                known = j.contract_id is not None and j.contract_id in self.book.by_id
-                why = f"contract {j.contract_id} ended" if known else "no active contract"
+                c = self.book.by_id.get(j.contract_id) if j.contract_id is not None else None
+                if c is None:
+                    why = "reserved work without an active contract"
+                elif self.inp.now >= c.end:
+                    why = f"contract {c.contract_id} ended"
+                else:
+                    why = f"contract {c.contract_id} is not active yet"
                 self.preemptions.append(Preemption(j.job_id, why, requeue=False))
                 self._retire(j)
 
@@ -193,9 +199,10 @@ class _Pass:
         if self.power_held:
             self.pending[job.job_id] = explain.site_power_held(need_w)
             return False
-        limit = self.budget_w - (self.book.held_total_w if cid is None else self.book.held_power_w(cid))
+        held_w = self.book.held_total_w if cid is None else self.book.held_power_w(cid)
+        limit = self.budget_w - held_w
         if self.draw_w + need_w > limit:
-            self.pending[job.job_id] = explain.site_power(self.draw_w + need_w - limit, self.budget_w)
+            self.pending[job.job_id] = explain.site_power(self.draw_w + need_w - limit, self.budget_w, held_w)
             if need_w <= self.budget_w:  # it could start once power frees up: hold the rest for it
                 self.power_held = True
             return False
@@ -310,10 +317,7 @@ class _Pass:
         if cls == INTERNAL:
             self.internal += k
         if relaxed:
-            why = f"{_who(cls, cid)} needs these GPUs: preemption may follow in {plan.wait_s:.0f} s"
-            for v in plan.victims:
-                if v.preemption_notice_at is None and v.job_id not in self.warnings:
-                    self.warnings[v.job_id] = ReclaimWarning(v.job_id, why)
+            warn(self.warnings, plan.victims, explain.reclaim_soon(cls == RESERVED, cid, plan.wait_s))
             self.pending[job.job_id] = explain.awaiting_min_runtime(plan.wait_s)
             return
         counts: dict[JobClass, int] = {}
@@ -321,7 +325,7 @@ class _Pass:
             self.preemptions.append(
                 Preemption(
                     v.job_id,
-                    _reason(cls, cid, v.on_lent_capacity, floor),
+                    explain.preemption_reason(cls, cid, v.on_lent_capacity, floor),
                     for_job_id=job.job_id,
                     requeue=v.requeues < self.cfg.max_requeues,
                 )
@@ -369,47 +373,3 @@ class _Pass:
             if held:
                 text = explain.first_in_line(text, held)
         self.pending[job.job_id] = text
-
-    # --- early warnings for contracts about to start
-
-    def _warn_future_contracts(self) -> None:
-        exclude: set[int] = set()
-        used: dict[str, int] = {}
-        for job, c in self.future:
-            g, k = job.gpus_per_node, job.gpus
-            cid = c.contract_id
-            if c.gpus > 0 and self.book.used_gpus[cid] + used.get(cid, 0) + k > c.gpus:
-                continue
-            used[cid] = used.get(cid, 0) + k
-            model = job.gpu_model or c.gpu_model
-            key = iso_key(job.tenant, RESERVED)
-            for m in (model,) if model is not None else self.fleet.models:
-                if m not in self.fleet.models:
-                    continue
-                pools = self.placer.holder(m, key, cid)
-                if self.placer.ready(pools, g, k // g) >= k // g:
-                    break  # fits in free capacity: nothing to reclaim
-                spare = max(0, self.internal - self.cfg.internal_floor_gpus)
-                plan = self.planner.plan(m, key, g, k // g, pools, RESERVED_VICTIMS, (cid, None), spare, True, exclude)
-                if plan is None:
-                    continue
-                exclude.update(plan.nodes)
-                why = f"reserved contract {cid} starts at {explain.when(c.start)} and will need these GPUs"
-                for v in plan.victims:
-                    if v.preemption_notice_at is None and v.job_id not in self.warnings:
-                        self.warnings[v.job_id] = ReclaimWarning(v.job_id, why)
-                break
-
-
-def _who(cls: int, cid: str | None) -> str:
-    if cls == RESERVED:
-        return f"reserved contract {cid}"
-    return "internal work"
-
-
-def _reason(cls: int, cid: str | None, lent: bool, floor: bool) -> str:
-    if cls == INTERNAL:
-        return "internal work reclaims its floor" if floor else "internal work needs spot capacity"
-    if cls == RESERVED:
-        return f"reserved contract {cid} reclaims {'its lent capacity' if lent else 'its capacity'}"
-    return "on-demand work needs spot capacity"

@@ -79,8 +79,9 @@ def unknown_model(model: str) -> str:
     return f"no {model} GPUs in this fleet"
 
 
-def site_power(over_w: float, budget_w: float) -> str:
-    return f"site power budget: starting it would draw {watts(over_w)} over the {watts(budget_w)} budget"
+def site_power(over_w: float, budget_w: float, held_w: float = 0.0) -> str:
+    held = f" ({watts(held_w)} of it held for reserved contracts)" if held_w > 0.0 else ""
+    return f"site power budget: starting it would draw {watts(over_w)} over the {watts(budget_w)} budget{held}"
 
 
 def site_power_held(need_w: float) -> str:
@@ -143,3 +144,24 @@ def awaiting_min_runtime(wait_s: float) -> str:
 
 def cannot_preempt(text: str) -> str:
     return f"{text}; nothing it may preempt would make room"
+
+
+# --- what preempted and warned jobs are told
+
+
+def preemption_reason(job_class: int, contract_id: str | None, lent: bool, floor: bool) -> str:
+    """Why a job is preempted, for the job its room is made for (of class `job_class`)."""
+    if job_class == JobClass.INTERNAL:
+        return "internal work reclaims its floor" if floor else "internal work needs spot capacity"
+    if job_class == JobClass.RESERVED:
+        return f"reserved contract {contract_id} reclaims {'its lent capacity' if lent else 'its capacity'}"
+    return "on-demand work needs spot capacity"
+
+
+def reclaim_soon(reserved: bool, contract_id: str | None, wait_s: float) -> str:
+    who = f"reserved contract {contract_id}" if reserved else "internal work"
+    return f"{who} needs these GPUs: preemption may follow in {wait_s:.0f} s"
+
+
+def reclaim_at_start(contract_id: str, start: float) -> str:
+    return f"reserved contract {contract_id} starts at {when(start)} and will need these GPUs"

@@ -54,7 +54,7 @@ def accrue(usage_gpu_s: float, elapsed_s: float, gpus: float, half_life_s: float
 class Shares:
     """Each tenant's share in one pass, charged as the pass places jobs."""
 
-    __slots__ = ("_base", "_gpu_scale", "_gpus", "_power", "_power_scale")
+    __slots__ = ("_gpu_scale", "_power_scale", "_rec")
 
     def __init__(
         self,
@@ -72,24 +72,32 @@ class Shares:
         self._power_scale = 1.0 / site_power_budget_w if budget_ok else 0.0
         past_scale = LN2 / (half_life_s * fleet) if half_life_s > 0.0 else 0.0
         tenants = set(usage_gpu_s) | set(gpus_running) | set(weights)
-        # tenant -> (past share, 1 / weight); tenants seen nowhere get (0, 1) on first use
-        self._base = {t: (usage_gpu_s.get(t, 0.0) * past_scale, 1.0 / _weight(weights, t)) for t in tenants}
-        self._gpus = dict(gpus_running)
-        self._power = dict(power_running_w) if budget_ok else {}
+        # tenant -> [past share, 1 / weight, GPUs now, watts now]
+        self._rec = {
+            t: [
+                usage_gpu_s.get(t, 0.0) * past_scale,
+                1.0 / _weight(weights, t),
+                float(gpus_running.get(t, 0)),
+                power_running_w.get(t, 0.0) if budget_ok else 0.0,
+            ]
+            for t in tenants
+        }
 
     def share(self, tenant: str) -> float:
-        past, inv_w = self._base.get(tenant, (0.0, 1.0))
-        now = self._gpus.get(tenant, 0) * self._gpu_scale
-        if self._power_scale:
-            p = self._power.get(tenant, 0.0) * self._power_scale
-            if p > now:
-                now = p
-        return (past + now) * inv_w
+        r = self._rec.get(tenant)
+        if r is None:
+            return 0.0
+        now = r[2] * self._gpu_scale
+        p = r[3] * self._power_scale
+        return (r[0] + (p if p > now else now)) * r[1]
 
     def charge(self, tenant: str, gpus: int, power_w: float) -> None:
-        self._gpus[tenant] = self._gpus.get(tenant, 0) + gpus
+        r = self._rec.get(tenant)
+        if r is None:
+            r = self._rec[tenant] = [0.0, 1.0, 0.0, 0.0]
+        r[2] += gpus
         if self._power_scale:
-            self._power[tenant] = self._power.get(tenant, 0.0) + power_w
+            r[3] += power_w
 
 
 def _weight(weights: Mapping[str, float], tenant: str) -> float:
@@ -143,12 +151,16 @@ def serve(jobs: Iterable[JobRequest], shares: Shares, consider: Callable[[JobReq
 
 
 def fair_order(jobs: Iterable[JobRequest], shares: Shares, placed: Callable[[JobRequest], bool]) -> list[JobRequest]:
-    """The order `serve` offers the jobs in, given which of them get placed (for tests and explanations)."""
+    """The order `serve` offers the jobs in, given which of them get placed
+    (placed jobs are charged to `shares`); for tests and explanations."""
     out: list[JobRequest] = []
 
     def consider(job: JobRequest) -> bool:
         out.append(job)
-        return placed(job)
+        if placed(job):
+            shares.charge(job.tenant, job.gpus, job.gpus * job.expected_power_w_per_gpu)
+            return True
+        return False
 
     serve(jobs, shares, consider)
     return out

@@ -56,7 +56,7 @@ class FleetState:
         self.running = running = inp.running
 
         # --- running jobs: who sits where, and usage totals
-        # occ[node] = [GPUs allocated there, job, job, ...]
+        # occ[node] = [GPUs allocated there, bit mask of the classes not under notice there, job, job, ...]
         occ: dict[str, list[Any]] = {}
         occ_get = occ.get
         usage: dict[str, list[float]] = {}  # tenant -> [GPUs, expected watts]
@@ -64,27 +64,37 @@ class FleetState:
         contract_use: dict[str, list[float]] = {}  # contract -> [GPUs, expected watts]
         reserved: list[RunningJob] = []
         internal_gpus = 0  # internal GPUs not under notice (the floor counts these)
+        noticed: list[str] = []  # nodes holding work under notice
+        self._noticed = noticed
         for j in running:
+            cls = j.job_class
+            bit = 1 << cls if j.preemption_notice_at is None else 0
             pj = j.placement
             if len(pj) == 1:
                 nid, gs = pj[0]
                 c = len(gs)
                 lst = occ_get(nid)
                 if lst is None:
-                    occ[nid] = [c, j]
+                    occ[nid] = [c, bit, j]
                 else:
                     lst[0] += c
+                    lst[1] |= bit
                     lst.append(j)
+                if not bit:
+                    noticed.append(nid)
             else:
                 c = 0
                 for nid, gs in pj:
                     lst = occ_get(nid)
                     k = len(gs)
                     if lst is None:
-                        occ[nid] = [k, j]
+                        occ[nid] = [k, bit, j]
                     else:
                         lst[0] += k
+                        lst[1] |= bit
                         lst.append(j)
+                    if not bit:
+                        noticed.append(nid)
                     c += k
             t = j.tenant
             w = c * j.expected_power_w_per_gpu
@@ -94,7 +104,6 @@ class FleetState:
             else:
                 u[0] += c
                 u[1] += w
-            cls = j.job_class
             if cls == INTERNAL or t == INTERNAL_TENANT:
                 if j.preemption_notice_at is None:
                     internal_gpus += c
@@ -132,10 +141,8 @@ class FleetState:
         self.unplaceable: list[RunningJob] = []  # jobs holding a GPU that is no longer placeable
         seen_unplaceable: set[str] = set()
         partial = self.partial
-        single: list[list[int]] = [[] for _ in range(INTERNAL + 1)]  # class -> nodes of one job of it
-        gone: list[int] = []  # nodes of one job, under notice
-        multi: list[int] = []  # nodes of several jobs
-        self._single, self._gone, self._multi = single, gone, multi
+        by_mask: list[list[int]] = [[] for _ in range(1 << (INTERNAL + 1))]  # class mask -> nodes, node order
+        self._by_mask = by_mask
         matched = 0
         for i, n in enumerate(nodes):
             lst = occ_get(n.node_id)
@@ -153,20 +160,13 @@ class FleetState:
                     empties.setdefault((n.gpu_model, f), []).append(i)
                 continue
             matched += 1
-            if len(lst) == 2:  # one job: file the node for the preemption planner
-                j = lst[1]
-                if j.preemption_notice_at is None:
-                    single[j.job_class].append(i)
-                else:
-                    gone.append(i)
-            else:
-                multi.append(i)
+            by_mask[lst[1]].append(i)  # for the preemption planner
             allp = len(pl) == ng
             if allp and lst[0] >= ng:
                 continue  # every GPU allocated, none unhealthy
-            j = lst[1]
+            j = lst[2]
             o = INTERNAL_TENANT if j.job_class == INTERNAL or j.tenant == INTERNAL_TENANT else j.tenant
-            for k in range(2, len(lst)):
+            for k in range(3, len(lst)):
                 j = lst[k]
                 key = INTERNAL_TENANT if j.job_class == INTERNAL or j.tenant == INTERNAL_TENANT else j.tenant
                 if key != o:
@@ -177,7 +177,7 @@ class FleetState:
             else:
                 nid = n.node_id
                 taken: set[str] = set()
-                for k in range(1, len(lst)):
+                for k in range(2, len(lst)):
                     j = lst[k]
                     gs = gpus_on(j, nid)
                     taken.update(gs)
@@ -192,7 +192,7 @@ class FleetState:
             self.node_ix  # noqa: B018 (builds the index)
             for nid, lst in occ.items():
                 if nid not in self.node_ix:
-                    for j in lst[1:]:
+                    for j in lst[2:]:
                         if j.job_id not in seen_unplaceable:
                             seen_unplaceable.add(j.job_id)
                             self.unplaceable.append(j)
@@ -215,7 +215,7 @@ class FleetState:
     def node_ix(self) -> dict[str, int]:
         """Node id -> index in inp.nodes (built on first use)."""
         if self._node_ix is None:
-            self._node_ix = {n.node_id: i for i, n in enumerate(self.nodes)}
+            self._node_ix = dict(zip(map(attrgetter("node_id"), self.nodes), range(len(self.nodes)), strict=True))
         return self._node_ix
 
     @property
@@ -227,11 +227,11 @@ class FleetState:
     def entries(self, node_id: str) -> list[Entry]:
         """The running jobs on a node with their GPUs there."""
         lst = self.occ.get(node_id)
-        return [(j, gpus_on(j, node_id)) for j in lst[1:]] if lst is not None else []
+        return [(j, gpus_on(j, node_id)) for j in lst[2:]] if lst is not None else []
 
     def jobs_on(self, node_id: str) -> list[RunningJob]:
         lst = self.occ.get(node_id)
-        return lst[1:] if lst is not None else []
+        return lst[2:] if lst is not None else []
 
     def free_gpus(self, node: NodeView) -> list[str]:
         """Free placeable GPUs of a node in index order (allocated GPUs left out)."""
@@ -242,7 +242,7 @@ class FleetState:
                 return list(node.gpus)
             return [u for u in node.gpus if u in pl]
         taken: set[str] = set()
-        for k in range(1, len(lst)):
+        for k in range(2, len(lst)):
             taken.update(gpus_on(lst[k], node.node_id))
         return [u for u in node.gpus if u in pl and u not in taken]
 
@@ -273,21 +273,15 @@ class FleetState:
         return out
 
     def _classify(self) -> None:
-        """File the nodes of several jobs: one class left, all under notice, or mixed."""
-        tiers: dict[int, list[int]] = {}
-        gone: list[int] = list(self._gone)
-        mixed: list[int] = []
-        for i in self._multi:
-            classes = {j.job_class for j in self.occ[self.nodes[i].node_id][1:] if j.preemption_notice_at is None}
-            if not classes:
-                gone.append(i)
-            elif len(classes) == 1:
-                tiers.setdefault(classes.pop(), []).append(i)
-            else:
-                mixed.append(i)
+        """Nodes by what they hold: one class (not under notice), some work under notice, or several classes."""
+        by_mask = self._by_mask
         for cls in (SPOT, ON_DEMAND, INTERNAL):
-            self._tiers[cls] = self._by_model(sorted(self._single[cls] + tiers.get(cls, [])))
-        self._gone_only = self._by_model(sorted(gone))
+            self._tiers[cls] = self._by_model(by_mask[1 << cls])
+        ix = self.node_ix
+        self._gone_only = self._by_model(sorted({ix[nid] for nid in self._noticed if nid in ix}))
+        evictable = (1 << SPOT) | (1 << ON_DEMAND) | (1 << INTERNAL)
+        mixed = [i for mask, lst in enumerate(by_mask) if mask & (mask - 1) and mask & evictable for i in lst]
+        mixed.sort()
         self._mixed = self._by_model(mixed)
 
     def tier(self, model: str, cls: int) -> list[int]:
@@ -297,7 +291,7 @@ class FleetState:
         return self._tiers.get(cls, {}).get(model, [])
 
     def gone_only(self, model: str) -> list[int]:
-        """Nodes of `model` whose every job is under notice."""
+        """Nodes of `model` holding work under notice (it frees GPUs soon), node order."""
         if self._gone_only is None:
             self._classify()
         assert self._gone_only is not None

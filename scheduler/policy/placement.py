@@ -253,7 +253,15 @@ class Placer:
                             i = stack.pop()
                         cnt[c] -= 1
                         p.gpus -= c
-                        return ((self.nodes[i].node_id, self._give(i, g, key)),), p.carved
+                        nd = self.nodes[i]
+                        if c == g and i in self._clean:  # a whole free node: the common case, inline
+                            self._clean.discard(i)
+                            self.free[i] = 0
+                            if self.iso:
+                                self.owner[i] = key
+                            self.fresh[i] = key
+                            return ((nd.node_id, nd.gpus),), p.carved
+                        return ((nd.node_id, self._give(i, g, key)),), p.carved
             return None
         if self.ready(pools, g, n) < n:
             return None

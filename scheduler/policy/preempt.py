@@ -4,17 +4,21 @@ A higher-class job that does not fit in free capacity may have room made for
 it (engine.py decides who may preempt which classes). The planner picks n
 nodes that can each give the job g GPUs once some running jobs leave:
 
-- candidates are walked cheapest first: nodes that already fit, nodes whose
-  work is all under notice, then nodes holding only spot work, then only
-  on-demand, then only internal work (each tier sorted lent-capacity first,
-  then by least work lost), then nodes mixing classes;
+- candidates are walked cheapest first: nodes that already fit, nodes with
+  work under notice or preempted earlier in the pass, the holder's own
+  carve-out, then nodes holding only spot work, then only on-demand, then
+  only internal work (each tier sorted lent-capacity first, then by least
+  work lost), then nodes mixing classes; a candidate is taken if it can serve
+  the job, until n are found;
 - on a node, work of another isolation owner must all go (and be allowed
   to); of the job's own owner only as much as needed, cheapest first;
 - work under notice (or preempted earlier in this pass) counts as free and is
   not preempted again; nothing younger than min_runtime_s is chosen (the
   relaxed plan used for early warnings lifts that);
 - afterwards every victim whose removal still leaves the plan feasible is
-  dropped, most expensive first, so the set is minimal.
+  dropped, most expensive first, so the set is minimal; the nodes are chosen
+  again among those the remaining victims free (one victim spanning two
+  nodes may stand in for two others).
 
 Work lost by a victim is now - last_checkpoint_at (or started_at).
 """
@@ -124,7 +128,7 @@ class Planner:
                 lst = occ[nodes[i].node_id]
                 lent = False
                 lost = 0.0
-                for k in range(1, len(lst)):
+                for k in range(2, len(lst)):
                     j = lst[k]
                     lent = lent or j.on_lent_capacity
                     lost += now - (j.last_checkpoint_at if j.last_checkpoint_at is not None else j.started_at)
@@ -175,16 +179,15 @@ class Planner:
         ok: dict[str, bool],
         chosen: dict[str, RunningJob],
         eligible: Callable[[RunningJob], bool],
-    ) -> tuple[list[RunningJob], int] | frozenset[str] | None:
+    ) -> list[RunningJob] | frozenset[str] | None:
         """Victims on node i that leave g GPUs for owner `key` (with `chosen`
-        gone) and the GPUs under notice there; or, if the node cannot serve
-        `key` whatever this plan chooses elsewhere, the owners it might still
-        serve; or None if it cannot serve this plan only."""
+        gone); or, if the node cannot serve `key` whatever this plan chooses
+        elsewhere, the other owners it might still serve; or None if it cannot
+        serve this plan only (it holds a victim the plan already chose)."""
         n = self.nodes[i]
         pl = n.placeable
         allp = len(pl) == len(n.gpus)
         avail = self.placer.free[i]
-        under = 0
         must: list[RunningJob] = []
         opt: list[tuple[RunningJob, int]] = []
         owners: set[str] = set()
@@ -196,13 +199,9 @@ class Planner:
             pj = j.placement
             gs = pj[0][1] if len(pj) == 1 else gpus_on(j, nid)
             c = len(gs) if allp else sum(1 for u in gs if u in pl)
-            if j.preemption_notice_at is not None or j.job_id in gone:
+            if j.preemption_notice_at is not None or j.job_id in gone or j.job_id in chosen:
                 avail += c
-                under += c
-                continue
-            if j.job_id in chosen:
-                avail += c
-                shared = True
+                shared = shared or j.job_id in chosen
                 continue
             good = ok.get(j.job_id)
             if good is None:
@@ -229,23 +228,38 @@ class Planner:
             if shared:
                 return None
             return frozenset(owners) if self.iso else NOBODY
-        return must, under
+        return must
 
-    def _feasible(self, nodes: list[int], key: str, g: int, victims: set[str]) -> bool:
-        for i in nodes:
-            n = self.nodes[i]
-            pl = n.placeable
-            allp = len(pl) == len(n.gpus)
+    def _fit(
+        self, cands: list[int], key: str, g: int, n: int, victims: set[str] | dict[str, RunningJob]
+    ) -> tuple[list[int], int] | None:
+        """The first n of `cands` with g GPUs for owner `key` once `victims` leave,
+        and the GPUs under notice on them; None if fewer than n."""
+        out: list[int] = []
+        under = 0
+        for i in cands:
+            nd = self.nodes[i]
+            pl = nd.placeable
+            allp = len(pl) == len(nd.gpus)
             avail = self.placer.free[i]
-            for j in self.fleet.jobs_on(n.node_id):
-                if j.preemption_notice_at is not None or j.job_id in self.gone or j.job_id in victims:
-                    gs = gpus_on(j, n.node_id)
-                    avail += len(gs) if allp else sum(1 for u in gs if u in pl)
+            u = 0
+            for j in self.fleet.jobs_on(nd.node_id):
+                noticed = j.preemption_notice_at is not None or j.job_id in self.gone
+                if noticed or j.job_id in victims:
+                    gs = gpus_on(j, nd.node_id)
+                    c = len(gs) if allp else sum(1 for x in gs if x in pl)
+                    avail += c
+                    if noticed:
+                        u += c
                 elif self.iso and iso_key(j.tenant, j.job_class) != key:
-                    return False
-            if avail < g:
-                return False
-        return True
+                    break
+            else:
+                if avail >= g:
+                    out.append(i)
+                    under += u
+                    if len(out) == n:
+                        return out, under
+        return None
 
     # --- a whole plan
 
@@ -297,7 +311,6 @@ class Planner:
         chosen: dict[str, RunningJob] = {}
         ok: dict[str, bool] = {}
         nodes: list[int] = []
-        under = 0
         visited: set[int] = set()
         resv, fresh, iso = self.placer.resv, self.placer.fresh, self.iso
         for i in self._candidates(model, pools, g, allowed, own, (sig, key), skip):
@@ -322,10 +335,8 @@ class Planner:
                 # Whoever holds no work there is refused alike; an owner of work there may fare better.
                 dead[i] = (gen.get(i, 0), got - {key})
                 continue
-            victims, u = got
             nodes.append(i)
-            under += u
-            for v in victims:
+            for v in got:
                 chosen[v.job_id] = v
                 if v.job_class == INTERNAL:
                     spare[0] -= v.gpu_count
@@ -336,13 +347,35 @@ class Planner:
             failed = self._failed.setdefault(memo, {})
             failed[g] = min(n, failed.get(g, n))
             return None
-        # Minimal set: drop, most expensive first, every victim the plan can do without.
-        keep = set(chosen)
+        # Minimal set: drop, most expensive first, every victim the plan can do without; the
+        # nodes may change (a victim that spans nodes can stand in for others).
+        cands = list(nodes)
+        for v in chosen.values():
+            for nid, _ in v.placement:
+                ix = self.fleet.node_ix.get(nid)
+                if ix is not None and ix not in visited and self._usable(ix, model, key, g, resvs, exclude):
+                    visited.add(ix)
+                    cands.append(ix)
+        keep = dict(chosen)
         for v in sorted(chosen.values(), key=self._loss_key, reverse=True):
-            keep.discard(v.job_id)
-            if not self._feasible(nodes, key, g, keep):
-                keep.add(v.job_id)
-        victims = [v for v in chosen.values() if v.job_id in keep]
+            del keep[v.job_id]
+            if self._fit(cands, key, g, n, keep) is None:
+                keep[v.job_id] = v
+        fit = self._fit(cands, key, g, n, keep)
+        assert fit is not None
+        victims = list(keep.values())
         young = [v for v in victims if now - v.started_at < min_rt]
         wait = max((v.started_at + min_rt - now for v in young), default=0.0)
-        return Plan(nodes, victims, under, wait, young)
+        return Plan(fit[0], victims, fit[1], wait, young)
+
+    def _usable(
+        self, i: int, model: str, key: str, g: int, resvs: tuple[str | None, ...], exclude: frozenset[int] | set[int]
+    ) -> bool:
+        """Node i may take part in a plan at all (not claimed, right model and reservation, room enough)."""
+        node = self.nodes[i]
+        if i in self.placer.claimed or i in exclude or node.cordoned or node.gpu_model != model:
+            return False
+        if len(node.placeable) < g or self.placer.resv.get(i) not in resvs:
+            return False
+        fk = self.placer.fresh.get(i)
+        return not (self.iso and fk is not None and fk != key)
