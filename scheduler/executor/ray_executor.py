@@ -84,6 +84,12 @@ class RayExecutor:
         self._alive: dict[str, str] = {}  # ray node id -> neocloud node id, alive at the last check
         self._next_node_check = 0.0
         self._closed = False
+        if ray.is_initialized() and address not in (None, "auto") and not address.startswith("ray://"):
+            connected = ray.get_runtime_context().gcs_address
+            if connected != address:
+                # A connection left over from another cluster would make every job wait forever.
+                logger.warning("leaving the Ray cluster at %s for %s", connected, address)
+                ray.shutdown()
         if ray.is_initialized():
             current = ray.get_runtime_context().namespace
             if current != namespace:
