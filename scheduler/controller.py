@@ -44,9 +44,11 @@ from neocloud.scheduler.inventory import node_views, processes_gone
 from neocloud.scheduler.policy.engine import schedule
 from neocloud.scheduler.policy.types import Decision, JobRequest, NodeView, PolicyInput, RunningJob
 from neocloud.scheduler.store.jobs import JobStore
-from neocloud.scheduler.store.records import Job, JobState
+from neocloud.scheduler.store.records import Allocation, Job, JobState
 
 logger = logging.getLogger(__name__)
+
+Running = list[tuple[Job, list[Allocation]]]  # what JobStore.running() returns
 
 
 @dataclass(slots=True)
@@ -136,10 +138,11 @@ class Controller:
                 logger.exception("controller step failed")
             await asyncio.sleep(self.interval_s)
 
-    def views(self, now: float) -> tuple[NodeView, ...]:
+    def views(self, now: float, running: Running | None = None) -> tuple[NodeView, ...]:
         """The inventory the policy may use now. GPUs of released jobs wait for
         NVML, unless Ray has already given them to a running job."""
-        held = {u for _, allocations in self.store.running() for a in allocations for u in a.gpu_uuids}
+        running = self.store.running() if running is None else running
+        held = {u for _, allocations in running for a in allocations for u in a.gpu_uuids}
         awaiting = {u for c in self.cleanups.values() for u in c.gpu_uuids} - held
         return node_views(self.fleet, now, self._ray_nodes, self._cordoned, awaiting)
 
@@ -154,7 +157,8 @@ class Controller:
         # Losses first: an exit in the same batch must know its node died.
         for event in sorted(events, key=lambda e: not isinstance(e, NodeLost | JobLost)):
             self._apply(event)
-        self._carry_out_cancellations()
+        running = self.store.running()
+        self._carry_out_cancellations(running)
         alive = frozenset(n for n, info in self.executor.nodes().items() if info.alive)
         for node_id in (self._ray_nodes or frozenset()) - alive:
             self._dead_nodes.setdefault(node_id, now)  # seen dead before the executor's NodeLost
@@ -162,9 +166,9 @@ class Controller:
             del self._dead_nodes[node_id]  # it came back
         self._ray_nodes = alive
         self._cordoned = self.store.cordoned()
-        views = self.views(now)
+        views = self.views(now, running)
         logger.debug("placeable GPUs: %s", {v.node_id: len(v.placeable) for v in views})
-        decision = schedule(self._policy_input(now, views))
+        decision = schedule(self._policy_input(now, views, running))
         self._enact(decision, now, views)
         self.stats.steps += 1
         self.stats.last_step_s = time.monotonic() - started
@@ -262,8 +266,8 @@ class Controller:
         if not event.verified:
             logger.warning("job %s released without every runner checking its processes; NVML decides", event.job_id)
 
-    def _carry_out_cancellations(self) -> None:
-        for job, _ in self.store.running():
+    def _carry_out_cancellations(self, running: Running) -> None:
+        for job, _ in running:
             tracking = self._tracking(job.job_id)
             if job.cancel_requested and not tracking.stopping:
                 tracking.stopping = True
@@ -271,7 +275,7 @@ class Controller:
 
     # --- policy -----------------------------------------------------------------------------------
 
-    def _policy_input(self, now: float, views: tuple[NodeView, ...]) -> PolicyInput:
+    def _policy_input(self, now: float, views: tuple[NodeView, ...], running_jobs: Running) -> PolicyInput:
         config = self.store.policy_config()
         running = tuple(
             RunningJob(
@@ -285,7 +289,7 @@ class Controller:
                 preemption_notice_at=job.preemption_notice_at,
                 requeues=job.requeues,
             )
-            for job, allocations in self.store.running()
+            for job, allocations in running_jobs
         )
         queue = tuple(
             JobRequest(
