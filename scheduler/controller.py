@@ -347,4 +347,7 @@ class Controller:
                 logger.info("reclaim warning for job %s: %s", warning.job_id, warning.reason)
                 self.stats.warnings += 1
         self.warned = {w.job_id: w.reason for w in decision.warnings}
+        changed = {j: r for j, r in decision.pending.items() if self.pending.get(j) != r}
+        if changed:  # `neocloud job ID` shows it as the job's message
+            self.store.set_pending_reasons(changed)
         self.pending = dict(decision.pending)

@@ -314,6 +314,14 @@ class JobStore(AdminStore):
         if taken:
             raise FailedPreconditionError(f"GPU {taken[0]} is held by job {held[taken[0]]} already")
 
+    def set_pending_reasons(self, reasons: dict[str, str]) -> None:
+        """Tell queued jobs why they wait (the policy's words), in their message."""
+        with self._write() as db:
+            db.executemany(
+                "UPDATE jobs SET message = ? WHERE job_id = ? AND state = 'queued'",
+                [(reason, job_id) for job_id, reason in reasons.items()],
+            )
+
     def set_allocation_gpus(self, job_id: str, node_id: str, gpu_uuids: Sequence[str]) -> None:
         """Record which GPUs of a node the job really holds: Ray assigns them, the policy only
         counted them, and metering must attribute the right ones."""

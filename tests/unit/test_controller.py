@@ -115,7 +115,8 @@ def test_internal_demand_preempts_spot_which_is_requeued(rig: Rig) -> None:
     ends = {a.end_reason for a in rig.store.allocations(spot)}
     assert ends == {"preempted"}
     assert internal not in rig.controller.pending
-    assert rig.controller.pending[spot]  # the requeued job is told why it waits
+    # The requeued job is told why it waits, where its owner looks.
+    assert rig.store.get(spot).message == rig.controller.pending[spot] != ""
 
 
 def test_restart_reattaches_running_jobs_and_requeues_vanished_ones(rig: Rig) -> None:
