@@ -236,6 +236,11 @@ def run(args: argparse.Namespace) -> int:
         key_file=args.key,
         commit_interval_s=args.commit_interval,
     )
+    try:
+        open_db(config.db_path).close()  # a store it cannot use stops it before Ray starts
+    except StoreError as e:
+        logger.error("scheduler cannot start: %s", e)
+        return 2
     executor = None
     if args.ray_address != "none":
         from neocloud.scheduler.executor.ray_executor import RayExecutor  # Ray only where jobs run

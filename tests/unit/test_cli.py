@@ -66,6 +66,9 @@ def test_scheduler_refuses_a_store_from_the_future(tmp_path: Path, caplog: pytes
     db = tmp_path / "s.db"
     sqlite3.connect(db).execute("PRAGMA user_version = 999").connection.close()
     with pytest.raises(SystemExit) as exit_info:
-        main(["scheduler", "--insecure", "--listen", "127.0.0.1:0", "--db", str(db), "--metrics-port", "0"])
+        main(
+            # --ray-address embedded: the store is refused before Ray starts.
+            ["scheduler", "--insecure", "--listen", "127.0.0.1:0", "--db", str(db), "--ray-address", "embedded"]
+        )
     assert exit_info.value.code == 2
     assert "upgrade neocloud" in caplog.text
