@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from neocloud.scheduler.controller import Controller
 from neocloud.scheduler.ingest.service import TelemetryService
 
 GPU_LABELS = ["node", "gpu", "uuid", "model"]
@@ -15,8 +16,9 @@ REFUSAL_CODES = ("FAILED_PRECONDITION", "INVALID_ARGUMENT", "PERMISSION_DENIED")
 
 
 class SchedulerCollector(Collector):
-    def __init__(self, service: TelemetryService) -> None:
+    def __init__(self, service: TelemetryService, controller: Controller | None = None) -> None:
         self._service = service
+        self._controller = controller
 
     def collect(self) -> Iterator[Metric]:
         fleet = self._service.fleet
@@ -75,6 +77,33 @@ class SchedulerCollector(Collector):
                     sample_age.add_metric(labels, gpu.last_sample_us / 1e6)
         yield from (connected, last_seen, offset, dropped, power, util, energy, resets, healthy, xids, sample_age)
         yield from self._ingest_metrics()
+        if self._controller is not None:
+            yield from self._controller_metrics(self._controller)
+
+    @staticmethod
+    def _controller_metrics(controller: Controller) -> Iterator[Metric]:
+        stats = controller.stats
+        yield CounterMetricFamily(
+            "neocloud_scheduler_placements", "Jobs started by the policy.", value=stats.placements
+        )
+        yield CounterMetricFamily("neocloud_scheduler_preemptions", "Preemption notices sent.", value=stats.preemptions)
+        yield CounterMetricFamily(
+            "neocloud_scheduler_reclaim_warnings", "Early reclaim warnings raised.", value=stats.warnings
+        )
+        yield CounterMetricFamily(
+            "neocloud_scheduler_step_errors", "Controller passes that failed.", value=stats.step_errors
+        )
+        yield GaugeMetricFamily(
+            "neocloud_scheduler_last_step_seconds", "Duration of the last controller pass.", value=stats.last_step_s
+        )
+        yield GaugeMetricFamily(
+            "neocloud_scheduler_pending_jobs", "Queued jobs waiting.", value=len(controller.pending)
+        )
+        yield GaugeMetricFamily(
+            "neocloud_scheduler_gpus_awaiting_cleanup",
+            "GPUs of released jobs not yet confirmed free of their processes by NVML.",
+            value=sum(len(c.gpu_uuids) for c in list(controller.cleanups.values())),
+        )
 
     def _ingest_metrics(self) -> Iterator[Metric]:
         service = self._service

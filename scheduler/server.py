@@ -83,7 +83,7 @@ class Scheduler:
         )
         self.bootstrap_token_file = self._bootstrap_operator_token()
         self.registry = CollectorRegistry()
-        self.registry.register(SchedulerCollector(self.telemetry))
+        self.registry.register(SchedulerCollector(self.telemetry, self.controller))
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None

@@ -11,6 +11,8 @@ from neocloud.agent.convert import build_batch, hello
 from neocloud.agent.gpu.sim import SimBackend
 from neocloud.scheduler.controller import Controller
 from neocloud.scheduler.ingest.fleet import Fleet
+from neocloud.scheduler.ingest.service import TelemetryService
+from neocloud.scheduler.metrics import SchedulerCollector
 from neocloud.scheduler.policy.types import INTERNAL_TENANT, JobClass
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
@@ -77,6 +79,9 @@ def test_a_job_runs_succeeds_and_its_gpus_wait_for_nvml(rig: Rig) -> None:
     rig.step()
     assert rig.store.get(job_id).state is JobState.SUCCEEDED
     assert rig.executor.released == [job_id]
+    collector = SchedulerCollector(TelemetryService(rig.fleet, None, False), rig.controller)  # type: ignore[arg-type]
+    metrics = {m.name: m.samples[0].value for m in collector.collect() if m.name.startswith("neocloud_scheduler")}
+    assert metrics["neocloud_scheduler_placements"] == 1 and metrics["neocloud_scheduler_step_errors"] == 0
     rig.step()  # the Released event: the GPUs now wait for a fresh NVML sample without the job's pids
     assert job_id in rig.controller.cleanups
     views = rig.controller.views(rig.clock.now)  # no sample taken since the release yet
@@ -115,6 +120,7 @@ def test_internal_demand_preempts_spot_which_is_requeued(rig: Rig) -> None:
     ends = {a.end_reason for a in rig.store.allocations(spot)}
     assert ends == {"preempted"}
     assert internal not in rig.controller.pending
+    assert rig.controller.stats.preemptions == 1 and rig.controller.stats.placements == 2
     # The requeued job is told why it waits, where its owner looks.
     assert rig.store.get(spot).message == rig.controller.pending[spot] != ""
 
