@@ -232,7 +232,9 @@ def test_a_job_ignoring_sigterm_is_killed_and_release_frees_its_gpus(ex: Env) ->
 def test_cancel_max_runtime_and_cancel_while_pending(ex: Env) -> None:
     ex.ex.start(sh("exec sleep 60", "cancel-me", grace_s=1.0), [("node-b", INV["node-b"][:1])], INV)
     ex.ex.start(sh("exec sleep 60", "too-long", grace_s=0.5, max_runtime_s=1.0), [("node-a", INV["node-a"][:1])], INV)
-    ex.ex.start(sh("exec sleep 60", "never-fits"), [("node-a", INV["node-a"])], INV)  # 8 GPUs: 1 is taken
+    # Ray may create placement groups out of order: the blocker must hold its GPU first.
+    ex.event(Started, "too-long")
+    ex.ex.start(sh("exec sleep 60", "never-fits"), [("node-a", INV["node-a"])], INV)  # 8 GPUs: 1 is held until released
     ex.event(Started, "cancel-me")
     ex.ex.cancel("cancel-me")
     cancelled = ex.event(Exited, "cancel-me")
