@@ -41,12 +41,17 @@ from neocloud.scheduler.executor.types import (
 )
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.inventory import node_views, processes_gone
+from neocloud.scheduler.metering.book import AllocationBook
 from neocloud.scheduler.policy.engine import schedule
 from neocloud.scheduler.policy.types import Decision, JobRequest, NodeView, PolicyInput, RunningJob
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Allocation, Job, JobState
 
 logger = logging.getLogger(__name__)
+
+# Telemetry up to a day late (an agent cut off, spooling) still finds its allocations.
+BOOK_HORIZON_S = 24 * 3600.0
+BOOK_MARGIN_S = 5.0
 
 Running = list[tuple[Job, list[Allocation]]]  # what JobStore.running() returns
 
@@ -104,6 +109,8 @@ class Controller:
         self._dead_nodes: dict[str, float] = {}  # node -> when its Ray node died
         self._cordoned: frozenset[str] = frozenset()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="neocloud-controller")
+        # Until the first pass has read the store, ingest attributes no energy.
+        fleet.attributor.book = AllocationBook(complete_to=float("-inf"))
 
     # --- start-up ---------------------------------------------------------------------------------
 
@@ -170,12 +177,20 @@ class Controller:
         logger.debug("placeable GPUs: %s", {v.node_id: len(v.placeable) for v in views})
         decision = schedule(self._policy_input(now, views, running))
         self._enact(decision, now, views)
+        self._publish_book(now)
         self.stats.steps += 1
         self.stats.last_step_s = time.monotonic() - started
         return decision
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
+
+    def _publish_book(self, now: float) -> None:
+        """Give ingest the allocations it attributes energy by. Final only up to a
+        margin before now: an exit the executor has yet to report may close an
+        allocation a little in the past."""
+        allocations = self.store.allocations_since(now - BOOK_HORIZON_S)
+        self.fleet.attributor.book = AllocationBook(allocations, complete_to=now - BOOK_MARGIN_S)
 
     # --- executor events --------------------------------------------------------------------------
 

@@ -183,15 +183,14 @@ class TelemetryService(pb_grpc.TelemetryServicer):
     async def commit(self) -> None:
         """Make what was applied durable, then acknowledge it."""
         snap = store.snapshot_dirty(self.fleet)
-        if snap.nodes or snap.gpus:
+        if not snap.empty():
             started = asyncio.get_running_loop().time()
             try:
                 await asyncio.get_running_loop().run_in_executor(self._db_thread, store.write, self._db, snap)
             except Exception:
                 self.commit_failures_total += 1
                 logger.exception("telemetry commit failed; nothing acknowledged, retrying")
-                self.fleet.dirty_nodes.update(snap.seqs)
-                self.fleet.dirty_gpus.update(str(row[0]) for row in snap.gpus)
+                store.restore(self.fleet, snap)
                 return
             self.commits_total += 1
             self.last_commit_s = asyncio.get_running_loop().time() - started

@@ -110,6 +110,11 @@ def _check_series(series: pb.GpuSeries, limit_mw: int, memory_bytes: int, sealed
             return "samples are stamped after the batch was sealed"
         if n > 1 and not all(map(le, ts, islice(ts, 1, None))):
             return "sample timestamps go backwards"
+    if buffered_us:
+        if buffered_us[0] <= 0 or buffered_us[-1] > sealed_us + CLOCK_SLACK_US:
+            return "power buffer samples are stamped before 1970 or after the batch was sealed"
+        if not all(map(le, buffered_us, islice(buffered_us, 1, None))):
+            return "power buffer timestamps go backwards"
     power_cap = min(HARD_POWER_CAP_MW, 2 * limit_mw) if limit_mw else HARD_POWER_CAP_MW
     if power and max(power) > power_cap:
         return f"power {max(power)} mW is beyond twice the {limit_mw} mW limit"

@@ -137,9 +137,6 @@ def split_gpu(
     return GpuUsage(seconds, energy, total, (lo, hi))
 
 
-_OUTSIDE = ""  # pieces of a span outside the metering window
-
-
 def _spread(
     delta: float, t0: float, t1: float, ordered: Sequence[Interval], curve: PowerCurve, lo: float, hi: float
 ) -> list[tuple[str, float]]:
@@ -150,20 +147,27 @@ def _spread(
     cuts = sorted({t0, t1, *(t for t in (lo, hi) if t0 < t < t1)})
     for iv in ordered:
         cuts.extend(t for t in (iv.start, iv.end) if t0 < t < t1)
-    cuts = sorted(set(cuts))
-    owners = []
-    for a, b in itertools.pairwise(cuts):
+    starts = [iv.start for iv in ordered]
+    out = []
+    for a, b, share in split_span(delta, sorted(set(cuts)), curve):
         mid = (a + b) / 2
         if not lo <= mid <= hi:
-            owners.append(_OUTSIDE)
             continue
-        k = bisect.bisect_right([iv.start for iv in ordered], mid) - 1
-        owners.append(ordered[k].key if k >= 0 and ordered[k].start <= mid < ordered[k].end else IDLE)
-    weights = [curve.integral(a, b) if curve.t else b - a for a, b in itertools.pairwise(cuts)]
+        k = bisect.bisect_right(starts, mid) - 1
+        out.append((ordered[k].key if k >= 0 and ordered[k].start <= mid < ordered[k].end else IDLE, share))
+    return out
+
+
+def split_span(delta: float, cuts: Sequence[float], curve: PowerCurve) -> list[tuple[float, float, float]]:
+    """Divide one counter delta over [cuts[0], cuts[-1]) into (a, b, joules) pieces
+    between consecutive cuts (sorted, distinct), in proportion to the power
+    integrated over each piece, by duration where no power was sampled."""
+    pieces = list(itertools.pairwise(cuts))
+    weights = [curve.integral(a, b) if curve.t else b - a for a, b in pieces]
     if sum(weights) <= 0:
-        weights = [b - a for a, b in itertools.pairwise(cuts)]
+        weights = [b - a for a, b in pieces]
     total = sum(weights)
     shares = [delta * w / total for w in weights]
     # Rounding: the last piece takes the remainder so the pieces sum to delta.
     shares[-1] = delta - sum(shares[:-1])
-    return [(owner, share) for owner, share in zip(owners, shares, strict=True) if owner != _OUTSIDE]
+    return [(a, b, share) for (a, b), share in zip(pieces, shares, strict=True)]

@@ -140,6 +140,86 @@ MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    # 3: metering (what the ledger is computed from, and the ledger itself)
+    """
+    CREATE TABLE energy_readings (
+        uuid TEXT NOT NULL,
+        t_us INTEGER NOT NULL,
+        energy_mj INTEGER NOT NULL,
+        counter_reset INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (uuid, t_us)
+    ) WITHOUT ROWID;
+    CREATE TABLE gpu_samples (
+        uuid TEXT NOT NULL,
+        t_first_us INTEGER NOT NULL,
+        t_last_us INTEGER NOT NULL,
+        ticks BLOB NOT NULL,
+        power_buffer BLOB NOT NULL,
+        PRIMARY KEY (uuid, t_first_us)
+    ) WITHOUT ROWID;
+    CREATE TABLE meter_cells (
+        uuid TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        energy_mj REAL NOT NULL,
+        util_sum INTEGER NOT NULL,
+        util_count INTEGER NOT NULL,
+        peak_power_mw INTEGER NOT NULL,
+        memory_peak_bytes INTEGER NOT NULL,
+        PRIMARY KEY (uuid, owner, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX meter_cells_by_hour ON meter_cells(hour);
+    CREATE TABLE meter_watermarks (
+        uuid TEXT PRIMARY KEY,
+        attributed_to_us INTEGER NOT NULL
+    );
+    CREATE TABLE meter_dirty (
+        hour INTEGER PRIMARY KEY
+    );
+    CREATE TRIGGER allocation_opened AFTER INSERT ON allocations BEGIN
+        INSERT OR IGNORE INTO meter_dirty (hour) VALUES (CAST(NEW.start / 3600 AS INTEGER) * 3600);
+    END;
+    CREATE TRIGGER allocation_closed AFTER UPDATE OF end ON allocations WHEN NEW.end IS NOT NULL BEGIN
+        INSERT OR IGNORE INTO meter_dirty (hour) VALUES (CAST(NEW.end / 3600 AS INTEGER) * 3600);
+    END;
+    CREATE TABLE usage (
+        usage_id TEXT PRIMARY KEY,
+        hour INTEGER NOT NULL,
+        tenant TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        allocation_id TEXT NOT NULL,
+        gpu_model TEXT NOT NULL,
+        job_class TEXT NOT NULL,
+        contract_id TEXT,
+        gpu_ms INTEGER NOT NULL CHECK (gpu_ms >= 0),
+        energy_mj INTEGER NOT NULL CHECK (energy_mj >= 0),
+        util_gpu_ms INTEGER NOT NULL DEFAULT 0,
+        peak_power_mw INTEGER NOT NULL DEFAULT 0,
+        memory_peak_bytes INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX usage_by_hour ON usage(hour);
+    CREATE INDEX usage_by_tenant ON usage(tenant, hour);
+    CREATE TABLE meter_hours (
+        hour INTEGER PRIMARY KEY,
+        metered_to REAL NOT NULL,
+        counter_delta_mj INTEGER NOT NULL,
+        wall_gpu_ms INTEGER NOT NULL
+    );
+    CREATE TABLE contract_shortfalls (
+        contract_id TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        tenant TEXT NOT NULL,
+        undelivered_gpu_ms INTEGER NOT NULL CHECK (undelivered_gpu_ms >= 0),
+        PRIMARY KEY (contract_id, hour)
+    );
+    CREATE TABLE invoices (
+        tenant TEXT NOT NULL,
+        period TEXT NOT NULL,
+        issued_at REAL NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (tenant, period)
+    );
+    """,
 )
 
 
@@ -172,12 +252,24 @@ def migrate(db: sqlite3.Connection, path: str | Path) -> None:
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            for statement in _statements(script):
+                db.execute(statement)
             db.execute(f"PRAGMA user_version = {number}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         logger.info("store %s migrated to schema version %d", path, number)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements; a trigger's body holds semicolons of its own."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise StoreError(f"incomplete SQL statement in a migration: {pending.strip()[:80]}")
+    return statements

@@ -3,11 +3,17 @@ GPUs with their energy accumulators. A commit is what makes an ack true."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from neocloud.scheduler.ingest.fleet import EnergyAccumulator, Fleet, GpuState, NodeState
+from neocloud.scheduler.metering.attribution import Cell, CellKey
+from neocloud.scheduler.metering.samples import unpack
+from neocloud.scheduler.metering.split import CounterReading, PowerCurve, counter_deltas
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +24,13 @@ class Snapshot:
     nodes: Sequence[tuple[object, ...]]
     gpus: Sequence[tuple[object, ...]]
     seqs: dict[str, tuple[int, int]]  # node -> (stream epoch, last seq)
+    readings: Sequence[tuple[str, int, int, int]] = ()
+    samples: Sequence[tuple[str, int, int, bytes, bytes]] = ()
+    cells: dict[CellKey, Cell] = field(default_factory=dict)
+    watermarks: dict[str, int] = field(default_factory=dict)
+
+    def empty(self) -> bool:
+        return not (self.nodes or self.gpus or self.readings or self.samples or self.cells or self.watermarks)
 
 
 def snapshot_dirty(fleet: Fleet) -> Snapshot:
@@ -53,7 +66,20 @@ def snapshot_dirty(fleet: Fleet) -> Snapshot:
         )  # fmt: skip
     fleet.dirty_nodes.clear()
     fleet.dirty_gpus.clear()
-    return Snapshot(nodes, gpus, seqs)
+    readings, fleet.pending_readings = fleet.pending_readings, []
+    samples, fleet.pending_samples = fleet.pending_samples, []
+    fleet.attributor.flush()
+    cells, marks = fleet.attributor.take()
+    return Snapshot(nodes, gpus, seqs, readings, samples, cells, marks)
+
+
+def restore(fleet: Fleet, snap: Snapshot) -> None:
+    """A commit failed: what it carried is written with the next one instead."""
+    fleet.dirty_nodes.update(snap.seqs)
+    fleet.dirty_gpus.update(str(row[0]) for row in snap.gpus)
+    fleet.pending_readings[:0] = snap.readings
+    fleet.pending_samples[:0] = snap.samples
+    fleet.attributor.give_back(dict(snap.cells), dict(snap.watermarks))
 
 
 def write(db: sqlite3.Connection, snap: Snapshot) -> None:
@@ -72,6 +98,34 @@ def write(db: sqlite3.Connection, snap: Snapshot) -> None:
             " energy_last_mj, energy_last_us, energy_total_mj, energy_resets, last_power_mw, xid_errors_total,"
             " unhealthy_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             snap.gpus,
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO energy_readings (uuid, t_us, energy_mj, counter_reset) VALUES (?, ?, ?, ?)",
+            snap.readings,
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO gpu_samples (uuid, t_first_us, t_last_us, ticks, power_buffer)"
+            " VALUES (?, ?, ?, ?, ?)",
+            snap.samples,
+        )
+        db.executemany(
+            "INSERT INTO meter_cells (uuid, owner, hour, energy_mj, util_sum, util_count, peak_power_mw,"
+            " memory_peak_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uuid, owner, hour) DO UPDATE SET"
+            " energy_mj = energy_mj + excluded.energy_mj, util_sum = util_sum + excluded.util_sum,"
+            " util_count = util_count + excluded.util_count,"
+            " peak_power_mw = MAX(peak_power_mw, excluded.peak_power_mw),"
+            " memory_peak_bytes = MAX(memory_peak_bytes, excluded.memory_peak_bytes)",
+            [
+                (uuid, owner, hour, c.energy_mj, c.util_sum, c.util_count, c.peak_power_mw, c.memory_peak_bytes)
+                for (uuid, owner, hour), c in snap.cells.items()
+            ],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO meter_watermarks (uuid, attributed_to_us) VALUES (?, ?)", snap.watermarks.items()
+        )
+        # The ledger re-meters every hour that changed.
+        db.executemany(
+            "INSERT OR IGNORE INTO meter_dirty (hour) VALUES (?)", [(h,) for h in {k[2] for k in snap.cells}]
         )
         db.execute("COMMIT")
     except BaseException:
@@ -106,4 +160,40 @@ def load(db: sqlite3.Connection) -> Fleet:
         )
         fleet.nodes[gpu.node_id].gpus[gpu.uuid] = gpu
         fleet.gpu_owner[gpu.uuid] = gpu.node_id
+    _restore_unattributed(db, fleet)
     return fleet
+
+
+def _restore_unattributed(db: sqlite3.Connection, fleet: Fleet) -> None:
+    """Energy acknowledged before a restart but not yet attributed: rebuild its spans
+    from the stored counter readings, past each GPU's watermark."""
+    marks = dict(db.execute("SELECT uuid, attributed_to_us FROM meter_watermarks").fetchall())
+    for node in fleet.nodes.values():
+        for uuid in node.gpus:
+            mark = marks.get(uuid, -1)
+            readings = [
+                CounterReading(t / 1e6, mj / 1e3, bool(reset))
+                for t, mj, reset in db.execute(
+                    "SELECT t_us, energy_mj, counter_reset FROM energy_readings WHERE uuid = ? AND t_us >= ?"
+                    " ORDER BY t_us",
+                    (uuid, mark),
+                )
+            ]
+            if not readings:
+                continue
+            fleet.attributor.on_first_reading(uuid, round(readings[0].t * 1e6))
+            if len(readings) < 2:
+                continue
+            power = [
+                unpack(ticks, buffer)
+                for ticks, buffer in db.execute(
+                    "SELECT ticks, power_buffer FROM gpu_samples WHERE uuid = ? AND t_last_us >= ? ORDER BY t_first_us",
+                    (uuid, round(readings[0].t * 1e6)),
+                )
+            ]
+            curve = PowerCurve(
+                [(t / 1e6, w / 1e3) for s in power for t, w in zip(s.timestamp_us, s.power_mw, strict=False)]
+            )
+            spans = [(round(t0 * 1e6), round(t1 * 1e6), j * 1e3) for t0, t1, j in counter_deltas(readings, curve)]
+            fleet.attributor.restore(uuid, spans, power)
+            logger.info("GPU %s: %d energy spans to attribute after the restart", uuid, len(spans))

@@ -1,0 +1,241 @@
+"""Attribution on the ingest path: each energy-counter delta goes to the
+allocation (or idle) that held the GPU, per UTC hour, as it arrives.
+
+A delta that lies inside one owner and one hour (nearly all of them) is one
+dict update; one that crosses an allocation or hour boundary is split with
+`split.split_span`, the code the audit replay uses, in proportion to the
+power samples kept for it. Spans later than the book's `complete_to` wait.
+Tick statistics (utilisation, peak power, memory high-water mark) go the
+same way, per series.
+
+What is attributed leaves as increments (`take`) committed with the
+per-GPU watermark `attributed_to_us`, in the same transaction; a failed commit
+gives them back (`give_back`). After a restart, spans past the watermark are
+rebuilt from the stored counter readings (`restore`), so no joule is lost
+or counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from neocloud.scheduler.metering.book import AllocationBook
+from neocloud.scheduler.metering.split import PowerCurve, split_span
+from neocloud.scheduler.metering.usage import HOUR_S
+
+logger = logging.getLogger(__name__)
+
+_US = 1_000_000
+# A GPU whose spans the book has not covered for this long is attributed with
+# the book as it is (a controller that stopped must not grow memory forever).
+MAX_PENDING_SPANS = 4096
+
+
+class SeriesLike(Protocol):
+    """The columns of a telemetry GpuSeries that metering reads."""
+
+    @property
+    def timestamp_us(self) -> Sequence[int]: ...
+    @property
+    def power_mw(self) -> Sequence[int]: ...
+    @property
+    def gpu_util_percent(self) -> Sequence[int]: ...
+    @property
+    def memory_used_bytes(self) -> Sequence[int]: ...
+    @property
+    def power_sample_us(self) -> Sequence[int]: ...
+    @property
+    def power_sample_mw(self) -> Sequence[int]: ...
+
+
+@dataclass(slots=True)
+class Cell:
+    """Increments for one (GPU, owner, hour)."""
+
+    energy_mj: float = 0.0
+    util_sum: int = 0
+    util_count: int = 0
+    peak_power_mw: int = 0
+    memory_peak_bytes: int = 0
+
+    def merge(self, other: Cell) -> None:
+        self.energy_mj += other.energy_mj
+        self.util_sum += other.util_sum
+        self.util_count += other.util_count
+        self.peak_power_mw = max(self.peak_power_mw, other.peak_power_mw)
+        self.memory_peak_bytes = max(self.memory_peak_bytes, other.memory_peak_bytes)
+
+
+CellKey = tuple[str, str, int]  # (GPU uuid, allocation id or IDLE_OWNER, hour)
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    t0: float
+    t1: float
+    delta_mj: float
+
+
+@dataclass(slots=True)
+class _GpuMeter:
+    last_reading_s: float = -math.inf
+    spans: deque[_Span] = field(default_factory=deque)
+    power: deque[SeriesLike] = field(default_factory=deque)  # kept while a pending span may need them
+    stats: deque[SeriesLike] = field(default_factory=deque)  # tick statistics not yet attributed
+
+
+def _hour(t: float) -> int:
+    return int(t // HOUR_S) * HOUR_S
+
+
+def _hour_cuts(t0: float, t1: float) -> list[float]:
+    return [float(h) for h in range(_hour(t0) + HOUR_S, math.ceil(t1), HOUR_S) if t0 < h < t1]
+
+
+class Attributor:
+    def __init__(self) -> None:
+        self.book = AllocationBook()  # no allocations, complete forever: a fleet without a controller is idle
+        self._meters: dict[str, _GpuMeter] = {}
+        self._waiting: set[str] = set()  # GPUs with spans or stats to attribute
+        self.cells: dict[CellKey, Cell] = {}
+        self.watermarks: dict[str, int] = {}  # uuid -> attributed_to_us, changed since the last take
+
+    # --- input (ingest thread) ------------------------------------------------------
+
+    def on_series(self, uuid: str, series: SeriesLike) -> None:
+        m = self._meters.setdefault(uuid, _GpuMeter())
+        if series.timestamp_us:
+            m.stats.append(series)
+        if series.power_sample_us or series.power_mw:
+            m.power.append(series)
+        self._waiting.add(uuid)
+
+    def on_delta(self, uuid: str, t0_us: int, t1_us: int, delta_mj: float) -> None:
+        """The counter rose by `delta_mj` between two readings (resets already bridged)."""
+        m = self._meters.setdefault(uuid, _GpuMeter())
+        m.spans.append(_Span(t0_us / _US, t1_us / _US, delta_mj))
+        m.last_reading_s = t1_us / _US
+        self._waiting.add(uuid)
+
+    def on_first_reading(self, uuid: str, t_us: int) -> None:
+        self._meters.setdefault(uuid, _GpuMeter()).last_reading_s = t_us / _US
+
+    # --- attribution ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Attribute every span and series the book covers."""
+        book = self.book
+        for uuid in list(self._waiting):
+            m = self._meters[uuid]
+            forced = len(m.spans) > MAX_PENDING_SPANS
+            if forced:
+                logger.warning(
+                    "GPU %s: %d spans wait for the allocation book; attributing them now", uuid, len(m.spans)
+                )
+            while m.spans and (forced or m.spans[0].t1 <= book.complete_to):
+                span = m.spans.popleft()
+                self._attribute_span(uuid, m, span)
+                self.watermarks[uuid] = round(span.t1 * _US)
+            while m.stats and (forced or m.stats[0].timestamp_us[-1] / _US <= book.complete_to):
+                self._attribute_stats(uuid, m.stats.popleft())
+            keep_from = m.spans[0].t0 if m.spans else m.last_reading_s
+            while m.power and _last_us(m.power[0]) / _US < keep_from:
+                m.power.popleft()
+            if not m.spans and not m.stats:
+                self._waiting.discard(uuid)
+
+    def _cell(self, uuid: str, owner: str, hour: int) -> Cell:
+        key = (uuid, owner, hour)
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = Cell()
+        return cell
+
+    def _attribute_span(self, uuid: str, m: _GpuMeter, span: _Span) -> None:
+        t0, t1 = span.t0, span.t1
+        book = self.book
+        if t1 <= t0:
+            self._cell(uuid, book.owner_at(uuid, t0), _hour(t0)).energy_mj += span.delta_mj
+            return
+        hour_cuts = _hour_cuts(t0, t1)
+        owner = book.owner(uuid, t0, t1)
+        if owner is not None and not hour_cuts:
+            self._cell(uuid, owner, _hour(t0)).energy_mj += span.delta_mj
+            return
+        cuts = sorted({t0, t1, *hour_cuts, *book.boundaries(uuid, t0, t1)})
+        curve = PowerCurve(_power_points(m.power, t0, t1))
+        for a, b, share in split_span(span.delta_mj, cuts, curve):
+            mid = (a + b) / 2
+            self._cell(uuid, book.owner_at(uuid, mid), _hour(mid)).energy_mj += share
+
+    def _attribute_stats(self, uuid: str, s: SeriesLike) -> None:
+        ts = s.timestamp_us
+        t0, t1 = ts[0] / _US, ts[-1] / _US
+        owner = self.book.owner(uuid, t0, t1)
+        if owner is not None and _hour(t0) == _hour(t1):
+            cell = self._cell(uuid, owner, _hour(t0))
+            if s.gpu_util_percent:
+                cell.util_sum += sum(s.gpu_util_percent)
+                cell.util_count += len(s.gpu_util_percent)
+            if s.power_mw:
+                cell.peak_power_mw = max(cell.peak_power_mw, max(s.power_mw))
+            if s.memory_used_bytes:
+                cell.memory_peak_bytes = max(cell.memory_peak_bytes, max(s.memory_used_bytes))
+            return
+        for i, t_us in enumerate(ts):
+            t = t_us / _US
+            cell = self._cell(uuid, self.book.owner_at(uuid, t), _hour(t))
+            if s.gpu_util_percent:
+                cell.util_sum += s.gpu_util_percent[i]
+                cell.util_count += 1
+            if s.power_mw:
+                cell.peak_power_mw = max(cell.peak_power_mw, s.power_mw[i])
+            if s.memory_used_bytes:
+                cell.memory_peak_bytes = max(cell.memory_peak_bytes, s.memory_used_bytes[i])
+
+    # --- the commit ----------------------------------------------------------------------
+
+    def take(self) -> tuple[dict[CellKey, Cell], dict[str, int]]:
+        """The increments and watermarks to commit; the attributor forgets them."""
+        cells, self.cells = self.cells, {}
+        marks, self.watermarks = self.watermarks, {}
+        return cells, marks
+
+    def give_back(self, cells: dict[CellKey, Cell], marks: dict[str, int]) -> None:
+        """A commit failed: merge what it carried into what was attributed since."""
+        for key, cell in cells.items():
+            mine = self.cells.get(key)
+            if mine is None:
+                self.cells[key] = cell
+            else:
+                mine.merge(cell)
+        for uuid, mark in marks.items():
+            self.watermarks[uuid] = max(mark, self.watermarks.get(uuid, 0))
+
+    def restore(self, uuid: str, spans: Sequence[tuple[int, int, float]], power: Sequence[SeriesLike]) -> None:
+        """After a restart: the spans past the GPU's watermark, rebuilt from the store."""
+        m = self._meters.setdefault(uuid, _GpuMeter())
+        m.power.extend(power)
+        for t0_us, t1_us, delta_mj in spans:
+            self.on_delta(uuid, t0_us, t1_us, delta_mj)
+
+
+def _last_us(s: SeriesLike) -> int:
+    return max(s.timestamp_us[-1] if s.timestamp_us else 0, s.power_sample_us[-1] if s.power_sample_us else 0)
+
+
+def _power_points(series: Sequence[SeriesLike], t0: float, t1: float) -> list[tuple[float, float]]:
+    """(t, W) around [t0, t1]: the driver's power buffer where a series has one, else its ticks."""
+    points = []
+    lo, hi = t0 * _US, t1 * _US
+    for s in series:
+        ts, mw = (s.power_sample_us, s.power_sample_mw) if s.power_sample_us else (s.timestamp_us, s.power_mw)
+        if not mw or ts[-1] < lo or ts[0] > hi:
+            continue
+        points.extend((t / _US, p / 1000) for t, p in zip(ts, mw, strict=True))
+    return points

@@ -1,0 +1,232 @@
+"""The usage ledger: one row per (allocation, GPU model, UTC hour), and per idle GPU-hour.
+
+Metering (closing) an hour reads, from the store, the allocations that overlap
+it (GPU-seconds come from their intervals alone, never from telemetry) and the
+energy and tick statistics ingest attributed to each (GPU, owner) in that hour
+(attribution.py), and replaces the hour's rows in one transaction. Row ids are
+deterministic, so metering an hour again, after late telemetry or a closed
+allocation, replaces rows and never counts anything twice.
+
+Which hours to meter: the ones marked dirty (ingest marks the hours it
+attributed energy to; triggers mark the hours allocations open and close in),
+the current hour, and any hour metered only part-way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from neocloud.scheduler.metering.attribution import Cell
+from neocloud.scheduler.metering.usage import HOUR_S, IDLE_CLASS, UsageRow, usage_id
+
+logger = logging.getLogger(__name__)
+
+_US = 1_000_000
+UNKNOWN_MODEL = "unknown"  # a GPU energy was attributed to but the store no longer lists
+
+
+def hour_of(t: float) -> int:
+    return int(t // HOUR_S) * HOUR_S
+
+
+@dataclass(frozen=True, slots=True)
+class _Allocation:
+    allocation_id: str
+    job_id: str
+    tenant: str
+    job_class: str
+    contract_id: str | None
+    gpu_uuids: tuple[str, ...]
+    start: float
+    end: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HourResult:
+    hour: int
+    metered_to: float
+    rows: Sequence[UsageRow]
+    counter_delta_mj: int
+    wall_gpu_ms: int
+
+
+@dataclass(slots=True)
+class LedgerStats:
+    passes_total: int = 0
+    hours_metered_total: int = 0
+    failures_total: int = 0
+    last_pass_s: float = 0.0
+    metered_to: float = 0.0  # the ledger covers the fleet up to here (Unix s)
+    last_gap: dict[str, float] = field(default_factory=dict)  # quantity -> |ledger - source| / source
+
+
+class Ledger:
+    """Meters hours into the `usage` table. Give it a connection of its own (open_db):
+    its reads are long and must not hold the API's or ingest's lock."""
+
+    def __init__(self, db: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+        self.stats = LedgerStats()
+
+    # --- which hours --------------------------------------------------------------
+
+    def hours_due(self, now: float) -> list[int]:
+        current = hour_of(now)
+        dirty = {int(r[0]) for r in self._db.execute("SELECT hour FROM meter_dirty WHERE hour <= ?", (current,))}
+        partial = {
+            int(r[0])
+            for r in self._db.execute(
+                "SELECT hour FROM meter_hours WHERE metered_to < hour + ? AND hour < ?", (HOUR_S, current)
+            )
+        }
+        return sorted(dirty | partial | {current})
+
+    def run_pass(self) -> list[HourResult]:
+        """Meter every hour that is due; an hour that fails is marked dirty again."""
+        started = time.monotonic()
+        now = self._clock()
+        hours = self.hours_due(now)
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("DELETE FROM meter_dirty WHERE hour = ?", [(h,) for h in hours])
+        self._db.execute("COMMIT")
+        results = []
+        for hour in hours:
+            try:
+                results.append(self.meter_hour(hour, now))
+            except Exception:
+                self.stats.failures_total += 1
+                logger.exception("metering hour %d failed; it stays due", hour)
+                self._db.execute("INSERT OR IGNORE INTO meter_dirty (hour) VALUES (?)", (hour,))
+        self.stats.passes_total += 1
+        self.stats.hours_metered_total += len(results)
+        self.stats.last_pass_s = time.monotonic() - started
+        self.stats.metered_to = now
+        return results
+
+    # --- one hour ----------------------------------------------------------------
+
+    def meter_hour(self, hour: int, now: float | None = None) -> HourResult:
+        result = self.compute_hour(hour, self._clock() if now is None else now)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("DELETE FROM usage WHERE hour = ?", (hour,))
+            self._db.executemany(
+                "INSERT INTO usage (usage_id, hour, tenant, job_id, allocation_id, gpu_model, job_class, contract_id,"
+                " gpu_ms, energy_mj, util_gpu_ms, peak_power_mw, memory_peak_bytes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.usage_id, r.hour, r.tenant, r.job_id, r.allocation_id, r.gpu_model, r.job_class,
+                        r.contract_id, r.gpu_ms, r.energy_mj, r.util_gpu_ms, r.peak_power_mw, r.memory_peak_bytes,
+                    )
+                    for r in result.rows
+                ],
+            )  # fmt: skip
+            self._db.execute(
+                "INSERT OR REPLACE INTO meter_hours (hour, metered_to, counter_delta_mj, wall_gpu_ms)"
+                " VALUES (?, ?, ?, ?)",
+                (hour, result.metered_to, result.counter_delta_mj, result.wall_gpu_ms),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return result
+
+    def compute_hour(self, hour: int, now: float) -> HourResult:
+        """The hour's rows from one consistent read of the store (no writes): energy and
+        tick statistics from the cells ingest attributed, GPU-seconds from the
+        allocation intervals alone."""
+        hi = min(hour + HOUR_S, now)
+        self._db.execute("BEGIN")
+        try:
+            gpus = self._gpus(hour, hi)
+            allocations = {a.allocation_id: a for a in self._allocations(hour, hi)}
+            cells = self._cells(hour)
+            moved = {owner for owner, _ in cells if owner and owner not in allocations}
+            for alloc_id in sorted(moved):
+                allocations.update((a.allocation_id, a) for a in self._query(" WHERE a.allocation_id = ?", (alloc_id,)))
+        finally:
+            self._db.execute("COMMIT")
+        model_of = {uuid: model for uuid, model, _ in gpus}
+        busy_s: dict[str, float] = defaultdict(float)
+        seconds: dict[tuple[str, str], float] = defaultdict(float)
+        for a in allocations.values():
+            overlap = max(0.0, min(a.end if a.end is not None else hi, hi) - max(a.start, hour))
+            for uuid in a.gpu_uuids:
+                seconds[(a.allocation_id, model_of.get(uuid, UNKNOWN_MODEL))] += overlap
+                busy_s[uuid] += overlap
+        wall_s = 0.0
+        for uuid, model, first_seen in gpus:
+            window = max(0.0, hi - first_seen)
+            wall_s += window
+            seconds[(f"idle:{uuid}", model)] += max(0.0, window - busy_s[uuid])
+        stats: dict[tuple[str, str], Cell] = defaultdict(Cell)
+        counter_delta_mj = 0.0
+        for (owner, uuid), cell in cells.items():
+            stats[(owner or f"idle:{uuid}", model_of.get(uuid, UNKNOWN_MODEL))].merge(cell)
+            counter_delta_mj += cell.energy_mj
+        rows = [
+            _row(hour, key, model, seconds.get((key, model), 0.0), stats.get((key, model)), allocations.get(key))
+            for key, model in sorted(seconds.keys() | stats.keys())
+        ]
+        rows = [r for r in rows if r.gpu_ms or r.energy_mj]
+        return HourResult(hour, hi, rows, round(counter_delta_mj), round(wall_s * 1000))
+
+    # --- reads ---------------------------------------------------------------------
+
+    def _gpus(self, lo: float, hi: float) -> list[tuple[str, str, float]]:
+        """(uuid, model, metered from) of every GPU known before `hi`."""
+        rows = self._db.execute(
+            "SELECT g.uuid, g.model, n.first_seen_us FROM gpus g JOIN nodes n ON n.node_id = g.node_id"
+            " WHERE n.first_seen_us < ? ORDER BY g.uuid",
+            (hi * _US,),
+        )
+        return [(str(u), str(m), max(lo, int(f) / _US)) for u, m, f in rows]
+
+    def _allocations(self, lo: float, hi: float) -> list[_Allocation]:
+        return self._query(" WHERE a.start < ? AND (a.end IS NULL OR a.end > ?)", (hi, lo))
+
+    def _query(self, where: str, params: tuple[object, ...]) -> list[_Allocation]:
+        rows = self._db.execute(
+            "SELECT a.allocation_id, a.job_id, a.tenant, a.job_class, j.contract_id, a.gpu_uuids, a.start, a.end"
+            " FROM allocations a JOIN jobs j ON j.job_id = a.job_id" + where,
+            params,
+        )
+        return [_Allocation(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7]) for r in rows]
+
+    def _cells(self, hour: int) -> dict[tuple[str, str], Cell]:
+        """(owner, uuid) -> what ingest attributed to it in the hour."""
+        rows = self._db.execute(
+            "SELECT owner, uuid, energy_mj, util_sum, util_count, peak_power_mw, memory_peak_bytes"
+            " FROM meter_cells WHERE hour = ?",
+            (hour,),
+        )
+        return {(str(r[0]), str(r[1])): Cell(float(r[2]), r[3], r[4], r[5], r[6]) for r in rows}
+
+
+def _row(hour: int, key: str, model: str, gpu_s: float, cell: Cell | None, a: _Allocation | None) -> UsageRow:
+    cell = cell or Cell()
+    mean_util = cell.util_sum / cell.util_count / 100 if cell.util_count else 0.0
+    return UsageRow(
+        usage_id=usage_id(key, model, hour),
+        tenant=a.tenant if a else "",
+        job_id=a.job_id if a else "",
+        allocation_id=key,
+        gpu_model=model,
+        job_class=a.job_class if a else IDLE_CLASS,
+        contract_id=a.contract_id if a else None,
+        hour=hour,
+        gpu_ms=round(gpu_s * 1000),
+        energy_mj=max(0, round(cell.energy_mj)),
+        util_gpu_ms=round(gpu_s * mean_util * 1000),
+        peak_power_mw=cell.peak_power_mw,
+        memory_peak_bytes=cell.memory_peak_bytes,
+    )

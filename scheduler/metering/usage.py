@@ -1,0 +1,58 @@
+"""What metering hands to billing: usage rows of the ledger and contract shortfalls.
+
+A usage row is one (allocation, GPU model, hour) cell; idle GPU time is a row
+too (tenant "", class "idle"), so a fleet's rows add up to its wall time and its
+counter deltas. Quantities are integers (milliseconds, millijoules) so the
+ledger is exact and the same window always reproduces the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+IDLE_CLASS = "idle"
+HOUR_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    usage_id: str  # deterministic: see usage_id()
+    tenant: str  # "" for idle
+    job_id: str  # "" for idle
+    allocation_id: str  # "" for idle; idle rows are per GPU: allocation_id is "idle:<uuid>"
+    gpu_model: str
+    job_class: str  # internal | reserved | on_demand | spot | idle
+    contract_id: str | None  # the reserved contract the job ran under, if any
+    hour: int  # Unix seconds of the UTC hour the row covers
+    gpu_ms: int  # GPU-milliseconds (GPUs × time) inside the hour
+    energy_mj: int  # millijoules from the energy counter, split at allocation boundaries
+    util_gpu_ms: int = 0  # gpu_ms weighted by GPU utilisation (how well the time was used)
+    peak_power_mw: int = 0
+    memory_peak_bytes: int = 0
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.gpu_ms / 1000
+
+    @property
+    def energy_joules(self) -> float:
+        return self.energy_mj / 1000
+
+
+def usage_id(allocation_id: str, gpu_model: str, hour: int) -> str:
+    """The same allocation, model and hour always give the same id, so writing a row
+    again replaces it instead of counting it twice."""
+    digest = hashlib.sha256(f"{allocation_id}|{gpu_model}|{hour}".encode()).hexdigest()
+    return f"u-{digest[:24]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ContractShortfall:
+    """Reserved capacity a contract promised but the fleet did not deliver in one hour
+    (its GPUs cordoned, unhealthy or lost while the tenant had demand for them)."""
+
+    contract_id: str
+    tenant: str
+    hour: int
+    undelivered_gpu_ms: int
