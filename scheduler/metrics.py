@@ -9,7 +9,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from neocloud.scheduler.controller import Controller
+from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
+from neocloud.scheduler.metering.runner import MeteringRunner
 
 GPU_LABELS = ["node", "gpu", "uuid", "model"]
 REFUSAL_CODES = ("FAILED_PRECONDITION", "INVALID_ARGUMENT", "PERMISSION_DENIED")
@@ -136,4 +138,55 @@ class SchedulerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "neocloud_ingest_last_commit_seconds", "Duration of the last commit.", value=service.last_commit_s
+        )
+
+
+class MeteringCollector(Collector):
+    """Usage and the ledger's health, from the summary of the last ledger pass."""
+
+    def __init__(self, runner: MeteringRunner, fleet: Fleet) -> None:
+        self._runner = runner
+        self._fleet = fleet
+
+    def collect(self) -> Iterator[Metric]:
+        summary = self._runner.summary
+        stats = self._runner.ledger.stats
+        seconds = CounterMetricFamily(
+            "neocloud_tenant_gpu_seconds",
+            'GPU-seconds in the ledger by tenant and class (idle: tenant "", class idle).',
+            labels=["tenant", "class"],
+        )
+        energy = CounterMetricFamily(
+            "neocloud_tenant_energy_joules",
+            "Energy-counter joules in the ledger by tenant and class.",
+            labels=["tenant", "class"],
+        )
+        for (tenant, cls), value in sorted(summary.gpu_seconds.items()):
+            seconds.add_metric([tenant, cls], value)
+        for (tenant, cls), value in sorted(summary.energy_joules.items()):
+            energy.add_metric([tenant, cls], value)
+        gap = GaugeMetricFamily(
+            "neocloud_metering_reconciliation_gap_ratio",
+            "|ledger rows - reference| / reference over metered hours: attributed counter deltas (energy), "
+            "GPU wall time (GPU-seconds).",
+            labels=["quantity"],
+        )
+        for quantity, ratio in sorted(summary.gap.items()):
+            gap.add_metric([quantity], ratio)
+        yield from (seconds, energy, gap)
+        yield GaugeMetricFamily(
+            "neocloud_ledger_metered_to_timestamp_seconds",
+            "The ledger covers the fleet up to this time (lag = time() - this).",
+            value=stats.metered_to,
+        )
+        yield GaugeMetricFamily(
+            "neocloud_ledger_pass_seconds", "How long the last ledger pass took.", value=stats.last_pass_s
+        )
+        yield CounterMetricFamily(
+            "neocloud_ledger_pass_failures", "Ledger passes that failed.", value=stats.failures_total
+        )
+        yield GaugeMetricFamily(
+            "neocloud_metering_unattributed_joules",
+            "Energy received and acknowledged that waits for the allocation book to be attributed.",
+            value=self._fleet.attributor.pending_mj / 1000,
         )

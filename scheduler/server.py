@@ -25,7 +25,8 @@ from neocloud.scheduler.api.services import SERVICE_NAMES, add_api_services
 from neocloud.scheduler.controller import Controller
 from neocloud.scheduler.executor.types import Executor
 from neocloud.scheduler.ingest.service import TelemetryService
-from neocloud.scheduler.metrics import SchedulerCollector
+from neocloud.scheduler.metering.runner import MeteringRunner
+from neocloud.scheduler.metrics import MeteringCollector, SchedulerCollector
 from neocloud.scheduler.store import telemetry as telemetry_store
 from neocloud.scheduler.store.db import StoreError, open_db
 from neocloud.scheduler.store.jobs import JobStore
@@ -53,6 +54,7 @@ class SchedulerConfig:
     key_file: str | None = None
     commit_interval_s: float = 0.1
     controller_interval_s: float = 0.5
+    meter_interval_s: float = 10.0
 
 
 class Scheduler:
@@ -82,8 +84,14 @@ class Scheduler:
             else None
         )
         self.bootstrap_token_file = self._bootstrap_operator_token()
+        # The ledger reads the store through a connection of its own; an in-memory store has no second one.
+        self.metering = (
+            MeteringRunner(config.db_path, interval_s=config.meter_interval_s) if config.db_path != ":memory:" else None
+        )
         self.registry = CollectorRegistry()
         self.registry.register(SchedulerCollector(self.telemetry, self.controller))
+        if self.metering is not None:
+            self.registry.register(MeteringCollector(self.metering, self.telemetry.fleet))
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -128,6 +136,8 @@ class Scheduler:
         self._commits = asyncio.create_task(self.telemetry.run_commits())
         if self.controller is not None:
             self._control = asyncio.create_task(self.controller.run())
+        if self.metering is not None:
+            self.metering.start()
         if config.metrics_port is not None:
             http, _ = start_http_server(config.metrics_port, config.metrics_host, registry=self.registry)
             self._http = http
@@ -152,6 +162,8 @@ class Scheduler:
             self.controller.close()
         await self.telemetry.commit()
         self.telemetry.close()
+        if self.metering is not None:
+            self.metering.close()
         self.jobs.close()
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]

@@ -104,6 +104,7 @@ class Attributor:
         self._waiting: set[str] = set()  # GPUs with spans or stats to attribute
         self.cells: dict[CellKey, Cell] = {}
         self.watermarks: dict[str, int] = {}  # uuid -> attributed_to_us, changed since the last take
+        self.pending_mj = 0.0  # received, not yet attributed
 
     # --- input (ingest thread) ------------------------------------------------------
 
@@ -119,6 +120,7 @@ class Attributor:
         """The counter rose by `delta_mj` between two readings (resets already bridged)."""
         m = self._meters.setdefault(uuid, _GpuMeter())
         m.spans.append(_Span(t0_us / _US, t1_us / _US, delta_mj))
+        self.pending_mj += delta_mj
         m.last_reading_s = t1_us / _US
         self._waiting.add(uuid)
 
@@ -140,6 +142,7 @@ class Attributor:
             while m.spans and (forced or m.spans[0].t1 <= book.complete_to):
                 span = m.spans.popleft()
                 self._attribute_span(uuid, m, span)
+                self.pending_mj -= span.delta_mj
                 self.watermarks[uuid] = round(span.t1 * _US)
             while m.stats and (forced or m.stats[0].timestamp_us[-1] / _US <= book.complete_to):
                 self._attribute_stats(uuid, m.stats.popleft())

@@ -1,0 +1,131 @@
+"""An invoice and its lines, the billing period, and the rounding rules money follows.
+
+Rounding (the one place it happens):
+- Intermediate quantities and products are exact rationals (`Fraction`): GPU-ms,
+  mJ and seconds are integers and prices are `Decimal`, so nothing is lost
+  before the end and no float ever touches money.
+- Each line's amount is its exact value rounded once to cents, half to even
+  (banker's rounding, `ROUND_HALF_EVEN`). Subtotal and total are sums of the
+  rounded line amounts, so they always add up to what the lines show.
+- A line's quantity is shown to 6 decimals (GPU-hours, kWh, months), half to
+  even; the amount comes from the exact quantity, not the shown one.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from fractions import Fraction
+
+from neocloud.errors import FailedPreconditionError, InvalidArgumentError
+
+logger = logging.getLogger(__name__)
+
+MS_PER_HOUR = 3_600_000
+MJ_PER_KWH = 3_600_000_000  # 1 kWh = 3.6 MJ = 3.6e9 mJ
+QUANTITY_PLACES = 6
+CENT = Decimal("0.01")
+
+
+class BillingError(FailedPreconditionError):
+    """The inputs cannot be rated as given (a price, contract or term is missing); the message says which."""
+
+
+class LineKind(StrEnum):
+    COMMITMENT = "commitment"  # take-or-pay, per contract
+    USAGE = "usage"  # GPU-hours by class and model
+    OVERAGE = "overage"  # reserved GPU-hours beyond what a contract includes
+    ENERGY = "energy"  # kWh pass-through by class
+    SLA_CREDIT = "sla_credit"  # negative: reserved capacity not delivered
+    ADJUSTMENT = "adjustment"  # a correction to a closed period
+
+
+KIND_ORDER = {kind: i for i, kind in enumerate(LineKind)}
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    kind: LineKind
+    description: str
+    quantity: Decimal  # in `unit`, shown to 6 decimals
+    unit: str  # "GPU-h", "kWh", "month"
+    unit_price: Decimal
+    amount: Decimal  # currency, cents
+    job_class: str = ""
+    gpu_model: str = ""
+    contract_id: str = ""
+    ref_period: str = ""  # adjustments: the closed period they correct
+    ref_kind: str = ""  # adjustments: the kind of line they correct
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """Identifies the line across recomputations of one period (see adjustments.py)."""
+        return (self.kind.value, self.job_class, self.gpu_model, self.contract_id, self.ref_period, self.ref_kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    tenant: str
+    period: str  # "YYYY-MM", UTC
+    currency: str
+    lines: tuple[Line, ...]
+
+    @property
+    def subtotal(self) -> Decimal:
+        """This period's own lines (credits included), before adjustments to earlier periods."""
+        return sum((ln.amount for ln in self.lines if ln.kind is not LineKind.ADJUSTMENT), Decimal("0.00"))
+
+    @property
+    def adjustments(self) -> Decimal:
+        return sum((ln.amount for ln in self.lines if ln.kind is LineKind.ADJUSTMENT), Decimal("0.00"))
+
+    @property
+    def total(self) -> Decimal:
+        return self.subtotal + self.adjustments
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A calendar month in UTC: [start, end) in Unix seconds."""
+
+    name: str
+    start: int
+    end: int
+
+    @property
+    def seconds(self) -> int:
+        return self.end - self.start
+
+
+_PERIOD = re.compile(r"(\d{4})-(\d{2})")
+
+
+def parse_period(name: str) -> Period:
+    match = _PERIOD.fullmatch(name)
+    if match is None:
+        raise InvalidArgumentError(f"period {name!r} is not a month: write YYYY-MM, e.g. 2026-11")
+    year, month = int(match.group(1)), int(match.group(2))
+    if not 1 <= month <= 12 or year < 1970:
+        raise InvalidArgumentError(f"period {name!r} is not a month: write YYYY-MM, e.g. 2026-11")
+    start = calendar.timegm((year, month, 1, 0, 0, 0))
+    end = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
+    return Period(name, start, end)
+
+
+def cents(value: Fraction) -> Decimal:
+    """The exact value rounded to cents, half to even (Python's round() on a Fraction)."""
+    return Decimal(round(value * 100)).scaleb(-2)
+
+
+def shown(value: Fraction) -> Decimal:
+    """A quantity rounded to 6 decimals, half to even, for display."""
+    return Decimal(round(value * 10**QUANTITY_PLACES)).scaleb(-QUANTITY_PLACES)
+
+
+def exact(value: Decimal | float | int) -> Fraction:
+    """A Decimal, int or float (e.g. a contract's Unix time) as the exact rational it holds."""
+    return Fraction(value)

@@ -1,0 +1,85 @@
+"""Keeps the ledger current inside the scheduler: a pass every `interval_s` on a
+thread of its own, with its own SQLite connection, then a summary for
+Prometheus (taken at the pass, never at scrape time) and the reconciliation
+check: per metered hour, the rows must add up to what was attributed (energy)
+and to the GPUs' wall time (GPU-seconds)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neocloud.scheduler.metering.ledger import Ledger
+from neocloud.scheduler.store.db import open_db
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    # (tenant, class) -> totals over every metered hour; idle is tenant "" class "idle"
+    gpu_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    energy_joules: dict[tuple[str, str], float] = field(default_factory=dict)
+    gap: dict[str, float] = field(default_factory=dict)  # "energy" / "gpu_seconds" -> |rows - reference| / reference
+    at: float = 0.0
+
+
+class MeteringRunner:
+    def __init__(self, db_path: str | Path, interval_s: float = 10.0, clock: Callable[[], float] = time.time) -> None:
+        self._db = open_db(db_path)
+        self.ledger = Ledger(self._db, clock)
+        self.interval_s = interval_s
+        self.summary = LedgerSummary()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="neocloud-ledger", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._db.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.run_once()
+
+    def run_once(self) -> None:
+        """One pass and its summary; a failure is logged and counted, never fatal."""
+        try:
+            self.ledger.run_pass()
+            self.summary = self._summarise()
+        except Exception:
+            self.ledger.stats.failures_total += 1
+            logger.exception("ledger pass failed; the next one retries")
+
+    def _summarise(self) -> LedgerSummary:
+        db = self._db
+        seconds, energy = {}, {}
+        for tenant, cls, gpu_ms, energy_mj in db.execute(
+            "SELECT tenant, job_class, SUM(gpu_ms), SUM(energy_mj) FROM usage GROUP BY tenant, job_class"
+        ):
+            seconds[(tenant, cls)] = gpu_ms / 1000
+            energy[(tenant, cls)] = energy_mj / 1000
+        rows_ms, rows_mj = db.execute(
+            "SELECT COALESCE(SUM(gpu_ms), 0), COALESCE(SUM(energy_mj), 0) FROM usage"
+        ).fetchone()
+        wall_ms, counter_mj = db.execute(
+            "SELECT COALESCE(SUM(wall_gpu_ms), 0), COALESCE(SUM(counter_delta_mj), 0) FROM meter_hours"
+        ).fetchone()
+        gap = {
+            "gpu_seconds": abs(rows_ms - wall_ms) / wall_ms if wall_ms else 0.0,
+            "energy": abs(rows_mj - counter_mj) / counter_mj if counter_mj else 0.0,
+        }
+        for quantity, ratio in gap.items():
+            if ratio > 0.005:
+                logger.error(
+                    "ledger reconciliation: %s rows differ from the reference by %.2f%%", quantity, ratio * 100
+                )
+        return LedgerSummary(seconds, energy, gap, time.time())
