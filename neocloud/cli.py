@@ -33,12 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler_server.add_parser(subparsers)
     certs_cli.add_parser(subparsers)
     bench_cli.add_parser(subparsers)
-    from neocloud import client_cli, demo
+    from neocloud import billing_cli, client_cli, demo
     from neocloud.scheduler.metering import audit
 
     client_cli.add_parser(subparsers)
     demo.add_parser(subparsers)
     audit.add_parser(subparsers)
+    billing_cli.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,134 @@
+"""The billing side of the store: usage rows, contracts and shortfalls read from
+the ledger, invoices rated from them, issued invoices kept as they were sent.
+
+An issued invoice is never changed: asking for it again returns it as issued.
+When the ledger of an issued period changes later (late telemetry), the
+difference becomes adjustment lines on the tenant's next open invoice.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from neocloud.errors import FailedPreconditionError
+from neocloud.scheduler.billing.adjustments import adjustment_lines
+from neocloud.scheduler.billing.invoice import Invoice, Line, LineKind, parse_period
+from neocloud.scheduler.billing.ratecard import RateCard
+from neocloud.scheduler.billing.rating import invoice as rate_invoice
+from neocloud.scheduler.billing.render import invoice_from_json, render_json
+from neocloud.scheduler.metering.usage import ContractShortfall, UsageRow
+from neocloud.scheduler.store.records import ContractRecord
+
+logger = logging.getLogger(__name__)
+
+_USAGE_COLUMNS = (
+    "usage_id, tenant, job_id, allocation_id, gpu_model, job_class, contract_id, hour, gpu_ms, energy_mj,"
+    " util_gpu_ms, peak_power_mw, memory_peak_bytes"
+)
+
+
+class Books:
+    def __init__(self, db: sqlite3.Connection, card: RateCard) -> None:
+        self._db = db
+        self.card = card
+
+    # --- reads -------------------------------------------------------------------
+
+    def rows(self, start: float, end: float, tenant: str | None = None) -> list[UsageRow]:
+        """Usage rows of the hours in [start, end), of one tenant or all (idle included)."""
+        where, params = "hour >= ? AND hour < ?", [start, end]
+        if tenant is not None:
+            where += " AND tenant = ?"
+            params.append(tenant)
+        query = f"SELECT {_USAGE_COLUMNS} FROM usage WHERE {where} ORDER BY hour, usage_id"
+        return [UsageRow(*row) for row in self._db.execute(query, params)]
+
+    def tenants(self, start: float, end: float) -> list[str]:
+        """Tenants with usage in [start, end) or a contract overlapping it."""
+        rows = self._db.execute(
+            "SELECT tenant FROM usage WHERE hour >= ? AND hour < ? AND tenant != ''"
+            " UNION SELECT tenant FROM contracts WHERE start < ? AND end > ? ORDER BY 1",
+            (start, end, end, start),
+        )
+        return [str(r[0]) for r in rows]
+
+    def contracts(self, tenant: str) -> list[ContractRecord]:
+        rows = self._db.execute(
+            "SELECT contract_id, tenant, start, end, gpus, power_w, gpu_model, created_at FROM contracts"
+            " WHERE tenant = ? ORDER BY contract_id",
+            (tenant,),
+        )
+        return [ContractRecord(*row) for row in rows]
+
+    def shortfalls(self, tenant: str, start: float, end: float) -> list[ContractShortfall]:
+        rows = self._db.execute(
+            "SELECT contract_id, tenant, hour, undelivered_gpu_ms FROM contract_shortfalls"
+            " WHERE tenant = ? AND hour >= ? AND hour < ? ORDER BY contract_id, hour",
+            (tenant, start, end),
+        )
+        return [ContractShortfall(*row) for row in rows]
+
+    def issued(self, tenant: str, period: str) -> Invoice | None:
+        row = self._db.execute("SELECT body FROM invoices WHERE tenant = ? AND period = ?", (tenant, period)).fetchone()
+        return invoice_from_json(row[0]) if row else None
+
+    # --- rating ------------------------------------------------------------------
+
+    def rate(self, tenant: str, period: str, adjustments: Sequence[Line] = ()) -> Invoice:
+        """The period rated from the ledger as it is now."""
+        p = parse_period(period)
+        return rate_invoice(
+            tenant,
+            period,
+            self.rows(p.start, p.end, tenant),
+            self.contracts(tenant),
+            self.shortfalls(tenant, p.start, p.end),
+            self.card,
+            adjustments=adjustments,
+        )
+
+    def invoice(self, tenant: str, period: str) -> Invoice:
+        """The issued invoice if there is one, else the period rated now with the
+        corrections to earlier issued periods."""
+        return self.issued(tenant, period) or self.rate(tenant, period, self.adjustments(tenant, period))
+
+    def adjustments(self, tenant: str, period: str) -> list[Line]:
+        """For each issued period before `period`: what changed since it was issued and
+        was not already carried by a later issued invoice."""
+        issued = [
+            (str(p), invoice_from_json(body))
+            for p, body in self._db.execute(
+                "SELECT period, body FROM invoices WHERE tenant = ? AND period < ? ORDER BY period", (tenant, period)
+            )
+        ]
+        out: list[Line] = []
+        for i, (closed, inv) in enumerate(issued):
+            carried = [
+                line
+                for _, later in issued[i + 1 :]
+                for line in later.lines
+                if line.kind is LineKind.ADJUSTMENT and line.ref_period == closed
+            ]
+            out += adjustment_lines(inv, self.rate(tenant, closed), already_adjusted=carried)
+        return out
+
+    def issue(self, tenant: str, period: str, now: float | None = None) -> Invoice:
+        """Close the period for the tenant: the invoice as it stands is kept and never
+        changes after. Only a period that has ended can be issued."""
+        p = parse_period(period)
+        now = time.time() if now is None else now
+        if now < p.end:
+            raise FailedPreconditionError(f"period {period} has not ended yet: it cannot be issued before it closes")
+        existing = self.issued(tenant, period)
+        if existing is not None:
+            return existing
+        inv = self.rate(tenant, period, self.adjustments(tenant, period))
+        self._db.execute(
+            "INSERT INTO invoices (tenant, period, issued_at, body) VALUES (?, ?, ?, ?)",
+            (tenant, period, now, render_json(inv)),
+        )
+        logger.info("issued invoice %s %s: total %s %s", tenant, period, inv.total, inv.currency)
+        return inv
