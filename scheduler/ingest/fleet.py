@@ -15,7 +15,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from neocloud.scheduler.metering.attribution import Attributor
-from neocloud.scheduler.metering.samples import pack_power_buffer, pack_ticks
 from neocloud.v1 import telemetry_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -105,10 +104,6 @@ class Fleet:
         self.counters = IngestCounters()
         self.dirty_nodes: set[str] = set()
         self.dirty_gpus: set[str] = set()
-        # Rows for metering, written with the next commit: (uuid, t_us, energy_mj, reset)
-        # and (uuid, first µs, last µs, packed ticks, packed power buffer).
-        self.pending_readings: list[tuple[str, int, int, int]] = []
-        self.pending_samples: list[tuple[str, int, int, bytes, bytes]] = []
         self.attributor = Attributor()
 
     def register(self, hello: pb.Hello, now_us: int) -> NodeState:
@@ -153,12 +148,8 @@ class Fleet:
                 gpu.last_series = series
                 gpu.last_sample_us = series.timestamp_us[-1]
             if n or series.power_sample_us:
-                self._keep_samples(series)
                 self.attributor.on_series(gpu.uuid, series)
             if series.energy:
-                self.pending_readings.extend(
-                    (gpu.uuid, e.timestamp_us, e.energy_mj, int(e.counter_reset)) for e in series.energy
-                )
                 power_now = series.power_mw[-1] if series.power_mw else gpu.last_power_mw
                 acc = gpu.energy
                 for e in series.energy:
@@ -182,23 +173,6 @@ class Fleet:
         node.clock_offsets_us.append(received_us - batch.agent_time_us)
         counters.batches_accepted += 1
         self.dirty_nodes.add(node.node_id)
-
-    def _keep_samples(self, series: pb.GpuSeries) -> None:
-        times = [
-            *series.timestamp_us[:1],
-            *series.timestamp_us[-1:],
-            *series.power_sample_us[:1],
-            *series.power_sample_us[-1:],
-        ]
-        self.pending_samples.append(
-            (
-                series.uuid,
-                min(times),
-                max(times),
-                pack_ticks(series.timestamp_us, series.power_mw, series.gpu_util_percent, series.memory_used_bytes),
-                pack_power_buffer(series.power_sample_us, series.power_sample_mw),
-            )
-        )
 
     def _health_event(self, gpu: GpuState, event: pb.HealthEvent) -> None:
         if event.kind == pb.HEALTH_EVENT_KIND_XID:

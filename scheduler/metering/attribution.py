@@ -8,11 +8,11 @@ power samples kept for it. Spans later than the book's `complete_to` wait.
 Tick statistics (utilisation, peak power, memory high-water mark) go the
 same way, per series.
 
-What is attributed leaves as increments (`take`) committed with the
-per-GPU watermark `attributed_to_us`, in the same transaction; a failed commit
-gives them back (`give_back`). After a restart, spans past the watermark are
-rebuilt from the stored counter readings (`restore`), so no joule is lost
-or counted twice.
+What is attributed leaves as increments (`take`) committed with the per-GPU
+watermark (attributed up to when, and how much in all), in the same
+transaction; a failed commit gives them back (`give_back`). After a restart,
+the energy accumulator's total past the watermark is attributed as one span
+(`restore`), so no joule is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class _Span:
 @dataclass(slots=True)
 class _GpuMeter:
     last_reading_s: float = -math.inf
+    attributed_mj: float = 0.0  # everything ever attributed for this GPU
     spans: deque[_Span] = field(default_factory=deque)
     power: deque[SeriesLike] = field(default_factory=deque)  # kept while a pending span may need them
     stats: deque[SeriesLike] = field(default_factory=deque)  # tick statistics not yet attributed
@@ -103,7 +104,7 @@ class Attributor:
         self._meters: dict[str, _GpuMeter] = {}
         self._waiting: set[str] = set()  # GPUs with spans or stats to attribute
         self.cells: dict[CellKey, Cell] = {}
-        self.watermarks: dict[str, int] = {}  # uuid -> attributed_to_us, changed since the last take
+        self.watermarks: dict[str, tuple[int, float]] = {}  # uuid -> (attributed to µs, total mJ), since the last take
         self.pending_mj = 0.0  # received, not yet attributed
 
     # --- input (ingest thread) ------------------------------------------------------
@@ -143,7 +144,8 @@ class Attributor:
                 span = m.spans.popleft()
                 self._attribute_span(uuid, m, span)
                 self.pending_mj -= span.delta_mj
-                self.watermarks[uuid] = round(span.t1 * _US)
+                m.attributed_mj += span.delta_mj
+                self.watermarks[uuid] = (round(span.t1 * _US), m.attributed_mj)
             while m.stats and (forced or m.stats[0].timestamp_us[-1] / _US <= book.complete_to):
                 self._attribute_stats(uuid, m.stats.popleft())
             keep_from = m.spans[0].t0 if m.spans else m.last_reading_s
@@ -177,39 +179,40 @@ class Attributor:
             self._cell(uuid, book.owner_at(uuid, mid), _hour(mid)).energy_mj += share
 
     def _attribute_stats(self, uuid: str, s: SeriesLike) -> None:
-        ts = s.timestamp_us
+        # Each column is read once: on upb every field access builds a wrapper.
+        ts, util, power, memory = s.timestamp_us, s.gpu_util_percent, s.power_mw, s.memory_used_bytes
         t0, t1 = ts[0] / _US, ts[-1] / _US
         owner = self.book.owner(uuid, t0, t1)
         if owner is not None and _hour(t0) == _hour(t1):
             cell = self._cell(uuid, owner, _hour(t0))
-            if s.gpu_util_percent:
-                cell.util_sum += sum(s.gpu_util_percent)
-                cell.util_count += len(s.gpu_util_percent)
-            if s.power_mw:
-                cell.peak_power_mw = max(cell.peak_power_mw, max(s.power_mw))
-            if s.memory_used_bytes:
-                cell.memory_peak_bytes = max(cell.memory_peak_bytes, max(s.memory_used_bytes))
+            if util:
+                cell.util_sum += sum(util)
+                cell.util_count += len(util)
+            if power:
+                cell.peak_power_mw = max(cell.peak_power_mw, *power)
+            if memory:
+                cell.memory_peak_bytes = max(cell.memory_peak_bytes, *memory)
             return
         for i, t_us in enumerate(ts):
             t = t_us / _US
             cell = self._cell(uuid, self.book.owner_at(uuid, t), _hour(t))
-            if s.gpu_util_percent:
-                cell.util_sum += s.gpu_util_percent[i]
+            if util:
+                cell.util_sum += util[i]
                 cell.util_count += 1
-            if s.power_mw:
-                cell.peak_power_mw = max(cell.peak_power_mw, s.power_mw[i])
-            if s.memory_used_bytes:
-                cell.memory_peak_bytes = max(cell.memory_peak_bytes, s.memory_used_bytes[i])
+            if power:
+                cell.peak_power_mw = max(cell.peak_power_mw, power[i])
+            if memory:
+                cell.memory_peak_bytes = max(cell.memory_peak_bytes, memory[i])
 
     # --- the commit ----------------------------------------------------------------------
 
-    def take(self) -> tuple[dict[CellKey, Cell], dict[str, int]]:
+    def take(self) -> tuple[dict[CellKey, Cell], dict[str, tuple[int, float]]]:
         """The increments and watermarks to commit; the attributor forgets them."""
         cells, self.cells = self.cells, {}
         marks, self.watermarks = self.watermarks, {}
         return cells, marks
 
-    def give_back(self, cells: dict[CellKey, Cell], marks: dict[str, int]) -> None:
+    def give_back(self, cells: dict[CellKey, Cell], marks: dict[str, tuple[int, float]]) -> None:
         """A commit failed: merge what it carried into what was attributed since."""
         for key, cell in cells.items():
             mine = self.cells.get(key)
@@ -218,14 +221,15 @@ class Attributor:
             else:
                 mine.merge(cell)
         for uuid, mark in marks.items():
-            self.watermarks[uuid] = max(mark, self.watermarks.get(uuid, 0))
+            self.watermarks[uuid] = max(mark, self.watermarks.get(uuid, mark))
 
-    def restore(self, uuid: str, spans: Sequence[tuple[int, int, float]], power: Sequence[SeriesLike]) -> None:
-        """After a restart: the spans past the GPU's watermark, rebuilt from the store."""
+    def restore(self, uuid: str, attributed_mj: float, t0_us: int, t1_us: int, unattributed_mj: float) -> None:
+        """After a restart: what was attributed before it, and the energy since the watermark."""
         m = self._meters.setdefault(uuid, _GpuMeter())
-        m.power.extend(power)
-        for t0_us, t1_us, delta_mj in spans:
-            self.on_delta(uuid, t0_us, t1_us, delta_mj)
+        m.attributed_mj = attributed_mj
+        m.last_reading_s = t0_us / _US
+        if unattributed_mj > 0 or t1_us > t0_us:
+            self.on_delta(uuid, t0_us, max(t0_us, t1_us), max(0.0, unattributed_mj))
 
 
 def _last_us(s: SeriesLike) -> int:

@@ -142,21 +142,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: metering (what the ledger is computed from, and the ledger itself)
     """
-    CREATE TABLE energy_readings (
-        uuid TEXT NOT NULL,
-        t_us INTEGER NOT NULL,
-        energy_mj INTEGER NOT NULL,
-        counter_reset INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (uuid, t_us)
-    ) WITHOUT ROWID;
-    CREATE TABLE gpu_samples (
-        uuid TEXT NOT NULL,
-        t_first_us INTEGER NOT NULL,
-        t_last_us INTEGER NOT NULL,
-        ticks BLOB NOT NULL,
-        power_buffer BLOB NOT NULL,
-        PRIMARY KEY (uuid, t_first_us)
-    ) WITHOUT ROWID;
     CREATE TABLE meter_cells (
         uuid TEXT NOT NULL,
         owner TEXT NOT NULL,
@@ -171,7 +156,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX meter_cells_by_hour ON meter_cells(hour);
     CREATE TABLE meter_watermarks (
         uuid TEXT PRIMARY KEY,
-        attributed_to_us INTEGER NOT NULL
+        attributed_to_us INTEGER NOT NULL,
+        attributed_total_mj REAL NOT NULL
     );
     CREATE TABLE meter_dirty (
         hour INTEGER PRIMARY KEY

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 
 from neocloud.scheduler.ingest.fleet import EnergyAccumulator, Fleet, GpuState, NodeState
 from neocloud.scheduler.metering.attribution import Cell, CellKey
-from neocloud.scheduler.metering.samples import unpack
-from neocloud.scheduler.metering.split import CounterReading, PowerCurve, counter_deltas
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +22,11 @@ class Snapshot:
     nodes: Sequence[tuple[object, ...]]
     gpus: Sequence[tuple[object, ...]]
     seqs: dict[str, tuple[int, int]]  # node -> (stream epoch, last seq)
-    readings: Sequence[tuple[str, int, int, int]] = ()
-    samples: Sequence[tuple[str, int, int, bytes, bytes]] = ()
     cells: dict[CellKey, Cell] = field(default_factory=dict)
-    watermarks: dict[str, int] = field(default_factory=dict)
+    watermarks: dict[str, tuple[int, float]] = field(default_factory=dict)  # uuid -> (to µs, total mJ)
 
     def empty(self) -> bool:
-        return not (self.nodes or self.gpus or self.readings or self.samples or self.cells or self.watermarks)
+        return not (self.nodes or self.gpus or self.cells or self.watermarks)
 
 
 def snapshot_dirty(fleet: Fleet) -> Snapshot:
@@ -66,19 +62,15 @@ def snapshot_dirty(fleet: Fleet) -> Snapshot:
         )  # fmt: skip
     fleet.dirty_nodes.clear()
     fleet.dirty_gpus.clear()
-    readings, fleet.pending_readings = fleet.pending_readings, []
-    samples, fleet.pending_samples = fleet.pending_samples, []
     fleet.attributor.flush()
     cells, marks = fleet.attributor.take()
-    return Snapshot(nodes, gpus, seqs, readings, samples, cells, marks)
+    return Snapshot(nodes, gpus, seqs, cells, marks)
 
 
 def restore(fleet: Fleet, snap: Snapshot) -> None:
     """A commit failed: what it carried is written with the next one instead."""
     fleet.dirty_nodes.update(snap.seqs)
     fleet.dirty_gpus.update(str(row[0]) for row in snap.gpus)
-    fleet.pending_readings[:0] = snap.readings
-    fleet.pending_samples[:0] = snap.samples
     fleet.attributor.give_back(dict(snap.cells), dict(snap.watermarks))
 
 
@@ -100,15 +92,6 @@ def write(db: sqlite3.Connection, snap: Snapshot) -> None:
             snap.gpus,
         )
         db.executemany(
-            "INSERT OR IGNORE INTO energy_readings (uuid, t_us, energy_mj, counter_reset) VALUES (?, ?, ?, ?)",
-            snap.readings,
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO gpu_samples (uuid, t_first_us, t_last_us, ticks, power_buffer)"
-            " VALUES (?, ?, ?, ?, ?)",
-            snap.samples,
-        )
-        db.executemany(
             "INSERT INTO meter_cells (uuid, owner, hour, energy_mj, util_sum, util_count, peak_power_mw,"
             " memory_peak_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uuid, owner, hour) DO UPDATE SET"
             " energy_mj = energy_mj + excluded.energy_mj, util_sum = util_sum + excluded.util_sum,"
@@ -121,7 +104,8 @@ def write(db: sqlite3.Connection, snap: Snapshot) -> None:
             ],
         )
         db.executemany(
-            "INSERT OR REPLACE INTO meter_watermarks (uuid, attributed_to_us) VALUES (?, ?)", snap.watermarks.items()
+            "INSERT OR REPLACE INTO meter_watermarks (uuid, attributed_to_us, attributed_total_mj) VALUES (?, ?, ?)",
+            [(uuid, t_us, total) for uuid, (t_us, total) in snap.watermarks.items()],
         )
         # The ledger re-meters every hour that changed.
         db.executemany(
@@ -165,35 +149,20 @@ def load(db: sqlite3.Connection) -> Fleet:
 
 
 def _restore_unattributed(db: sqlite3.Connection, fleet: Fleet) -> None:
-    """Energy acknowledged before a restart but not yet attributed: rebuild its spans
-    from the stored counter readings, past each GPU's watermark."""
-    marks = dict(db.execute("SELECT uuid, attributed_to_us FROM meter_watermarks").fetchall())
+    """Energy acknowledged before a restart but not yet attributed: the accumulator
+    total past what was attributed, as one span from the watermark to the last
+    reading (split by duration at any boundary inside it: its samples are gone)."""
+    marks = {str(r[0]): (int(r[1]), float(r[2])) for r in db.execute("SELECT * FROM meter_watermarks")}
     for node in fleet.nodes.values():
-        for uuid in node.gpus:
-            mark = marks.get(uuid, -1)
-            readings = [
-                CounterReading(t / 1e6, mj / 1e3, bool(reset))
-                for t, mj, reset in db.execute(
-                    "SELECT t_us, energy_mj, counter_reset FROM energy_readings WHERE uuid = ? AND t_us >= ?"
-                    " ORDER BY t_us",
-                    (uuid, mark),
-                )
-            ]
-            if not readings:
+        for uuid, gpu in node.gpus.items():
+            acc = gpu.energy
+            if acc.last_mj is None:
                 continue
-            fleet.attributor.on_first_reading(uuid, round(readings[0].t * 1e6))
-            if len(readings) < 2:
-                continue
-            power = [
-                unpack(ticks, buffer)
-                for ticks, buffer in db.execute(
-                    "SELECT ticks, power_buffer FROM gpu_samples WHERE uuid = ? AND t_last_us >= ? ORDER BY t_first_us",
-                    (uuid, round(readings[0].t * 1e6)),
+            t0_us, attributed_mj = marks.get(uuid, (node.first_seen_us, 0.0))
+            fleet.attributor.restore(uuid, attributed_mj, t0_us, acc.last_us, acc.total_mj - attributed_mj)
+            if acc.total_mj > attributed_mj:
+                logger.info(
+                    "GPU %s: %.1f J acknowledged before the restart to attribute",
+                    uuid,
+                    (acc.total_mj - attributed_mj) / 1e3,
                 )
-            ]
-            curve = PowerCurve(
-                [(t / 1e6, w / 1e3) for s in power for t, w in zip(s.timestamp_us, s.power_mw, strict=False)]
-            )
-            spans = [(round(t0 * 1e6), round(t1 * 1e6), j * 1e3) for t0, t1, j in counter_deltas(readings, curve)]
-            fleet.attributor.restore(uuid, spans, power)
-            logger.info("GPU %s: %d energy spans to attribute after the restart", uuid, len(spans))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,24 @@ from hypothesis import strategies as st
 from neocloud.scheduler.metering.attribution import Attributor
 from neocloud.scheduler.metering.audit import meter_inputs
 from neocloud.scheduler.metering.book import IDLE_OWNER, AllocationBook
-from neocloud.scheduler.metering.samples import StoredSeries
 from neocloud.scheduler.metering.split import CounterReading, Interval, PowerCurve, counter_deltas, split_gpu
 from neocloud.scheduler.policy.types import JobClass
 from neocloud.scheduler.store.records import Allocation
 
 TRACE = Path(__file__).resolve().parents[3] / "shared" / "traces" / "h200-two-procs.jsonl"
 UUID = "GPU-test"
+
+
+@dataclass(frozen=True)
+class StoredSeries:
+    """The columns of a telemetry GpuSeries that metering reads."""
+
+    timestamp_us: list[int]
+    power_mw: list[int]
+    gpu_util_percent: list[int]
+    memory_used_bytes: list[int]
+    power_sample_us: list[int]
+    power_sample_mw: list[int]
 
 
 def alloc(alloc_id: str, start: float, end: float | None, uuid: str = UUID) -> Allocation:
@@ -153,12 +165,12 @@ def test_increments_survive_a_failed_commit() -> None:
     att.on_delta(UUID, 1_000_000, 11_000_000, 5_000.0)
     att.flush()
     cells, marks = att.take()
-    assert att.cells == {} and marks == {UUID: 11_000_000}
+    assert att.cells == {} and marks == {UUID: (11_000_000, 5_000.0)}
     att.on_delta(UUID, 11_000_000, 21_000_000, 7_000.0)
     att.flush()
     att.give_back(cells, marks)
     (cell,) = att.cells.values()
-    assert cell.energy_mj == 12_000.0 and att.watermarks == {UUID: 21_000_000}
+    assert cell.energy_mj == 12_000.0 and att.watermarks == {UUID: (21_000_000, 12_000.0)}
 
 
 def test_the_book_owner_of_a_span() -> None:
