@@ -43,8 +43,20 @@ class Books:
         if tenant is not None:
             where += " AND tenant = ?"
             params.append(tenant)
-        query = f"SELECT {_USAGE_COLUMNS} FROM usage WHERE {where} ORDER BY hour, usage_id"
+        query = f"SELECT {_USAGE_COLUMNS} FROM usage WHERE {where} ORDER BY hour"
         return [UsageRow(*row) for row in self._db.execute(query, params)]
+
+    def allocation_totals(self, start: float, end: float, tenant: str) -> list[UsageRow]:
+        """The tenant's rows in [start, end) summed per allocation, model and class by
+        SQLite: what rating needs (it sums an allocation's hours before rounding to
+        the billing increment), without a Python object per hour."""
+        query = (
+            "SELECT allocation_id || '/' || ? || '/' || gpu_model, tenant, job_id, allocation_id, gpu_model, job_class,"
+            " contract_id, MIN(hour), SUM(gpu_ms), SUM(energy_mj), SUM(util_gpu_ms), MAX(peak_power_mw),"
+            " MAX(memory_peak_bytes) FROM usage WHERE tenant = ? AND hour >= ? AND hour < ?"
+            " GROUP BY allocation_id, gpu_model, job_class, contract_id, job_id, tenant"
+        )
+        return [UsageRow(*row) for row in self._db.execute(query, (f"{start:.0f}-{end:.0f}", tenant, start, end))]
 
     def tenants(self, start: float, end: float) -> list[str]:
         """Tenants with usage in [start, end) or a contract overlapping it."""
@@ -83,7 +95,7 @@ class Books:
         return rate_invoice(
             tenant,
             period,
-            self.rows(p.start, p.end, tenant),
+            self.allocation_totals(p.start, p.end, tenant),
             self.contracts(tenant),
             self.shortfalls(tenant, p.start, p.end),
             self.card,

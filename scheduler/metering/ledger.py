@@ -149,8 +149,8 @@ class Ledger:
         try:
             gpus = self._gpus(hour, hi)
             allocations = {a.allocation_id: a for a in self._allocations(hour, hi)}
-            cells = self._cells(hour)
-            moved = {owner for owner, _ in cells if owner and owner not in allocations}
+            stats = self._cells(hour)
+            moved = {key for key, _ in stats if not key.startswith("idle:") and key not in allocations}
             for alloc_id in sorted(moved):
                 allocations.update((a.allocation_id, a) for a in self._query(" WHERE a.allocation_id = ?", (alloc_id,)))
         finally:
@@ -168,14 +168,10 @@ class Ledger:
             window = max(0.0, hi - first_seen)
             wall_s += window
             seconds[(f"idle:{uuid}", model)] += max(0.0, window - busy_s[uuid])
-        stats: dict[tuple[str, str], Cell] = defaultdict(Cell)
-        counter_delta_mj = 0.0
-        for (owner, uuid), cell in cells.items():
-            stats[(owner or f"idle:{uuid}", model_of.get(uuid, UNKNOWN_MODEL))].merge(cell)
-            counter_delta_mj += cell.energy_mj
+        counter_delta_mj = sum(cell.energy_mj for cell in stats.values())
         rows = [
             _row(hour, key, model, seconds.get((key, model), 0.0), stats.get((key, model)), allocations.get(key))
-            for key, model in sorted(seconds.keys() | stats.keys())
+            for key, model in seconds.keys() | stats.keys()
         ]
         rows = [r for r in rows if r.gpu_ms or r.energy_mj]
         return HourResult(hour, hi, rows, round(counter_delta_mj), round(wall_s * 1000))
@@ -186,7 +182,7 @@ class Ledger:
         """(uuid, model, metered from) of every GPU known before `hi`."""
         rows = self._db.execute(
             "SELECT g.uuid, g.model, n.first_seen_us FROM gpus g JOIN nodes n ON n.node_id = g.node_id"
-            " WHERE n.first_seen_us < ? ORDER BY g.uuid",
+            " WHERE n.first_seen_us < ?",
             (hi * _US,),
         )
         return [(str(u), str(m), max(lo, int(f) / _US)) for u, m, f in rows]
@@ -203,11 +199,14 @@ class Ledger:
         return [_Allocation(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7]) for r in rows]
 
     def _cells(self, hour: int) -> dict[tuple[str, str], Cell]:
-        """(owner, uuid) -> what ingest attributed to it in the hour."""
+        """(allocation id or "idle:<uuid>", GPU model) -> what ingest attributed in the hour,
+        summed over the allocation's GPUs by SQLite."""
         rows = self._db.execute(
-            "SELECT owner, uuid, energy_mj, util_sum, util_count, peak_power_mw, memory_peak_bytes"
-            " FROM meter_cells WHERE hour = ?",
-            (hour,),
+            "SELECT CASE c.owner WHEN '' THEN 'idle:' || c.uuid ELSE c.owner END AS k,"
+            " COALESCE(g.model, ?), SUM(c.energy_mj), SUM(c.util_sum), SUM(c.util_count), MAX(c.peak_power_mw),"
+            " MAX(c.memory_peak_bytes) FROM meter_cells c LEFT JOIN gpus g ON g.uuid = c.uuid WHERE c.hour = ?"
+            " GROUP BY k, g.model",
+            (UNKNOWN_MODEL, hour),
         )
         return {(str(r[0]), str(r[1])): Cell(float(r[2]), r[3], r[4], r[5], r[6]) for r in rows}
 

@@ -16,6 +16,9 @@ SUBCOMMANDS = [
     ["bench", "ingest"],
     ["bench", "agent"],
     ["bench", "schedule"],
+    ["bench", "meter"],
+    ["invoice"],
+    ["usage"],
     ["demo"],
     ["meter", "replay"],
     ["submit"],
@@ -72,3 +75,18 @@ def test_scheduler_refuses_a_store_from_the_future(tmp_path: Path, caplog: pytes
         )
     assert exit_info.value.code == 2
     assert "upgrade neocloud" in caplog.text
+
+
+def test_bench_meter_closes_the_hour_it_built(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from neocloud.bench.meter import close_hour
+
+    result = close_hour(nodes=50)
+    # Every GPU either idles part of the hour or belongs to an allocation: at least one row each.
+    assert result["gpus"] == 400 and result["ledger_rows"] >= result["allocations"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "meter", "--nodes", "20", "--tenants", "3"])
+    assert exit_info.value.code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["tenants"] == 3 and printed["invoiced_usage_rows"] == 3 * 2 * 720
