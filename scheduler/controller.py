@@ -16,6 +16,7 @@ Each step:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -42,16 +43,27 @@ from neocloud.scheduler.executor.types import (
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.inventory import node_views, processes_gone
 from neocloud.scheduler.metering.book import AllocationBook
+from neocloud.scheduler.metering.shortfall import undelivered_gpus
+from neocloud.scheduler.metering.usage import HOUR_S, ContractShortfall
 from neocloud.scheduler.policy.engine import schedule
 from neocloud.scheduler.policy.types import Decision, JobRequest, NodeView, PolicyInput, RunningJob
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Allocation, Job, JobState
+from neocloud.scheduler.store.shortfalls import ShortfallStore
 
 logger = logging.getLogger(__name__)
 
 # Telemetry up to a day late (an agent cut off, spooling) still finds its allocations.
 BOOK_HORIZON_S = 24 * 3600.0
 BOOK_MARGIN_S = 5.0
+MAX_SHORTFALL_STEP_S = 60.0
+
+
+def _hour_pieces(a: float, b: float) -> list[tuple[float, float]]:
+    """[a, b) cut at UTC hour boundaries."""
+    cuts = [a, *(h for h in range(int(a // HOUR_S + 1) * HOUR_S, int(b) + 1, HOUR_S) if a < h < b), b]
+    return list(itertools.pairwise(cuts))
+
 
 Running = list[tuple[Job, list[Allocation]]]  # what JobStore.running() returns
 
@@ -94,8 +106,11 @@ class Controller:
         executor: Executor,
         clock: Callable[[], float] = time.time,
         interval_s: float = 0.5,
+        shortfalls: ShortfallStore | None = None,
     ) -> None:
         self.store = store
+        self.shortfalls = shortfalls
+        self._last_step_at: float | None = None
         self.fleet = fleet
         self.executor = executor
         self.clock = clock
@@ -175,15 +190,40 @@ class Controller:
         self._cordoned = self.store.cordoned()
         views = self.views(now, running)
         logger.debug("placeable GPUs: %s", {v.node_id: len(v.placeable) for v in views})
-        decision = schedule(self._policy_input(now, views, running))
+        policy_input = self._policy_input(now, views, running)
+        decision = schedule(policy_input)
         self._enact(decision, now, views)
         self._publish_book(now)
+        self._record_shortfalls(policy_input, now)
         self.stats.steps += 1
         self.stats.last_step_s = time.monotonic() - started
         return decision
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
+        if self.shortfalls is not None:
+            self.shortfalls.close()
+
+    def _record_shortfalls(self, policy_input: PolicyInput, now: float) -> None:
+        """Reserved GPUs the fleet could not deliver since the last step, for SLA credits.
+        A gap longer than MAX_SHORTFALL_STEP_S (the scheduler was down) is not guessed at."""
+        last, self._last_step_at = self._last_step_at, now
+        if self.shortfalls is None or last is None or not 0 < now - last <= MAX_SHORTFALL_STEP_S:
+            return
+        missing = undelivered_gpus(policy_input.contracts, policy_input.nodes, policy_input.running, now)
+        if not missing:
+            return
+        tenants = {c.contract_id: c.tenant for c in policy_input.contracts}
+        rows = []
+        for a, b in _hour_pieces(last, now):
+            rows += [
+                ContractShortfall(cid, tenants[cid], int(a // HOUR_S) * HOUR_S, round(gpus * (b - a) * 1000))
+                for cid, gpus in missing.items()
+            ]
+        self.shortfalls.add(rows)
+        logger.warning(
+            "reserved capacity not delivered: %s", ", ".join(f"{c} short {n} GPUs" for c, n in missing.items())
+        )
 
     def _publish_book(self, now: float) -> None:
         """Give ingest the allocations it attributes energy by. Final only up to a

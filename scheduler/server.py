@@ -30,6 +30,7 @@ from neocloud.scheduler.metrics import MeteringCollector, SchedulerCollector
 from neocloud.scheduler.store import telemetry as telemetry_store
 from neocloud.scheduler.store.db import StoreError, open_db
 from neocloud.scheduler.store.jobs import JobStore
+from neocloud.scheduler.store.shortfalls import ShortfallStore
 from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,13 @@ class Scheduler:
         self.jobs = JobStore(open_db(config.db_path))
         self.executor = executor
         self.controller = (
-            Controller(self.jobs, self.telemetry.fleet, executor, interval_s=config.controller_interval_s)
+            Controller(
+                self.jobs,
+                self.telemetry.fleet,
+                executor,
+                interval_s=config.controller_interval_s,
+                shortfalls=ShortfallStore(open_db(config.db_path)) if config.db_path != ":memory:" else None,
+            )
             if executor is not None
             else None
         )

@@ -12,11 +12,13 @@ from neocloud.agent.gpu.sim import SimBackend
 from neocloud.scheduler.controller import Controller
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
+from neocloud.scheduler.metering.shortfall import undelivered_gpus
 from neocloud.scheduler.metrics import SchedulerCollector
 from neocloud.scheduler.policy.types import INTERNAL_TENANT, JobClass
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import JobSpec, JobState
+from neocloud.scheduler.store.shortfalls import ShortfallStore
 from tests.fakes.executor import FakeExecutor
 
 NODES = ("n1", "n2")
@@ -136,3 +138,19 @@ def test_restart_reattaches_running_jobs_and_requeues_vanished_ones(rig: Rig) ->
     assert rig.store.get(vanished).state is JobState.QUEUED
     assert [a.end_reason for a in rig.store.allocations(vanished)] == ["lost"]
     assert len(rig.store.allocations(kept, open_only=True)) == 1  # not restarted, not billed twice
+
+
+def test_reserved_gpus_the_fleet_cannot_deliver_are_recorded_for_credits(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    shortfalls = ShortfallStore(open_db(tmp_path / "s.db"))
+    rig.controller.shortfalls = shortfalls
+    rig.store.create_tenant("lab")
+    contract = rig.store.create_contract("lab", rig.clock.now - 1, rig.clock.now + 86_400, gpus=12).contract_id
+    rig.step()
+    rig.step()
+    assert shortfalls.total(contract) == 0  # 16 healthy GPUs: all 12 can be delivered
+    rig.store.cordon("n2", "maintenance")
+    rig.step()  # each step charges the time since the last one as it finds the fleet
+    rig.step(2.0)
+    assert shortfalls.total(contract) == 4 * 3_000  # 8 deliverable of 12, for 3 s
+    assert undelivered_gpus([], (), (), rig.clock.now) == {}
