@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stdout
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,8 @@ import pytest
 from neocloud.agent.gpu.sim import SimBackend
 from neocloud.agent.main import Agent
 from neocloud.cli import main
+from neocloud.scheduler.billing.books import Books
+from neocloud.scheduler.billing.ratecard import parse_ratecard
 from neocloud.scheduler.executor.local_cluster import LocalCluster
 from neocloud.scheduler.executor.ray_executor import RayExecutor
 from neocloud.scheduler.executor.types import Released
@@ -172,6 +178,52 @@ def test_scheduler_restart_mid_run_loses_and_duplicates_nothing(
     (after,) = store.allocations(job)
     assert after.allocation_id == before.allocation_id and after.start == before.start  # re-attached, not restarted
     assert store.get(job).requeues == 0
+
+
+def test_a_job_is_invoiced_from_its_allocation_and_the_energy_counter(site: Site) -> None:
+    """Agents -> scheduler on Ray -> a job -> the ledger -> an invoice: GPU-hours from the
+    allocation alone, energy from the counter, and every joule of those GPUs accounted for."""
+    job = site.submit("acme", "--gpus", "8", "--class", "spot", "--", "sleep", "2")
+    site.wait_state(job, JobState.SUCCEEDED)
+    (alloc,) = site.store.allocations(job)
+    assert alloc.end is not None
+    db_path = site.sched.scheduler.config.db_path
+
+    def attributed_past_end() -> bool:
+        with sqlite3.connect(db_path) as db:
+            marks = [db.execute("SELECT attributed_to_us FROM meter_watermarks WHERE uuid = ?", (u,)).fetchone()
+                     for u in alloc.gpu_uuids]  # fmt: skip
+        return all(m is not None and m[0] > (alloc.end + 0.5) * 1e6 for m in marks)
+
+    wait_until(attributed_past_end, TIMEOUT_S, "energy attributed past the job's end")
+    for agent in site.agents:
+        agent.stop()  # nothing more arrives: the ledger and the source can be compared exactly
+    fleet = site.sched.scheduler.telemetry.fleet
+    wait_until(lambda: fleet.attributor.pending_mj < 1, TIMEOUT_S, "the last readings to be attributed")
+    site.sched.call(site.sched.scheduler.telemetry.commit())
+    site.sched.scheduler.metering.run_once()
+
+    card = parse_ratecard('prices: {internal: {"*": "1"}, on_demand: {"*": "3.5"}, spot: {"*": "1.4"}}\n'
+                          'energy_per_kwh: "0.10"\n')  # fmt: skip
+    period = datetime.fromtimestamp(alloc.start, UTC).strftime("%Y-%m")
+    with sqlite3.connect(db_path) as raw:
+        books = Books(raw, card)
+        inv = books.invoice("acme", period)
+        (job_mj,) = raw.execute("SELECT SUM(energy_mj) FROM usage WHERE job_id = ?", (job,)).fetchone()
+        marks = f"SELECT SUM(attributed_total_mj) FROM meter_watermarks WHERE uuid IN ({','.join('?' * 8)})"
+        (attributed_mj,) = raw.execute(marks, alloc.gpu_uuids).fetchone()
+        idle = [f"idle:{u}" for u in alloc.gpu_uuids]
+        rows = f"SELECT SUM(energy_mj) FROM usage WHERE allocation_id IN ({','.join('?' * 9)})"
+        (rows_mj,) = raw.execute(rows, (alloc.allocation_id, *idle)).fetchone()
+    lines = {(ln.kind.value, ln.job_class): ln for ln in inv.lines}
+    gpu_hours = Decimal(math.ceil(8 * (alloc.end - alloc.start))) / 3600  # per second, rounded up once
+    assert abs(lines[("usage", "spot")].quantity - gpu_hours) < Decimal("0.000001")
+    assert abs(lines[("energy", "spot")].quantity - Decimal(job_mj) / Decimal(3_600_000_000)) < Decimal("0.000001")
+    assert job_mj > 0
+    # Those GPUs' rows (the job's and their idle time) hold all that was attributed to them.
+    assert rows_mj == pytest.approx(attributed_mj, rel=1e-6)
+    counter_mj = sum(fleet.nodes[alloc.node_id].gpus[u].energy.total_mj for u in alloc.gpu_uuids)
+    assert attributed_mj == pytest.approx(counter_mj, rel=1e-9)  # every joule the counters saw
 
 
 def test_a_killed_ray_node_requeues_its_jobs(site: Site, cluster: tuple[LocalCluster, RayExecutor]) -> None:
