@@ -98,6 +98,15 @@ class ControllerStats:
     last_step_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ControllerView:
+    """What the last pass saw, for the exporter (replaced whole, read without locks)."""
+
+    power_budget_w: float = float("inf")
+    allocated: dict[tuple[str, str], int] = field(default_factory=dict)  # (class, tenant) -> GPUs
+    undelivered: dict[tuple[str, str], int] = field(default_factory=dict)  # (contract, tenant) -> GPUs
+
+
 class Controller:
     def __init__(
         self,
@@ -119,6 +128,7 @@ class Controller:
         self.warned: dict[str, str] = {}  # job id -> reclaim warning
         self.cleanups: dict[str, _Cleanup] = {}
         self.stats = ControllerStats()
+        self.view = ControllerView()
         self._jobs: dict[str, _Tracking] = {}
         self._ray_nodes: frozenset[str] | None = None
         self._dead_nodes: dict[str, float] = {}  # node -> when its Ray node died
@@ -194,7 +204,9 @@ class Controller:
         decision = schedule(policy_input)
         self._enact(decision, now, views)
         self._publish_book(now)
-        self._record_shortfalls(policy_input, now)
+        missing = undelivered_gpus(policy_input.contracts, policy_input.nodes, policy_input.running, now)
+        self._record_shortfalls(policy_input, missing, now)
+        self._update_view(policy_input, missing)
         self.stats.steps += 1
         self.stats.last_step_s = time.monotonic() - started
         return decision
@@ -204,14 +216,21 @@ class Controller:
         if self.shortfalls is not None:
             self.shortfalls.close()
 
-    def _record_shortfalls(self, policy_input: PolicyInput, now: float) -> None:
+    def _update_view(self, policy_input: PolicyInput, missing: dict[str, int]) -> None:
+        allocated: dict[tuple[str, str], int] = {}
+        for job in policy_input.running:
+            key = (job.job_class.value, job.tenant)
+            allocated[key] = allocated.get(key, 0) + sum(len(uuids) for _, uuids in job.placement)
+        tenants = {c.contract_id: c.tenant for c in policy_input.contracts}
+        self.view = ControllerView(
+            policy_input.config.site_power_budget_w, allocated, {(c, tenants[c]): n for c, n in missing.items()}
+        )
+
+    def _record_shortfalls(self, policy_input: PolicyInput, missing: dict[str, int], now: float) -> None:
         """Reserved GPUs the fleet could not deliver since the last step, for SLA credits.
         A gap longer than MAX_SHORTFALL_STEP_S (the scheduler was down) is not guessed at."""
         last, self._last_step_at = self._last_step_at, now
-        if self.shortfalls is None or last is None or not 0 < now - last <= MAX_SHORTFALL_STEP_S:
-            return
-        missing = undelivered_gpus(policy_input.contracts, policy_input.nodes, policy_input.running, now)
-        if not missing:
+        if self.shortfalls is None or last is None or not 0 < now - last <= MAX_SHORTFALL_STEP_S or not missing:
             return
         tenants = {c.contract_id: c.tenant for c in policy_input.contracts}
         rows = []

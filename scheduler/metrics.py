@@ -106,6 +106,25 @@ class SchedulerCollector(Collector):
             "GPUs of released jobs not yet confirmed free of their processes by NVML.",
             value=sum(len(c.gpu_uuids) for c in list(controller.cleanups.values())),
         )
+        view = controller.view  # one snapshot of the last pass
+        yield GaugeMetricFamily(
+            "neocloud_site_power_budget_watts", "The site's power budget ('inf': none).", value=view.power_budget_w
+        )
+        allocated = GaugeMetricFamily(
+            "neocloud_scheduler_allocated_gpus",
+            "GPUs held by running jobs, by class and tenant.",
+            labels=["class", "tenant"],
+        )
+        for (cls, tenant), gpus in sorted(view.allocated.items()):
+            allocated.add_metric([cls, tenant], gpus)
+        undelivered = GaugeMetricFamily(
+            "neocloud_contract_undelivered_gpus",
+            "Reserved GPUs of an active contract the fleet cannot deliver now (cordoned, unhealthy, lost).",
+            labels=["contract", "tenant"],
+        )
+        for (contract, tenant), gpus in sorted(view.undelivered.items()):
+            undelivered.add_metric([contract, tenant], gpus)
+        yield from (allocated, undelivered)
 
     def _ingest_metrics(self) -> Iterator[Metric]:
         service = self._service

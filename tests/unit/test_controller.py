@@ -82,7 +82,9 @@ def test_a_job_runs_succeeds_and_its_gpus_wait_for_nvml(rig: Rig) -> None:
     assert rig.store.get(job_id).state is JobState.SUCCEEDED
     assert rig.executor.released == [job_id]
     collector = SchedulerCollector(TelemetryService(rig.fleet, None, False), rig.controller)  # type: ignore[arg-type]
-    metrics = {m.name: m.samples[0].value for m in collector.collect() if m.name.startswith("neocloud_scheduler")}
+    metrics = {
+        m.name: m.samples[0].value for m in collector.collect() if m.name.startswith("neocloud_scheduler") and m.samples
+    }
     assert metrics["neocloud_scheduler_placements"] == 1 and metrics["neocloud_scheduler_step_errors"] == 0
     rig.step()  # the Released event: the GPUs now wait for a fresh NVML sample without the job's pids
     assert job_id in rig.controller.cleanups
@@ -153,4 +155,5 @@ def test_reserved_gpus_the_fleet_cannot_deliver_are_recorded_for_credits(tmp_pat
     rig.step()  # each step charges the time since the last one as it finds the fleet
     rig.step(2.0)
     assert shortfalls.total(contract) == 4 * 3_000  # 8 deliverable of 12, for 3 s
+    assert rig.controller.view.undelivered == {(contract, "lab"): 4}  # exported for the alert
     assert undelivered_gpus([], (), (), rig.clock.now) == {}

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from neocloud.agent.gpu.sim import SimBackend
 from neocloud.agent.main import Agent, AgentConfig
 from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
+from tests.fakes.executor import FakeExecutor
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +114,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
             metrics_port=0,
             insecure=True,
             commit_interval_s=0.05,
-        )
+        ),
+        FakeExecutor(("node-1",)),  # a controller, so its families are exported too
     )
     agent: Agent | None = None
     try:
