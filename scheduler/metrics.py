@@ -192,7 +192,15 @@ class MeteringCollector(Collector):
         )
         for quantity, ratio in sorted(summary.gap.items()):
             gap.add_metric([quantity], ratio)
-        yield from (seconds, energy, gap)
+        billed = GaugeMetricFamily(
+            "neocloud_tenant_billed_amount",
+            "What each tenant's invoice for the current month comes to so far, by class or line kind "
+            "(needs --rate-card).",
+            labels=["tenant", "class", "currency"],
+        )
+        for (tenant, cls), amount in sorted(summary.billed.items()):
+            billed.add_metric([tenant, cls, summary.currency], float(amount))
+        yield from (seconds, energy, gap, billed)
         yield GaugeMetricFamily(
             "neocloud_ledger_metered_to_timestamp_seconds",
             "The ledger covers the fleet up to this time (lag = time() - this).",

@@ -18,10 +18,12 @@ from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry, start_http_server
 
 from neocloud import tls
+from neocloud.errors import NeocloudError
 from neocloud.netaddr import is_loopback, split_host_port
 from neocloud.scheduler.api.errors import ErrorInterceptor
 from neocloud.scheduler.api.logs import ExecutorLogs, NoLogs
 from neocloud.scheduler.api.services import SERVICE_NAMES, add_api_services
+from neocloud.scheduler.billing.ratecard import load_ratecard
 from neocloud.scheduler.controller import Controller
 from neocloud.scheduler.executor.types import Executor
 from neocloud.scheduler.ingest.service import TelemetryService
@@ -56,6 +58,7 @@ class SchedulerConfig:
     commit_interval_s: float = 0.1
     controller_interval_s: float = 0.5
     meter_interval_s: float = 10.0
+    rate_card_path: str | None = None  # prices for the billed-amount metrics (neocloud invoice takes its own)
 
 
 class Scheduler:
@@ -93,7 +96,13 @@ class Scheduler:
         self.bootstrap_token_file = self._bootstrap_operator_token()
         # The ledger reads the store through a connection of its own; an in-memory store has no second one.
         self.metering = (
-            MeteringRunner(config.db_path, interval_s=config.meter_interval_s) if config.db_path != ":memory:" else None
+            MeteringRunner(
+                config.db_path,
+                interval_s=config.meter_interval_s,
+                card=load_ratecard(config.rate_card_path) if config.rate_card_path else None,
+            )
+            if config.db_path != ":memory:"
+            else None
         )
         self.registry = CollectorRegistry()
         self.registry.register(SchedulerCollector(self.telemetry, self.controller))
@@ -240,6 +249,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "this process, or 'none' for telemetry and the API only (default: %(default)s). GPU nodes join with "
         "`ray start --address HEAD --labels neocloud.io/node-id=NODE_ID`.",
     )
+    p.add_argument(
+        "--rate-card",
+        help="rate card YAML (see deploy/config/ratecard.example.yaml): exports what each tenant is billed so far "
+        "this month as neocloud_tenant_billed_amount",
+    )
     p.set_defaults(func=run)
 
 
@@ -254,10 +268,13 @@ def run(args: argparse.Namespace) -> int:
         cert_file=args.cert,
         key_file=args.key,
         commit_interval_s=args.commit_interval,
+        rate_card_path=args.rate_card,
     )
     try:
         open_db(config.db_path).close()  # a store it cannot use stops it before Ray starts
-    except StoreError as e:
+        if config.rate_card_path:
+            load_ratecard(config.rate_card_path)  # and so does a rate card with an error in it
+    except (StoreError, NeocloudError) as e:
         logger.error("scheduler cannot start: %s", e)
         return 2
     executor = None

@@ -6,13 +6,18 @@ and to the GPUs' wall time (GPU-seconds)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
+from neocloud.scheduler.billing.books import Books
+from neocloud.scheduler.billing.invoice import parse_period
+from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.metering.ledger import Ledger
 from neocloud.scheduler.store.db import open_db
 
@@ -25,13 +30,22 @@ class LedgerSummary:
     gpu_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     energy_joules: dict[tuple[str, str], float] = field(default_factory=dict)
     gap: dict[str, float] = field(default_factory=dict)  # "energy" / "gpu_seconds" -> |rows - reference| / reference
-    at: float = 0.0
+    billed: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (tenant, class) -> this month so far
+    currency: str = ""
 
 
 class MeteringRunner:
-    def __init__(self, db_path: str | Path, interval_s: float = 10.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db_path: str | Path,
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        card: RateCard | None = None,
+    ) -> None:
         self._db = open_db(db_path)
+        self._clock = clock
         self.ledger = Ledger(self._db, clock)
+        self.books = Books(self._db, card) if card is not None else None
         self.interval_s = interval_s
         self.summary = LedgerSummary()
         self._stop = threading.Event()
@@ -82,4 +96,19 @@ class MeteringRunner:
                 logger.error(
                     "ledger reconciliation: %s rows differ from the reference by %.2f%%", quantity, ratio * 100
                 )
-        return LedgerSummary(seconds, energy, gap, time.time())
+        billed = self._billed() if self.books is not None else {}
+        return LedgerSummary(seconds, energy, gap, billed, self.books.card.currency if self.books else "")
+
+    def _billed(self) -> dict[tuple[str, str], Decimal]:
+        """Each tenant's invoice for the current month as it stands, by class (commitments
+        and credits under their line kind)."""
+        assert self.books is not None
+        now = self._clock()
+        period = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m")
+        p = parse_period(period)
+        out: dict[tuple[str, str], Decimal] = {}
+        for tenant in self.books.tenants(p.start, p.end):
+            for line in self.books.invoice(tenant, period).lines:
+                key = (tenant, line.job_class or line.kind.value)
+                out[key] = out.get(key, Decimal(0)) + line.amount
+        return out

@@ -1,0 +1,47 @@
+"""The ledger inside the scheduler: a pass, its reconciliation, and what each
+tenant is billed so far, as Prometheus sees them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from neocloud.scheduler.billing.ratecard import parse_ratecard
+from neocloud.scheduler.ingest.fleet import Fleet
+from neocloud.scheduler.metering.book import AllocationBook
+from neocloud.scheduler.metering.runner import MeteringRunner
+from neocloud.scheduler.metrics import MeteringCollector
+from neocloud.scheduler.store.db import open_db
+from neocloud.scheduler.store.jobs import JobStore
+from tests.unit.test_ledger import HOUR, batch, hello, ingest, start_job
+
+CARD = 'prices: {internal: {"*": "1"}, on_demand: {"*": "3.5"}, spot: {"*": "1.40"}}\n'
+
+
+def test_a_pass_reconciles_and_prices_the_month_so_far(tmp_path: Path) -> None:
+    path = tmp_path / "scheduler.db"
+    store = JobStore(open_db(path))
+    store.create_tenant("acme", now=1.0)
+    db = open_db(path)
+    fleet = Fleet()
+    fleet.register(hello(), round(HOUR * 1e6))
+    job = start_job(store, "one", ("GPU-a", "GPU-b"), HOUR)
+    store.close_allocations(job, HOUR + 900, "succeeded")
+    fleet.attributor.book = AllocationBook(store.allocations_since(0))
+    ingest(db, fleet, [batch(1, HOUR, 1200)])
+
+    runner = MeteringRunner(path, clock=lambda: HOUR + 1800, card=parse_ratecard(CARD))
+    runner.run_once()
+    summary = runner.summary
+    assert summary.gap == {"gpu_seconds": 0.0, "energy": 0.0}
+    assert summary.gpu_seconds[("acme", "spot")] == 2 * 900
+    assert summary.gpu_seconds[("", "idle")] == 2 * 900  # 1800 s of wall time per GPU so far
+    assert summary.billed == {("acme", "spot"): Decimal("0.70")}  # 0.5 GPU-h x 1.40
+    registry = CollectorRegistry()
+    registry.register(MeteringCollector(runner, fleet))
+    text = generate_latest(registry).decode()
+    assert 'neocloud_tenant_billed_amount{class="spot",currency="USD",tenant="acme"} 0.7' in text
+    assert 'neocloud_metering_reconciliation_gap_ratio{quantity="energy"} 0.0' in text
+    runner.close()
