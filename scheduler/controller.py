@@ -420,6 +420,10 @@ class Controller:
             if self.warned.get(warning.job_id) != warning.reason:
                 logger.info("reclaim warning for job %s: %s", warning.job_id, warning.reason)
                 self.stats.warnings += 1
+                try:
+                    self.executor.warn(warning.job_id, warning.reason)
+                except NeocloudError as e:  # gone meanwhile: the next pass knows
+                    logger.warning("job %s: reclaim warning not delivered: %s", warning.job_id, e)
         self.warned = {w.job_id: w.reason for w in decision.warnings}
         changed = {j: r for j, r in decision.pending.items() if self.pending.get(j) != r}
         if changed:  # `neocloud job ID` shows it as the job's message

@@ -233,6 +233,13 @@ class RayExecutor:
         with self._lock:
             self._stop(self._get(job_id), END_PREEMPTED, grace_s)
 
+    def warn(self, job_id: str, reason: str) -> None:
+        """Tell every rank an early reclaim warning (its warning file); fire and forget."""
+        with self._lock:
+            for r in self._get(job_id).ranks:
+                if not r.dead:
+                    r.actor.warn.remote(reason)
+
     def cancel(self, job_id: str, grace_s: float | None = None) -> None:
         with self._lock:
             job = self._get(job_id)

@@ -116,6 +116,7 @@ class Runner:
         job_dir = Path(log_dir) / job.job_id
         self._log = job_dir / f"rank-{rank}.log"
         self._notice = job_dir / f"rank-{rank}.preempt"
+        self._warning = job_dir / f"rank-{rank}.reclaim-warning"
         self._ckpt = job_dir / f"rank-{rank}.checkpoint"
         self._ray_node_id: str = ray.get_runtime_context().get_node_id()
         self._ip: str = ray.util.get_node_ip_address()
@@ -146,6 +147,7 @@ class Runner:
                 return self._status()  # launched already, or stopped before it could start
         self._job_dir().mkdir(parents=True, exist_ok=True)
         self._notice.unlink(missing_ok=True)  # a requeued job must not see the last run's notice
+        self._warning.unlink(missing_ok=True)
         with self._cv:
             self._s.checkpoint_mtime = _mtime(self._ckpt)  # only newer checkpoints count
         env = self._env(master)
@@ -193,6 +195,15 @@ class Runner:
             self._note(procs.signal_all(pid, procs.KILL))
         with self._cv:
             return self._status()
+
+    def warn(self, reason: str) -> None:
+        """An early reclaim warning: the job may soon get a preemption notice, so it can
+        checkpoint now. Written to its warning file; no signal, nothing stops."""
+        with self._cv:
+            if self._s.pid is None or self._s.ended_at is not None:
+                return
+        warning = {"job_id": self._job.job_id, "reason": reason, "at": time.time()}
+        procs.write_atomic(self._warning, json.dumps(warning) + "\n")
 
     def reap(self, timeout_s: float) -> tuple[bool, tuple[int, ...]]:
         """SIGKILL whatever is left of the job's group and wait until none of it is alive.
@@ -322,6 +333,7 @@ class Runner:
                 "NEOCLOUD_RANK": str(self._rank),
                 "NEOCLOUD_WORLD_SIZE": str(self._world),
                 "NEOCLOUD_PREEMPT_NOTICE_FILE": str(self._notice),
+                "NEOCLOUD_RECLAIM_WARNING_FILE": str(self._warning),
                 "NEOCLOUD_CHECKPOINT_FILE": str(self._ckpt),
             }
         )

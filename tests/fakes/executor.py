@@ -61,6 +61,9 @@ class FakeExecutor:
         self.jobs[job_id].signals.append(f"preempt grace={grace_s}")
         self.exit(job_id, -15, END_PREEMPTED)
 
+    def warn(self, job_id: str, reason: str) -> None:
+        self.jobs[job_id].signals.append(f"warn {reason}")
+
     def cancel(self, job_id: str, grace_s: float | None = None) -> None:
         self.jobs[job_id].signals.append("cancel")
         self.exit(job_id, -15, END_CANCELLED)

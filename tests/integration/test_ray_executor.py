@@ -7,6 +7,7 @@ test waits for events with deadlines and leaves no job behind.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -246,6 +247,20 @@ def test_cancel_max_runtime_and_cancel_while_pending(ex: Env) -> None:
     assert too_long.end_reason == "max_runtime"
     for job_id in ("cancel-me", "too-long", "never-fits"):
         ex.release(job_id)
+
+
+def test_a_reclaim_warning_reaches_the_job_before_any_notice(ex: Env) -> None:
+    script = (
+        'while [ ! -s "$NEOCLOUD_RECLAIM_WARNING_FILE" ]; do sleep 0.05; done; cat "$NEOCLOUD_RECLAIM_WARNING_FILE"'
+    )
+    ex.ex.start(sh(script, "warned"), [("node-b", INV["node-b"][:1])], INV)
+    ex.event(Started, "warned")
+    ex.ex.warn("warned", "internal demand will need these GPUs in about 10 minutes")
+    exited = ex.event(Exited, "warned")
+    assert (exited.exit_code, exited.end_reason) == (0, "exited")  # warned, not stopped
+    warning = json.loads(ex.wait_log("warned", 0, "internal demand").strip().splitlines()[-1])
+    assert warning["job_id"] == "warned" and "10 minutes" in warning["reason"]
+    ex.release("warned")
 
 
 def test_a_new_executor_reattaches_to_a_running_job(ex: Env, tmp_path: Path) -> None:
