@@ -46,7 +46,7 @@ from neocloud.scheduler.metering.book import AllocationBook
 from neocloud.scheduler.metering.shortfall import undelivered_gpus
 from neocloud.scheduler.metering.usage import HOUR_S, ContractShortfall
 from neocloud.scheduler.policy.engine import schedule
-from neocloud.scheduler.policy.types import Decision, JobRequest, NodeView, PolicyInput, RunningJob
+from neocloud.scheduler.policy.types import Decision, JobClass, JobRequest, NodeView, PolicyInput, RunningJob
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Allocation, Job, JobState
 from neocloud.scheduler.store.shortfalls import ShortfallStore
@@ -75,6 +75,9 @@ class _Cleanup:
     gpu_uuids: tuple[str, ...]
     pids: frozenset[int]
     released_us: int | None  # None until the executor reports the release
+    # Who held the GPUs, so the policy sees them as freeing soon, not as lost capacity
+    # to preempt more work for: (tenant, class, placement).
+    holder: tuple[str, JobClass, tuple[tuple[str, tuple[str, ...]], ...]] | None = None
 
 
 @dataclass(slots=True)
@@ -175,7 +178,9 @@ class Controller:
         NVML, unless Ray has already given them to a running job."""
         running = self.store.running() if running is None else running
         held = {u for _, allocations in running for a in allocations for u in a.gpu_uuids}
-        awaiting = {u for c in self.cleanups.values() for u in c.gpu_uuids} - held
+        # GPUs of an ended job stay held by it, under notice, in the policy's view (_policy_input);
+        # those of a job released without our asking are simply not placeable.
+        awaiting = {u for c in list(self.cleanups.values()) if c.holder is None for u in c.gpu_uuids} - held
         return node_views(self.fleet, now, self._ray_nodes, self._cordoned, awaiting)
 
     def step(self) -> Decision:
@@ -291,7 +296,9 @@ class Controller:
         job = self.store.get(job_id)
         open_allocations = self.store.allocations(job_id, open_only=True)
         uuids = tuple(u for a in open_allocations for u in a.gpu_uuids)
-        self.cleanups[job_id] = _Cleanup(uuids, frozenset(tracking.pids), None)
+        placement = tuple((a.node_id, a.gpu_uuids) for a in open_allocations)
+        holder = (job.tenant, job.job_class, placement)
+        self.cleanups[job_id] = _Cleanup(uuids, frozenset(tracking.pids), None, holder)
         # A rank on a node that died was lost, whatever stopped the others (the
         # policy may have preempted the job for its vanished GPUs first).
         died = [self._dead_nodes[a.node_id] for a in open_allocations if a.node_id in self._dead_nodes]
@@ -330,13 +337,14 @@ class Controller:
         tracking = self._jobs.pop(event.job_id, None)
         pids = set(event.pids) | (tracking.pids if tracking else set())
         pending = self.cleanups.get(event.job_id)
+        holder = None
         if pending is None:  # released without our asking (e.g. reattached after a restart)
             allocations = self.store.allocations(event.job_id)
             last_start = max((a.start for a in allocations), default=0.0)
             uuids = tuple(u for a in allocations if a.start == last_start for u in a.gpu_uuids)
         else:
-            uuids = pending.gpu_uuids
-        self.cleanups[event.job_id] = _Cleanup(uuids, frozenset(pids), round(self.clock() * 1e6))
+            uuids, holder = pending.gpu_uuids, pending.holder
+        self.cleanups[event.job_id] = _Cleanup(uuids, frozenset(pids), round(self.clock() * 1e6), holder)
         if not event.verified:
             logger.warning("job %s released without every runner checking its processes; NVML decides", event.job_id)
 
@@ -364,6 +372,14 @@ class Controller:
                 requeues=job.requeues,
             )
             for job, allocations in running_jobs
+        )
+        # Jobs that ended but whose GPUs NVML has not yet shown free: under notice, so
+        # the policy counts their GPUs as freeing and never preempts more work for them.
+        running += tuple(
+            RunningJob(job_id, tenant, job_class, placement, started_at=now, preemption_notice_at=now)
+            for job_id, c in list(self.cleanups.items())
+            if c.holder is not None
+            for tenant, job_class, placement in [c.holder]
         )
         queue = tuple(
             JobRequest(

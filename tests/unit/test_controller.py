@@ -9,6 +9,7 @@ import pytest
 
 from neocloud.agent.convert import build_batch, hello
 from neocloud.agent.gpu.sim import SimBackend
+from neocloud.scheduler import controller as controller_module
 from neocloud.scheduler.controller import Controller
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
@@ -88,10 +89,14 @@ def test_a_job_runs_succeeds_and_its_gpus_wait_for_nvml(rig: Rig) -> None:
     assert metrics["neocloud_scheduler_placements"] == 1 and metrics["neocloud_scheduler_step_errors"] == 0
     rig.step()  # the Released event: the GPUs now wait for a fresh NVML sample without the job's pids
     assert job_id in rig.controller.cleanups
-    views = rig.controller.views(rig.clock.now)  # no sample taken since the release yet
-    assert not set(allocation.gpu_uuids) & {u for v in views for u in v.placeable}
+    whole_fleet = rig.submit("acme", JobClass.SPOT, 16, rid="all")
+    rig.clock.now += 1.0
+    rig.controller.step()  # no sample taken since the release yet: those GPUs are not handed out
+    assert rig.store.get(whole_fleet).state is JobState.QUEUED
     rig.step()
     assert job_id not in rig.controller.cleanups
+    rig.step()
+    assert rig.store.get(whole_fleet).state is JobState.RUNNING
     (closed,) = rig.store.allocations(job_id)
     assert closed.end is not None and closed.end_reason == "succeeded"
 
@@ -157,3 +162,18 @@ def test_reserved_gpus_the_fleet_cannot_deliver_are_recorded_for_credits(tmp_pat
     assert shortfalls.total(contract) == 4 * 3_000  # 8 deliverable of 12, for 3 s
     assert rig.controller.view.undelivered == {(contract, "lab"): 4}  # exported for the alert
     assert undelivered_gpus([], (), (), rig.clock.now) == {}
+
+
+def test_gpus_waiting_for_nvml_are_not_preempted_for_twice(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller_module, "processes_gone", lambda *args: False)  # NVML still sees the victim
+    rig.store.set_setting("internal_floor_gpus", "8")
+    first = rig.submit("acme", JobClass.SPOT, 8, rid="a")
+    second = rig.submit("acme", JobClass.SPOT, 8, rid="b")
+    rig.step()
+    assert {rig.store.get(j).state for j in (first, second)} == {JobState.RUNNING}
+    rig.submit(INTERNAL_TENANT, JobClass.INTERNAL, 8)
+    for _ in range(5):  # the victim exits and is released, but its GPUs are not confirmed free yet
+        rig.step()
+    assert rig.controller.stats.preemptions == 1  # one node's worth was needed, one was taken
+    states = sorted(rig.store.get(j).state.value for j in (first, second))
+    assert states == ["queued", "running"]
