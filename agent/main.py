@@ -18,7 +18,7 @@ from neocloud import tls
 from neocloud.agent import convert
 from neocloud.agent.exporter import AgentCollector
 from neocloud.agent.gpu.replay import ReplayBackend
-from neocloud.agent.gpu.sim import SimBackend
+from neocloud.agent.gpu.sim import RayJobProcesses, SimBackend
 from neocloud.agent.gpu.types import BackendError, GpuBackend
 from neocloud.agent.sampler import Sampler
 from neocloud.agent.spool import DEFAULT_MAX_BYTES, Spool
@@ -35,6 +35,7 @@ class AgentConfig:
     backend: str = "auto"
     sim_gpus: int = 8
     sim_load: float | None = None
+    sim_follow_jobs: bool = False
     replay_traces: tuple[str, ...] = ()
     replay_speed: float = 1.0
     tick_s: float = 1.0
@@ -54,7 +55,8 @@ class AgentConfig:
 
 def make_backend(config: AgentConfig) -> GpuBackend:
     if config.backend == "sim":
-        return SimBackend(config.node_id, config.sim_gpus, config.sim_load)
+        jobs = RayJobProcesses(config.node_id) if config.sim_follow_jobs else None
+        return SimBackend(config.node_id, config.sim_gpus, config.sim_load, jobs=jobs)
     if config.backend == "replay":
         return ReplayBackend.from_files(config.replay_traces, config.replay_speed)
     if config.backend not in ("auto", "nvml"):
@@ -170,6 +172,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--sim-load", type=float, default=None, help="simulated load 0..1; omit for idle GPUs without a process"
     )
     p.add_argument(
+        "--sim-follow-jobs",
+        action="store_true",
+        help="simulated GPUs show the neocloud jobs Ray runs on this node (the raylet labelled "
+        "neocloud.io/node-id=NODE_ID) as their processes and draw their load (env NEOCLOUD_SIM_LOAD, default 0.9)",
+    )
+    p.add_argument(
         "--replay-trace",
         action="append",
         default=[],
@@ -232,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         sim_gpus=args.sim_gpus,
         sim_load=args.sim_load,
+        sim_follow_jobs=args.sim_follow_jobs,
         replay_traces=tuple(args.replay_trace),
         replay_speed=args.replay_speed,
         tick_s=args.tick,

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
 import json
+import shutil
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from neocloud.agent.gpu.replay import ReplayBackend, load_trace
-from neocloud.agent.gpu.sim import FLAT_OUT_MW, IDLE_NO_CONTEXT_MW, SimBackend
+from neocloud.agent.gpu.sim import (
+    DEFAULT_JOB_LOAD,
+    FLAT_OUT_MW,
+    IDLE_NO_CONTEXT_MW,
+    IDLE_WITH_CONTEXT_MW,
+    RayJobProcesses,
+    SimBackend,
+)
 from neocloud.agent.gpu.types import BackendError
+from neocloud.agent.main import AgentConfig, make_backend
 from tests.helpers import H200_TRACE
 
 
@@ -74,3 +83,66 @@ def test_sim_power_follows_load_and_counter_integrates_it() -> None:
         assert 6_000_000 < after.energy_mj - before.energy_mj < 7_000_000
     with pytest.raises(ValueError, match="within"):
         backend.set_load(1.5)
+
+
+def _fake_process(proc: Path, pid: int, ppid: int, argv: list[str], env: dict[str, str]) -> None:
+    d = proc / str(pid)
+    d.mkdir()
+    (d / "stat").write_text(f"{pid} ({Path(argv[0]).name} x) S {ppid} {pid} {pid} 0 -1\n")  # a name with a space
+    (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    (d / "environ").write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
+
+
+def test_sim_follows_the_ray_jobs_on_its_node(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    raylet = "/venv/ray/core/src/ray/raylet/raylet"
+    job = {"NEOCLOUD_JOB_ID": "j-1", "CUDA_VISIBLE_DEVICES": "0,1", "NEOCLOUD_SIM_LOAD": "0.5"}
+    _fake_process(proc, 100, 1, [raylet, '--labels={"neocloud.io/node-id": "n1"}'], {})
+    _fake_process(proc, 101, 100, ["ray::RunnerActor"], {"CUDA_VISIBLE_DEVICES": "0,1"})  # not a job
+    _fake_process(proc, 102, 101, ["python", "-c", "train"], job)
+    _fake_process(proc, 103, 102, ["sleep", "1"], job)  # the job's child holds the GPUs too
+    _fake_process(proc, 200, 1, [raylet, '--labels={"neocloud.io/node-id": "n2"}'], {})
+    _fake_process(proc, 201, 200, ["python"], {"NEOCLOUD_JOB_ID": "j-2", "CUDA_VISIBLE_DEVICES": "2"})  # other node
+    _fake_process(proc, 300, 1, ["python"], {"NEOCLOUD_JOB_ID": "j-3", "CUDA_VISIBLE_DEVICES": "3"})  # not under Ray
+    (proc / "self").mkdir()  # non-pid entries are skipped
+    now = [0]
+    backend = SimBackend("n1", 4, clock_us=lambda: now[0], jobs=RayJobProcesses("n1", proc=proc))
+
+    busy = backend.read(read_energy=True)
+    assert [[p.pid for p in s.processes] for s in busy.samples] == [[102, 103], [102, 103], [], []]
+    half = IDLE_WITH_CONTEXT_MW + 0.5 * (FLAT_OUT_MW - IDLE_WITH_CONTEXT_MW)
+    assert [abs(s.power_mw - half) < 0.02 * half for s in busy.samples] == [True, True, False, False]  # type: ignore[operator]
+    assert all(abs(s.power_mw - IDLE_NO_CONTEXT_MW) < 0.02 * IDLE_NO_CONTEXT_MW for s in busy.samples[2:])  # type: ignore[operator]
+
+    for pid in (102, 103):  # the job ends: NVML no longer lists it, the GPUs idle
+        shutil.rmtree(proc / str(pid))
+    now[0] = 10_000_000
+    idle = backend.read(read_energy=True)
+    assert all(s.processes == () for s in idle.samples)
+    assert abs(idle.samples[0].power_mw - IDLE_NO_CONTEXT_MW) < 0.02 * IDLE_NO_CONTEXT_MW  # type: ignore[operator]
+    # 10 s at the job's ~392 W, then a step down at the read that saw it gone.
+    used = idle.energy[0].energy_mj - busy.energy[0].energy_mj
+    assert 3_800_000 < used < 4_050_000
+
+
+def test_sim_job_load_defaults_and_bounds(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    _fake_process(proc, 100, 1, ["/x/raylet", '--labels={"neocloud.io/node-id": "n1"}'], {})
+    _fake_process(proc, 101, 100, ["a"], {"NEOCLOUD_JOB_ID": "j", "CUDA_VISIBLE_DEVICES": "0"})
+    _fake_process(
+        proc, 102, 100, ["b"], {"NEOCLOUD_JOB_ID": "k", "CUDA_VISIBLE_DEVICES": "1", "NEOCLOUD_SIM_LOAD": "7"}
+    )
+    _fake_process(
+        proc, 103, 100, ["c"], {"NEOCLOUD_JOB_ID": "l", "CUDA_VISIBLE_DEVICES": "2", "NEOCLOUD_SIM_LOAD": "x"}
+    )
+    found = RayJobProcesses("n1", proc=proc)()
+    assert found == {0: [(101, DEFAULT_JOB_LOAD)], 1: [(102, 1.0)], 2: [(103, DEFAULT_JOB_LOAD)]}
+    assert RayJobProcesses("n9", proc=proc)() == {}  # no raylet labelled for this node
+
+
+def test_agent_option_makes_the_sim_follow_jobs() -> None:
+    backend = make_backend(AgentConfig(node_id="n1", backend="sim", sim_follow_jobs=True))
+    assert isinstance(backend, SimBackend) and isinstance(backend._jobs, RayJobProcesses)
+    assert make_backend(AgentConfig(node_id="n1", backend="sim"))._jobs is None  # type: ignore[attr-defined]

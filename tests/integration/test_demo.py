@@ -1,0 +1,96 @@
+"""`neocloud demo` end to end, as a user runs it: a short scenario on two nodes
+at high speed, then the store it leaves behind (--work-dir) must show that the
+scenario happened (spot ran, the internal spike preempted spot with notice, the
+reserved tenant ran), the command exits 0 and nothing it started is left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from neocloud.scheduler.store.db import open_db
+from neocloud.scheduler.store.jobs import JobStore
+
+# One demo minute = one wall second. Internal work holds a node, goes quiet (globex's reserved job
+# and two acme spot jobs take the fleet), then spikes back and must preempt acme.
+SCENARIO = """\
+minutes: 12
+speed: 60
+site: {power_budget_w: 40000, min_runtime: 0}
+tenants:
+  globex:
+    contract: {power_w: 5600}
+  acme:
+internal:
+  - {at: 0, gpus: 8}
+  - {at: 1, gpus: 0, note: the lab goes quiet}
+  - {at: 6, gpus: 8, note: spike}
+jobs:
+  - {at: 1, tenant: globex, class: reserved, gpus: 8}
+  - {at: 1, tenant: acme, class: spot, gpus: 4, count: 2, grace: 1, checkpoint: 0.5}
+"""
+
+
+def _processes_marked(mark: str) -> list[str]:
+    """Live processes whose environment or command line carries `mark`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            text = (entry / "environ").read_bytes() + (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if mark.encode() in text:
+            found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()[:120]!r}")
+    return found
+
+
+def test_short_demo_plays_the_whole_scenario(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(SCENARIO)
+    work = tmp_path / "site"
+    mark = f"neocloud-demo-test-{uuid.uuid4().hex}"  # inherited by agents, Ray and its workers
+    env = {**os.environ, "NEOCLOUD_DEMO_TEST_MARK": mark}
+    cmd = [sys.executable, "-m", "neocloud.cli", "demo", "--nodes", "2", "--scenario", str(scenario),
+           "--work-dir", str(work)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+    out = done.stdout
+    assert done.returncode == 0, f"stdout:\n{out}\nstderr:\n{done.stderr}"
+
+    # Not a terminal: one compact line per refresh, then the summary.
+    lines = [line for line in out.splitlines() if line.startswith("[min ")]
+    assert len(lines) >= 8 and "\x1b" not in out
+    assert "tenant" in out and "GPU-seconds" in out and "/metrics" in out
+
+    store = JobStore(open_db(str(work / "scheduler.db")))
+    try:
+        spot = store.list_jobs(tenant="acme")
+        assert len(spot) == 2
+        assert all(store.allocations(j.job_id) for j in spot), "every spot job ran"
+        preempted = [j for j in spot if any(a.end_reason == "preempted" for a in store.allocations(j.job_id))]
+        assert preempted, "the internal spike preempted spot work"
+        for job in preempted:
+            kinds = [e.kind for e in store.events_since(job.job_id)]
+            assert kinds.index("preemption_notice") < kinds.index("requeued")
+            log = (work / "job-logs" / job.job_id / "rank-0.log").read_text()
+            assert '"reason": "preempted"' in log, log  # the job read its notice file when SIGTERM came
+            assert job.last_checkpoint_at is not None  # checkpoints went through the runner's file
+        (reserved,) = store.list_jobs(tenant="globex")
+        (allocation,) = store.allocations(reserved.job_id)
+        assert allocation.end_reason != "preempted" and len(allocation.gpu_uuids) == 8
+        assert "preemption_notice" not in [e.kind for e in store.events_since(reserved.job_id)]
+        internal = store.list_jobs(tenant="internal")
+        spike = max(internal, key=lambda j: j.submitted_at)
+        notices = [e.at for j in preempted for e in store.events_since(j.job_id) if e.kind == "preemption_notice"]
+        assert any(a.start >= min(notices) for a in store.allocations(spike.job_id)), "the spike got its GPUs"
+        usage = store.usage_gpu_seconds_since(0.0)
+        assert usage.get("acme", 0) > 0 and usage.get("globex", 0) > 0
+    finally:
+        store.close()
+
+    assert _processes_marked(mark) == [], "agents, Ray or jobs left running"
+    assert _processes_marked(str(work)) == []

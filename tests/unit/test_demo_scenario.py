@@ -1,0 +1,158 @@
+"""The demo's scenario file: the shipped example loads, and hostile files are
+refused with the file, the line and the field."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from neocloud.demo_scenario import DEFAULT_FILE, Gpus, ScenarioError, load, parse
+
+GOOD = """\
+minutes: 30
+speed: 60
+site:
+  power_budget_w: 20000
+  internal_floor_gpus: 8
+  min_runtime: 0.5
+tenants:
+  globex:
+    contract: {power_w: 5600, start: 1}
+  acme:
+    weight: 2
+internal:
+  - {at: 0, gpus: 100%}
+  - {at: 5, gpus: 4, note: quiet}
+jobs:
+  - {at: 2, tenant: globex, class: reserved, gpus: 8}
+  - {at: 3, tenant: acme, class: spot, gpus: 4, count: 3, duration: 10, grace: 1, checkpoint: 2, load: 0.5}
+"""
+
+
+def test_the_shipped_scenario_tells_the_whole_story() -> None:
+    s = load(DEFAULT_FILE)
+    s.check_fleet(32)
+    assert s.minutes > 0 and s.speed > 0
+    levels = [lvl.gpus.resolve(32) for lvl in s.internal]
+    low = levels.index(min(levels))
+    assert levels[0] == 32 and max(levels[low:]) > levels[low]  # declines, then a spike
+    contracts = [t.contract for t in s.tenants if t.contract is not None]
+    assert len(contracts) == 1 and contracts[0].power_w  # one reserved tenant, power-denominated
+    assert {j.job_class for j in s.jobs} == {"reserved", "spot"}
+    assert len({j.tenant for j in s.jobs if j.job_class == "spot"}) >= 2
+
+
+def test_a_good_file_loads_into_frozen_values() -> None:
+    s = parse(GOOD, "good.yaml")
+    assert (s.minutes, s.speed, s.site.power_budget_w, s.site.min_runtime) == (30, 60, 20000, 0.5)
+    assert s.site.internal_floor == Gpus(count=8)
+    globex, acme = s.tenants
+    assert globex.contract is not None and globex.contract.power_w == 5600 and globex.contract.end is None
+    assert acme.weight == 2 and acme.contract is None and acme.line == 10
+    assert [lvl.gpus.resolve(16) for lvl in s.internal] == [16, 4]
+    spot = s.jobs[1]
+    assert (spot.count, spot.duration, spot.grace, spot.checkpoint, spot.load, spot.line) == (3, 10, 1, 2, 0.5, 17)
+    assert s.jobs[0].load == 0.8 and s.jobs[0].duration is None  # the class's default load; runs to the end
+    with pytest.raises(AttributeError):
+        s.minutes = 1  # type: ignore[misc]
+
+
+def test_defaults_without_site_or_jobs() -> None:
+    s = parse("internal:\n  - {at: 0, gpus: 50%}\n")
+    assert math.isinf(s.site.power_budget_w) and s.jobs == () and s.tenants == ()
+    assert s.internal[0].gpus.resolve(24) == 12
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ScenarioError) as e:
+        parse(text, "bad.yaml")
+    return str(e.value)
+
+
+def _replace(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "bad.yaml: the scenario is empty"),
+        ("minutes: [1\n", "bad.yaml line 2: not valid YAML"),
+        ("- 1\n- 2\n", "bad.yaml line 1: must be a mapping of fields, not a list"),
+        (_replace("speed: 60", "sped: 60"), "bad.yaml line 2: sped: unknown field; expected one of"),
+        (_replace("speed: 60", "minutes: 60"), "bad.yaml line 2: minutes: appears twice"),
+        (_replace("speed: 60", "speed: fast"), "bad.yaml line 2: speed: must be a number, not 'fast'"),
+        (_replace("speed: 60", "speed: 0"), "bad.yaml line 2: speed: must be more than 0, not 0"),
+        (_replace("speed: 60", "speed: .nan"), "bad.yaml line 2: speed: must be a number"),
+        (_replace("minutes: 30", "minutes: true"), "bad.yaml line 1: minutes: must be a number, not 'true'"),
+        (_replace("power_budget_w: 20000", "power_budget_w: -5"), "line 4: site.power_budget_w: must be more than 0"),
+        (_replace("internal_floor_gpus: 8", "internal_floor_gpus: 120%"), "line 5: site.internal_floor_gpus: a share"),
+        (_replace("  acme:\n", "  Acme!:\n"), "line 10: tenants.Acme!: tenant name 'Acme!' must be 1-63"),
+        (_replace("  acme:\n", "  internal:\n"), "line 10: tenants.internal: tenant name 'internal'"),
+        (
+            _replace("{power_w: 5600, start: 1}", "{power_w: 5600, gpus: 8}"),
+            "line 9: tenants.globex.contract: a contract has exactly one of power_w",
+        ),
+        (_replace("start: 1}", "start: 5, end: 2}"), "line 9: tenants.globex.contract.end: the contract must end"),
+        (_replace("weight: 2", "weight: 0"), "line 11: tenants.acme.weight: must be more than 0"),
+        (_replace("{at: 5, gpus: 4, note: quiet}", "{at: 0, gpus: 4}"), "line 14: internal levels must be in time"),
+        (_replace("gpus: 100%", "gpus: lots"), "line 13: internal[0].gpus: must be a number of GPUs"),
+        (_replace("gpus: 100%", "gpus: -1"), "line 13: internal[0].gpus: must be a number of GPUs"),
+        (_replace("{at: 0, gpus: 100%}", "[0, 100%]"), "line 13: internal[0]: must be a mapping of fields"),
+        (
+            _replace("internal:\n  - {at: 0, gpus: 100%}\n  - {at: 5, gpus: 4, note: quiet}\n", "internal: 8\n"),
+            "line 12: internal: must be a list, not '8'",
+        ),
+        (
+            _replace("tenant: globex, class", "tenant: initech, class"),
+            "line 16: jobs[0].tenant: unknown tenant 'initech': declare it under tenants",
+        ),
+        (_replace("class: spot", "class: internal"), "line 17: jobs[1].class: must be one of reserved, on_demand"),
+        (
+            _replace("tenant: globex, class: reserved", "tenant: acme, class: reserved"),
+            "line 16: jobs[0].class: tenant acme has no contract",
+        ),
+        (_replace("gpus: 4, count: 3", "gpus: 4.5, count: 3"), "line 17: jobs[1].gpus: must be a whole number"),
+        (_replace("gpus: 4, count: 3", "gpus: 12, count: 3"), "line 17: jobs[1].gpus: 12 GPUs do not split"),
+        (
+            _replace("gpus: 4, count: 3", "gpus: 4, gpus_per_node: 3, count: 3"),
+            "line 17: jobs[1].gpus_per_node: must divide gpus (4)",
+        ),
+        (_replace("count: 3", "count: 0"), "line 17: jobs[1].count: must be a whole number from 1 to 1000, not '0'"),
+        (_replace("load: 0.5", "load: 1.5"), "line 17: jobs[1].load: must be at least 0 and at most 1, not 1.5"),
+        (_replace("grace: 1", "grace: -1"), "line 17: jobs[1].grace: must be at least 0, not -1"),
+        (_replace("{at: 2, tenant", "{at: 31, tenant"), "line 16: minute 31 is after the end (30)"),
+        (
+            _replace("{at: 2, tenant: globex, class: reserved, gpus: 8}", "{at: 2, tenant: globex}"),
+            "line 16: jobs[0].class: missing",
+        ),
+        (_replace("note: quiet", "note: [a]"), "line 14: internal[1].note: must be a single value, not a list"),
+        (
+            _replace("  acme:\n    weight: 2\n", "  acme:\n    weight: 2\n  acme: {}\n"),
+            "line 12: tenants.acme: appears twice",
+        ),
+    ],
+)
+def test_hostile_files_name_the_line_and_the_field(text: str, expected: str) -> None:
+    assert expected in _error(text)
+
+
+def test_the_fleet_must_be_big_enough() -> None:
+    s = parse(_replace("gpus: 4, note", "gpus: 40, note"), "bad.yaml")
+    with pytest.raises(ScenarioError, match=r"bad.yaml line 14: internal demand 40 GPUs exceeds the fleet's 32"):
+        s.check_fleet(32)
+    s = parse(_replace("gpus: 4, count: 3", "gpus: 24, count: 3"), "bad.yaml")
+    s.check_fleet(24)
+    with pytest.raises(ScenarioError, match=r"line 17: a 24-GPU job cannot fit the fleet's 16 GPUs \(more --nodes\?\)"):
+        s.check_fleet(16)
+
+
+def test_unreadable_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"cannot read the scenario .*missing.yaml"):
+        load(tmp_path / "missing.yaml")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ScenarioError, match="cannot read the scenario"):
+        load(tmp_path / "bin.yaml")
