@@ -1,22 +1,28 @@
 """Bearer-token authentication and the rules of who may see and do what.
 
 A call carries `authorization: Bearer <token>` metadata; the token is looked up
-by its SHA-256 in the store. Roles: operator (everything, admin included),
-internal (the lab's own teams: class internal jobs only), tenant (its own jobs
-and contracts only). A job the caller may not see is reported as not found, so
-job ids of other tenants do not leak.
+by its SHA-256 in the store, and a live one is remembered for a second, so that
+a busy client does not cost a store read (and a worker thread) per call.
+Revoking a token through this scheduler's store forgets it at once (the store
+counts its own writes to the token table); a change made through another
+connection shows within the second. Roles: operator (everything, admin
+included), internal (the lab's own teams: class internal jobs only), tenant
+(its own jobs and contracts only). A job the caller may not see is reported as
+not found, so job ids of other tenants do not leak.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import grpc
 
 from neocloud.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
 from neocloud.scheduler.policy.types import INTERNAL_TENANT
+from neocloud.scheduler.store.admin import token_hash
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Job, Principal, Role
 
@@ -24,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 METADATA_KEY = "authorization"
 _SCHEME = "bearer"
+TOKEN_TABLE = "api_tokens"
+CACHE_TTL_S = 1.0
+CACHE_MAX_TOKENS = 10_000
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
@@ -41,16 +50,42 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 
 
 class Authenticator:
-    def __init__(self, store: JobStore) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        ttl_s: float = CACHE_TTL_S,
+        max_tokens: int = CACHE_MAX_TOKENS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Live tokens are remembered for `ttl_s` (0: not at all), at most `max_tokens` of them."""
         self._store = store
+        self._ttl_s = ttl_s
+        self._max_tokens = max_tokens
+        self._clock = clock
+        # token hash -> (principal, the store's write count of the token table then, expiry)
+        self._live: dict[str, tuple[Principal, int, float]] = {}
+        store.write_count(TOKEN_TABLE)  # start counting now, not on a call's path
 
     async def principal(self, context: grpc.aio.ServicerContext) -> Principal:
         """Who is calling; UnauthenticatedError for a missing, malformed, unknown or revoked token."""
         token = bearer_token(context.invocation_metadata())
+        key = token_hash(token)
+        writes = self._store.write_count(TOKEN_TABLE)  # read before the store: a revoke after it shows
+        now = self._clock()
+        known = self._live.get(key)
+        if known is not None and known[1] == writes and now < known[2]:
+            return known[0]
         principal = await asyncio.to_thread(self._store.authenticate, token)
         if principal is None:
+            self._live.pop(key, None)
             logger.info("refused a call from %s: unknown or revoked token", context.peer())
             raise UnauthenticatedError("the token is unknown or revoked: ask your operator for a new one")
+        if self._ttl_s > 0:
+            if len(self._live) >= self._max_tokens:
+                self._live = {k: v for k, v in self._live.items() if v[1] == writes and now < v[2]}
+                if len(self._live) >= self._max_tokens:
+                    self._live.clear()
+            self._live[key] = (principal, writes, now + self._ttl_s)
         return principal
 
     async def operator(self, context: grpc.aio.ServicerContext) -> Principal:

@@ -1,9 +1,11 @@
 """The durable job state: jobs, their events and their allocation intervals.
 
 Every write is one transaction (see StoreBase), so a job never exists without
-its "submitted" event and never runs without its allocations. The API submits,
-reads and cancels; the controller starts, preempts, requeues and finishes.
-Allocation intervals [start, end) are what metering bills from.
+its "submitted" event and never runs without its allocations. The API submits
+(in groups: one transaction and one fsync for every submit that arrived while
+the last group committed, each in a SAVEPOINT of its own), reads and cancels;
+the controller starts, preempts, requeues and finishes. Allocation intervals
+[start, end) are what metering bills from.
 """
 
 from __future__ import annotations
@@ -120,44 +122,87 @@ class JobStore(AdminStore):
     def submit(self, spec: JobSpec, now: float | None = None) -> Job:
         """Queue a job. Idempotent per (tenant, client_request_id): the same spec again returns the job
         already queued; a different spec under that id is AlreadyExistsError."""
-        validate.job_spec(spec)
-        now = self._now(now)
-        with self._write() as db:
-            row = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant = ? AND client_request_id = ?",
-                (spec.tenant, spec.client_request_id),
-            ).fetchone()
-            if row is not None:
-                existing = _job(row)
-                if existing.spec != spec:
-                    raise AlreadyExistsError(
-                        f"client_request_id {spec.client_request_id!r} was already used for job {existing.job_id} "
-                        "with a different spec; use a fresh request id for a new job"
-                    )
-                return existing
-            if (
-                spec.tenant != INTERNAL_TENANT
-                and not db.execute("SELECT 1 FROM tenants WHERE name = ?", (spec.tenant,)).fetchone()
-            ):
-                raise FailedPreconditionError(f"tenant {spec.tenant!r} does not exist")
-            if spec.contract_id is not None:
-                self._check_contract(db, spec, now)
-            job = Job("j-" + secrets.token_hex(6), spec, JobState.QUEUED, submitted_at=now, queue_position=now)
-            db.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 25)})",
-                (
-                    job.job_id, spec.tenant, spec.client_request_id, CLASS_NAMES[spec.job_class], spec.gpus,
-                    spec.gpus_per_node, spec.gpu_model, None if spec.command is None else json.dumps(spec.command),
-                    spec.entrypoint, json.dumps(spec.env, sort_keys=True), spec.grace_s, spec.max_runtime_s,
-                    int(spec.requeue_on_preempt), spec.contract_id, job.state.value, now, now, None, None, 0, None,
-                    "", 0, None, None,
-                ),
-            )  # fmt: skip
-            _event(
-                db, job.job_id, now, "submitted", f"{spec.gpus} GPU(s), class {CLASS_NAMES[spec.job_class]}", job.state
+        outcome = self.submit_many([(spec, now)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def submit_many(self, requests: Sequence[tuple[JobSpec, float | None]]) -> list[Job | Exception]:
+        """Group commit: queue several jobs in one transaction, so that one fsync makes them all durable.
+
+        Each request is taken as `submit` takes it, in order, inside a SAVEPOINT of its own, and gets an
+        outcome of its own: its Job, or the exception that refused it (a NeocloudError; anything else is
+        a bug, reported to that request only), with nothing of it written. One refused request changes
+        nothing for the others, and two requests with one (tenant, client_request_id) give one job, as if
+        they came one after the other. The jobs are durable when this returns. If the transaction itself
+        fails (BEGIN or COMMIT, or an error after which SQLite rolled all of it back), this raises and
+        nothing of the group is written."""
+        outcomes: list[Job | Exception | None] = [None] * len(requests)
+        todo: list[tuple[int, JobSpec, float]] = []
+        for i, (spec, now) in enumerate(requests):
+            try:
+                validate.job_spec(spec)
+            except Exception as e:  # noqa: BLE001 - this request's outcome; the group goes on
+                outcomes[i] = e
+            else:
+                todo.append((i, spec, self._now(now)))
+        created: list[Job] = []
+        if todo:
+            with self._write() as db:
+                for i, spec, now in todo:
+                    db.execute("SAVEPOINT submit")
+                    try:
+                        job, new = self._submit_one(db, spec, now)
+                    except Exception as e:  # this request's outcome; the group goes on
+                        if not db.in_transaction:  # SQLite rolled back the whole group (I/O error, interrupt)
+                            raise
+                        db.execute("ROLLBACK TO submit")
+                        outcomes[i] = e
+                    else:
+                        outcomes[i] = job
+                        if new:
+                            created.append(job)
+                    db.execute("RELEASE submit")
+        for job in created:
+            logger.info(
+                "job %s submitted by %s (%d GPUs, %s)", job.job_id, job.tenant, job.spec.gpus, job.job_class.name
             )
-        logger.info("job %s submitted by %s (%d GPUs, %s)", job.job_id, spec.tenant, spec.gpus, job.job_class.name)
-        return job
+        return [o for o in outcomes if o is not None]
+
+    def _submit_one(self, db: sqlite3.Connection, spec: JobSpec, now: float) -> tuple[Job, bool]:
+        """Queue one validated spec inside the caller's transaction: (the job, whether it is new)."""
+        row = db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant = ? AND client_request_id = ?",
+            (spec.tenant, spec.client_request_id),
+        ).fetchone()
+        if row is not None:
+            existing = _job(row)
+            if existing.spec != spec:
+                raise AlreadyExistsError(
+                    f"client_request_id {spec.client_request_id!r} was already used for job {existing.job_id} "
+                    "with a different spec; use a fresh request id for a new job"
+                )
+            return existing, False
+        if (
+            spec.tenant != INTERNAL_TENANT
+            and not db.execute("SELECT 1 FROM tenants WHERE name = ?", (spec.tenant,)).fetchone()
+        ):
+            raise FailedPreconditionError(f"tenant {spec.tenant!r} does not exist")
+        if spec.contract_id is not None:
+            self._check_contract(db, spec, now)
+        job = Job("j-" + secrets.token_hex(6), spec, JobState.QUEUED, submitted_at=now, queue_position=now)
+        db.execute(
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 25)})",
+            (
+                job.job_id, spec.tenant, spec.client_request_id, CLASS_NAMES[spec.job_class], spec.gpus,
+                spec.gpus_per_node, spec.gpu_model, None if spec.command is None else json.dumps(spec.command),
+                spec.entrypoint, json.dumps(spec.env, sort_keys=True), spec.grace_s, spec.max_runtime_s,
+                int(spec.requeue_on_preempt), spec.contract_id, job.state.value, now, now, None, None, 0, None,
+                "", 0, None, None,
+            ),
+        )  # fmt: skip
+        _event(db, job.job_id, now, "submitted", f"{spec.gpus} GPU(s), class {CLASS_NAMES[spec.job_class]}", job.state)
+        return job, True
 
     @staticmethod
     def _check_contract(db: sqlite3.Connection, spec: JobSpec, now: float) -> None:

@@ -12,10 +12,13 @@ from typing import Any
 import grpc
 import pytest
 
+from neocloud.scheduler.store.db import open_db
+from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import JobState
 from neocloud.v1 import admin_pb2 as admin_pb
 from neocloud.v1 import jobs_pb2 as pb
 from tests.api_server import ApiServer
+from tests.unit.test_job_store import doom_commits
 
 GPUS = [f"GPU-{i}" for i in range(8)]
 
@@ -97,6 +100,80 @@ def test_tenants_cannot_see_each_others_jobs(api: ApiServer) -> None:
         e = rpc_error(lambda r=request: api.jobs.List(r, metadata=api.auth("globex")))  # type: ignore[misc]
         assert e.code() == grpc.StatusCode.PERMISSION_DENIED
     assert api.store.get(job.job_id).state is JobState.QUEUED  # the other tenant's cancel did nothing
+
+
+# --- concurrent submits (group commit) ------------------------------------------------------------
+
+
+def concurrently(calls: list[Callable[[], pb.Job]]) -> list[pb.Job | grpc.RpcError]:
+    """Run the calls on threads of their own, all released at once; their results in order."""
+    results: list[pb.Job | grpc.RpcError | None] = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except grpc.RpcError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+def test_concurrent_submits_are_all_durable_when_acknowledged(api: ApiServer, tmp_path: Path) -> None:
+    def client(c: int) -> pb.Job:
+        jobs = [submit(api, request_id=f"c{c}-{n}") for n in range(10)]
+        return jobs[-1]
+
+    concurrently([lambda c=c: client(c) for c in range(8)])  # type: ignore[misc]
+    other = JobStore(open_db(tmp_path / "scheduler.db"))  # what is committed, seen from another connection
+    assert {j.spec.client_request_id for j in other.list_jobs(limit=1000)} == {
+        f"c{c}-{n}" for c in range(8) for n in range(10)
+    }
+    assert other._db.execute("SELECT COUNT(*) FROM job_events WHERE kind = 'submitted'").fetchone()[0] == 80
+    other.close()
+
+
+def test_concurrent_submits_of_one_request_id_make_one_job(api: ApiServer) -> None:
+    results = concurrently([lambda: submit(api, request_id="same") for _ in range(12)])
+    assert len({r.job_id for r in results if isinstance(r, pb.Job)}) == 1 and len(results) == 12
+    assert job_rows(api) == 1
+
+
+def test_a_bad_submit_fails_alone_among_concurrent_ones(api: ApiServer) -> None:
+    submit(api, request_id="taken")
+    bad: list[Callable[[], pb.Job]] = [
+        lambda: submit(api, request_id="bad-gpus", gpus=0),
+        lambda: submit(api, request_id="bad-contract", job_class=pb.JOB_CLASS_RESERVED, contract_id="c-nope"),
+        lambda: submit(api, request_id="taken", gpus=16),
+    ]
+    good: list[Callable[[], pb.Job]] = [lambda i=i: submit(api, request_id=f"good-{i}") for i in range(9)]  # type: ignore[misc]
+    results = concurrently(bad + good)
+    codes = [r.code() for r in results[:3] if isinstance(r, grpc.RpcError)]
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS]
+    assert all(isinstance(r, pb.Job) for r in results[3:])
+    assert {j.spec.client_request_id for j in api.store.list_jobs()} == {"taken"} | {f"good-{i}" for i in range(9)}
+
+
+def test_a_failed_group_commit_fails_its_callers_and_writes_nothing(api: ApiServer) -> None:
+    doom_commits(api.store)  # a group holding a "doomed..." request fails at COMMIT, all of it
+    ids = [f"doomed-{i}" for i in range(3)] + [f"innocent-{i}" for i in range(9)]
+    results = concurrently([lambda r=r: submit(api, request_id=r) for r in ids])  # type: ignore[misc]
+    acked = {r.client_request_id for r in results if isinstance(r, pb.Job)}
+    failed = [r for r in results if isinstance(r, grpc.RpcError)]
+    assert all(e.code() == grpc.StatusCode.INTERNAL and "incident" in e.details() for e in failed)
+    assert not any(r.startswith("doomed") for r in acked) and len(failed) == len(ids) - len(acked)
+    assert {j.spec.client_request_id for j in api.store.list_jobs()} == acked  # the failed wrote nothing
+    api.store._db.execute("DROP TRIGGER doom_commit")
+    retried = concurrently([lambda r=r: submit(api, request_id=r) for r in ids])  # type: ignore[misc]
+    assert all(isinstance(r, pb.Job) for r in retried)
+    assert sorted(j.spec.client_request_id for j in api.store.list_jobs()) == sorted(ids)  # one job each
 
 
 # --- roles -----------------------------------------------------------------------------------------

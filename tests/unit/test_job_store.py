@@ -21,7 +21,7 @@ from neocloud.scheduler.policy.types import INTERNAL_TENANT, JobClass
 from neocloud.scheduler.store.admin import token_hash
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
-from neocloud.scheduler.store.records import JobSpec, JobState, Principal, Role
+from neocloud.scheduler.store.records import Job, JobSpec, JobState, Principal, Role
 
 GPUS = [f"GPU-{i}" for i in range(16)]
 
@@ -95,6 +95,123 @@ def test_concurrent_submits_of_one_request_make_one_job(db_path: Path, store: Jo
         t.join()
     assert len(results) == len(stores) and len(set(results)) == 1
     assert count(store, "jobs") == 1
+
+
+# --- group commit -------------------------------------------------------------------------------
+
+
+def doom_commits(store: JobStore) -> None:
+    """Make COMMIT itself fail for any transaction that queued a job whose request id starts with
+    "doomed": a deferred foreign key that only COMMIT checks (as a full disk or an I/O error would)."""
+    store._db.executescript(
+        """
+        CREATE TABLE doom (job_id TEXT REFERENCES jobs(job_id) DEFERRABLE INITIALLY DEFERRED);
+        CREATE TRIGGER doom_commit AFTER INSERT ON jobs WHEN NEW.client_request_id LIKE 'doomed%'
+        BEGIN INSERT INTO doom VALUES ('no-such-job'); END;
+        """
+    )
+
+
+def test_a_group_of_submits_is_one_durable_commit(db_path: Path, store: JobStore) -> None:
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    outcomes = store.submit_many([(spec(client_request_id=f"r{i}"), 10.0 + i) for i in range(5)])
+    store._db.set_trace_callback(None)
+    assert statements.count("COMMIT") == 1 and statements.count("BEGIN IMMEDIATE") == 1
+    jobs = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(jobs) == 5 and [j.submitted_at for j in jobs] == [10.0, 11.0, 12.0, 13.0, 14.0]
+    reopened = JobStore(open_db(db_path))  # another connection sees every job and its event
+    assert [reopened.get(j.job_id) for j in jobs] == jobs
+    assert all(len(reopened.events_since(j.job_id)) == 1 for j in jobs)
+
+
+def test_one_request_id_twice_in_a_group_makes_one_job(store: JobStore) -> None:
+    first, again, changed, other_tenant = store.submit_many(
+        [(spec(), 1.0), (spec(), 2.0), (spec(gpus=16), 3.0), (spec(tenant="globex"), 4.0)]
+    )
+    assert isinstance(first, Job) and again == first
+    assert isinstance(changed, AlreadyExistsError) and "different spec" in str(changed)
+    assert isinstance(other_tenant, Job) and other_tenant.job_id != first.job_id
+    assert count(store, "jobs") == 2 and count(store, "job_events") == 2
+    assert store.submit(spec(), now=5.0) == first  # and later, as before
+
+
+def test_a_refused_submit_in_a_group_leaves_the_others_alone(store: JobStore) -> None:
+    # "boom" fails after its job row is written (at its event): its savepoint must take the row back.
+    store._db.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON job_events"
+        " WHEN (SELECT client_request_id FROM jobs WHERE job_id = NEW.job_id) = 'boom'"
+        " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    )
+    reserved = {"job_class": JobClass.RESERVED}
+    outcomes = store.submit_many(
+        [
+            (spec(client_request_id="ok-1"), 1.0),
+            (spec(client_request_id="bad", gpus=0), 1.0),
+            (spec(client_request_id="nobody", tenant="nobody"), 1.0),
+            (spec(client_request_id="no-contract", contract_id="c-nope", **reserved), 1.0),
+            (spec(client_request_id="boom"), 1.0),
+            (spec(client_request_id="ok-2"), 1.0),
+            (spec(client_request_id="ok-1"), 2.0),
+        ]
+    )
+    kinds = [type(o) for o in outcomes]
+    assert kinds == [
+        Job, InvalidArgumentError, FailedPreconditionError, InvalidArgumentError, sqlite3.IntegrityError, Job, Job
+    ]  # fmt: skip
+    assert outcomes[6] == outcomes[0]
+    assert {j.spec.client_request_id for j in store.list_jobs()} == {"ok-1", "ok-2"}
+    assert count(store, "job_events") == 2
+    with pytest.raises(InvalidArgumentError, match="gpus"):  # submit raises what submit_many returns
+        store.submit(spec(client_request_id="bad", gpus=0))
+
+
+def test_a_failed_group_commit_writes_nothing(store: JobStore) -> None:
+    doom_commits(store)
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        store.submit_many([(spec(client_request_id="innocent"), 1.0), (spec(client_request_id="doomed"), 1.0)])
+    assert count(store, "jobs") == 0 and count(store, "job_events") == 0
+    assert not store._db.in_transaction
+    [job] = store.submit_many([(spec(client_request_id="innocent"), 2.0)])  # the store goes on; a retry works
+    assert isinstance(job, Job) and count(store, "jobs") == 1
+
+
+def test_an_error_that_ends_the_whole_transaction_fails_the_whole_group(store: JobStore) -> None:
+    """SQLite rolls back the whole transaction on an interrupted INSERT (as on some I/O errors): the
+    group must fail as one, not go on outside a transaction."""
+    inserts = 0
+    interrupted = False
+
+    def trace(sql: str) -> None:
+        nonlocal inserts
+        inserts += sql.startswith("INSERT INTO jobs")
+
+    def progress() -> int:
+        nonlocal interrupted
+        if inserts == 2 and not interrupted:
+            interrupted = True
+            return 1
+        return 0
+
+    store._db.set_trace_callback(trace)
+    store._db.set_progress_handler(progress, 1)
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        store.submit_many([(spec(client_request_id=r), 1.0) for r in ("a", "b", "c")])
+    store._db.set_progress_handler(None, 1)
+    store._db.set_trace_callback(None)
+    assert interrupted and count(store, "jobs") == 0 and count(store, "job_events") == 0
+    assert not store._db.in_transaction
+
+
+def test_write_count_moves_with_the_tables_own_writes(store: JobStore) -> None:
+    before = store.write_count("api_tokens")
+    store.submit(spec())
+    assert store.write_count("api_tokens") == before
+    store.create_token(Role.TENANT, "acme-ci", tenant="acme")
+    store.revoke_token("acme-ci")
+    assert store.write_count("api_tokens") == before + 2
+    with pytest.raises(ValueError, match="table name"):
+        store.write_count("jobs; DROP TABLE jobs")
 
 
 @pytest.mark.parametrize(
