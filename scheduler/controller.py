@@ -224,7 +224,7 @@ class Controller:
     def _update_view(self, policy_input: PolicyInput, missing: dict[str, int]) -> None:
         allocated: dict[tuple[str, str], int] = {}
         for job in policy_input.running:
-            key = (job.job_class.value, job.tenant)
+            key = (job.job_class.name.lower(), job.tenant)
             allocated[key] = allocated.get(key, 0) + sum(len(uuids) for _, uuids in job.placement)
         tenants = {c.contract_id: c.tenant for c in policy_input.contracts}
         self.view = ControllerView(

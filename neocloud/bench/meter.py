@@ -40,7 +40,10 @@ def close_hour(nodes: int = 28_800, seed: int = 7) -> dict[str, Any]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="neocloud-bench-") as tmp:
         db = open_db(Path(tmp) / "bench.db")
-        gpus, jobs, allocations, cells = [], [], [], []
+        gpus: list[tuple[str, str, int, str]] = []
+        jobs: list[tuple[str, str, str, str, int, int]] = []
+        allocations: list[tuple[object, ...]] = []
+        cells: list[tuple[object, ...]] = []
         for n in range(nodes):
             node = f"node-{n:05d}"
             uuids = [f"GPU-{n:05d}-{i}" for i in range(8)]

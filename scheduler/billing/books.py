@@ -39,7 +39,8 @@ class Books:
 
     def rows(self, start: float, end: float, tenant: str | None = None) -> list[UsageRow]:
         """Usage rows of the hours in [start, end), of one tenant or all (idle included)."""
-        where, params = "hour >= ? AND hour < ?", [start, end]
+        where = "hour >= ? AND hour < ?"
+        params: list[object] = [start, end]
         if tenant is not None:
             where += " AND tenant = ?"
             params.append(tenant)

@@ -238,7 +238,7 @@ def _last_us(s: SeriesLike) -> int:
 
 def _power_points(series: Sequence[SeriesLike], t0: float, t1: float) -> list[tuple[float, float]]:
     """(t, W) around [t0, t1]: the driver's power buffer where a series has one, else its ticks."""
-    points = []
+    points: list[tuple[float, float]] = []
     lo, hi = t0 * _US, t1 * _US
     for s in series:
         ts, mw = (s.power_sample_us, s.power_sample_mw) if s.power_sample_us else (s.timestamp_us, s.power_mw)
