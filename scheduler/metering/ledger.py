@@ -22,7 +22,6 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from neocloud.scheduler.metering.attribution import Cell
 from neocloud.scheduler.metering.usage import HOUR_S, IDLE_CLASS, UsageRow, usage_id
 
 logger = logging.getLogger(__name__)
@@ -51,9 +50,12 @@ class _Allocation:
 class HourResult:
     hour: int
     metered_to: float
-    rows: Sequence[UsageRow]
+    rows: Sequence[tuple[object, ...]]  # UsageRow's fields in order (tuples: an hour of a fleet is ~200k rows)
     counter_delta_mj: int
     wall_gpu_ms: int
+
+    def usage_rows(self) -> list[UsageRow]:
+        return [UsageRow(*row) for row in self.rows]  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -118,17 +120,11 @@ class Ledger:
         try:
             self._db.execute("DELETE FROM usage WHERE hour = ?", (hour,))
             self._db.executemany(
-                "INSERT INTO usage (usage_id, hour, tenant, job_id, allocation_id, gpu_model, job_class, contract_id,"
-                " gpu_ms, energy_mj, util_gpu_ms, peak_power_mw, memory_peak_bytes)"
+                "INSERT INTO usage (usage_id, tenant, job_id, allocation_id, gpu_model, job_class, contract_id,"
+                " hour, gpu_ms, energy_mj, util_gpu_ms, peak_power_mw, memory_peak_bytes)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        r.usage_id, r.hour, r.tenant, r.job_id, r.allocation_id, r.gpu_model, r.job_class,
-                        r.contract_id, r.gpu_ms, r.energy_mj, r.util_gpu_ms, r.peak_power_mw, r.memory_peak_bytes,
-                    )
-                    for r in result.rows
-                ],
-            )  # fmt: skip
+                result.rows,
+            )
             self._db.execute(
                 "INSERT OR REPLACE INTO meter_hours (hour, metered_to, counter_delta_mj, wall_gpu_ms)"
                 " VALUES (?, ?, ?, ?)",
@@ -168,12 +164,24 @@ class Ledger:
             window = max(0.0, hi - first_seen)
             wall_s += window
             seconds[(f"idle:{uuid}", model)] += max(0.0, window - busy_s[uuid])
-        counter_delta_mj = sum(cell.energy_mj for cell in stats.values())
-        rows = [
-            _row(hour, key, model, seconds.get((key, model), 0.0), stats.get((key, model)), allocations.get(key))
-            for key, model in seconds.keys() | stats.keys()
-        ]
-        rows = [r for r in rows if r.gpu_ms or r.energy_mj]
+        counter_delta_mj = sum(cell[0] for cell in stats.values())
+        no_cell = (0.0, 0, 0, 0, 0)
+        rows = []
+        for key, model in seconds.keys() | stats.keys():
+            gpu_s = seconds.get((key, model), 0.0)
+            energy, util_sum, util_count, peak, memory = stats.get((key, model), no_cell)
+            gpu_ms, energy_mj = round(gpu_s * 1000), max(0, round(energy))
+            if not (gpu_ms or energy_mj):
+                continue
+            util_ms = round(gpu_ms * util_sum / util_count / 100) if util_count else 0
+            a = allocations.get(key)
+            who = (
+                (a.tenant, a.job_id, key, model, a.job_class, a.contract_id)
+                if a
+                else ("", "", key, model, IDLE_CLASS, None)
+            )
+            rows.append((usage_id(key, model, hour), *who, hour, gpu_ms, energy_mj, util_ms, peak, memory))
+        rows.sort()  # by usage id: the inserts then walk the primary key in order
         return HourResult(hour, hi, rows, round(counter_delta_mj), round(wall_s * 1000))
 
     # --- reads ---------------------------------------------------------------------
@@ -198,9 +206,9 @@ class Ledger:
         )
         return [_Allocation(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7]) for r in rows]
 
-    def _cells(self, hour: int) -> dict[tuple[str, str], Cell]:
-        """(allocation id or "idle:<uuid>", GPU model) -> what ingest attributed in the hour,
-        summed over the allocation's GPUs by SQLite."""
+    def _cells(self, hour: int) -> dict[tuple[str, str], tuple[float, int, int, int, int]]:
+        """(allocation id or "idle:<uuid>", GPU model) -> (energy mJ, utilisation sum, count, peak
+        power mW, memory peak B) ingest attributed in the hour, summed over the allocation's GPUs by SQLite."""
         rows = self._db.execute(
             "SELECT CASE c.owner WHEN '' THEN 'idle:' || c.uuid ELSE c.owner END AS k,"
             " COALESCE(g.model, ?), SUM(c.energy_mj), SUM(c.util_sum), SUM(c.util_count), MAX(c.peak_power_mw),"
@@ -208,24 +216,4 @@ class Ledger:
             " GROUP BY k, g.model",
             (UNKNOWN_MODEL, hour),
         )
-        return {(str(r[0]), str(r[1])): Cell(float(r[2]), r[3], r[4], r[5], r[6]) for r in rows}
-
-
-def _row(hour: int, key: str, model: str, gpu_s: float, cell: Cell | None, a: _Allocation | None) -> UsageRow:
-    cell = cell or Cell()
-    mean_util = cell.util_sum / cell.util_count / 100 if cell.util_count else 0.0
-    return UsageRow(
-        usage_id=usage_id(key, model, hour),
-        tenant=a.tenant if a else "",
-        job_id=a.job_id if a else "",
-        allocation_id=key,
-        gpu_model=model,
-        job_class=a.job_class if a else IDLE_CLASS,
-        contract_id=a.contract_id if a else None,
-        hour=hour,
-        gpu_ms=round(gpu_s * 1000),
-        energy_mj=max(0, round(cell.energy_mj)),
-        util_gpu_ms=round(gpu_s * mean_util * 1000),
-        peak_power_mw=cell.peak_power_mw,
-        memory_peak_bytes=cell.memory_peak_bytes,
-    )
+        return {(r[0], r[1]): r[2:] for r in rows}

@@ -169,7 +169,7 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT OR IGNORE INTO meter_dirty (hour) VALUES (CAST(NEW.end / 3600 AS INTEGER) * 3600);
     END;
     CREATE TABLE usage (
-        usage_id TEXT PRIMARY KEY,
+        usage_id TEXT NOT NULL,
         hour INTEGER NOT NULL,
         tenant TEXT NOT NULL,
         job_id TEXT NOT NULL,
@@ -181,9 +181,9 @@ MIGRATIONS: tuple[str, ...] = (
         energy_mj INTEGER NOT NULL CHECK (energy_mj >= 0),
         util_gpu_ms INTEGER NOT NULL DEFAULT 0,
         peak_power_mw INTEGER NOT NULL DEFAULT 0,
-        memory_peak_bytes INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX usage_by_hour ON usage(hour);
+        memory_peak_bytes INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (hour, usage_id)
+    ) WITHOUT ROWID;
     CREATE INDEX usage_by_tenant ON usage(tenant, hour);
     CREATE TABLE meter_hours (
         hour INTEGER PRIMARY KEY,
