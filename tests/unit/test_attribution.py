@@ -122,9 +122,15 @@ def test_real_h200_trace_split_among_allocations_matches_the_audit_replay() -> N
     st.lists(st.integers(0, 3), min_size=1, max_size=40),  # which readings follow a counter reset
     st.integers(1, 12),  # ticks per series
     st.integers(0, 7200),  # start offset: runs cross hour boundaries
+    st.lists(st.booleans(), min_size=1, max_size=20),  # which series are lost (a spool bound, a gap)
 )
 def test_every_joule_lands_once_whatever_the_book(
-    gaps: list[float], fractions: list[tuple[float, float]], resets: list[int], chunk: int, offset: int
+    gaps: list[float],
+    fractions: list[tuple[float, float]],
+    resets: list[int],
+    chunk: int,
+    offset: int,
+    lost: list[bool],
 ) -> None:
     start = 1_800_000_000.0 + offset
     times = list(itertools.accumulate([start, *gaps]))
@@ -145,7 +151,8 @@ def test_every_joule_lands_once_whatever_the_book(
         at = e
     att = Attributor()
     att.book = AllocationBook(allocations, complete_to=times[len(times) // 2])
-    delta_mj = feed(att, UUID, readings, ticks(points, chunk))
+    series = [s for i, s in enumerate(ticks(points, chunk)) if not lost[i % len(lost)]]
+    delta_mj = feed(att, UUID, readings, series)
     att.flush()
     waiting = sum(energy_by_owner(att).values())
     assert waiting <= delta_mj + 1e-6  # what the book does not cover yet waits

@@ -5,10 +5,13 @@ and attribution that survives a scheduler restart."""
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.metering.book import AllocationBook
@@ -178,3 +181,40 @@ def test_energy_acknowledged_before_a_restart_is_attributed_after_it(store: JobS
     Ledger(db, clock=lambda: HOUR + 3600).run_pass()
     (again,) = db.execute("SELECT SUM(energy_mj) FROM usage WHERE job_id = ?", (job,)).fetchone()
     assert again == energy
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7000), st.integers(1, 4000)), max_size=3), st.integers(2, 6))
+def test_any_book_metered_any_number_of_times_gives_the_same_conserving_rows(
+    jobs: list[tuple[int, int]], passes: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scheduler.db"
+        store = JobStore(open_db(path))
+        store.create_tenant("acme", now=1.0)
+        db = open_db(path)
+        fleet = Fleet()
+        fleet.register(hello(), round(HOUR * 1e6))
+        at = HOUR
+        for i, (gap, length) in enumerate(jobs):  # one after another on GPU-a
+            job = start_job(store, f"r{i}", ("GPU-a",), at + gap)
+            store.close_allocations(job, at + gap + length, "succeeded")
+            at += gap + length
+        fleet.attributor.book = AllocationBook(store.allocations_since(0))
+        ingest(db, fleet, [batch(1, HOUR, 7200)])
+        ledger = Ledger(db, clock=lambda: HOUR + 7200)
+        snapshots = []
+        for _ in range(passes):
+            ledger.run_pass()
+            for hour in (HOUR, HOUR + 3600):
+                ledger.meter_hour(hour, now=HOUR + 7200)
+            snapshots.append(sorted(db.execute("SELECT * FROM usage").fetchall()))
+        assert all(s == snapshots[0] for s in snapshots)
+        for hour in (HOUR, HOUR + 3600):
+            gpu_ms, energy_mj = db.execute(
+                "SELECT SUM(gpu_ms), SUM(energy_mj) FROM usage WHERE hour = ?", (hour,)
+            ).fetchone()
+            assert gpu_ms == 2 * 3600 * 1000  # two GPUs' wall time, whoever held them
+            assert energy_mj == pytest.approx(2 * WATTS * 3600 * 1000, rel=1e-6)
+        store.close()
+        db.close()
