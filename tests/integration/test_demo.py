@@ -6,10 +6,13 @@ reserved tenant ran), the command exits 0 and nothing it started is left."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+
+import pytest
 
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
@@ -91,6 +94,18 @@ def test_short_demo_plays_the_whole_scenario(tmp_path: Path) -> None:
         assert usage.get("acme", 0) > 0 and usage.get("globex", 0) > 0
     finally:
         store.close()
+
+    # Each tenant's invoice, rated from the ledger, and the invoices' usage matching the ledger's rows.
+    for tenant in ("internal", "globex", "acme"):
+        assert f"Invoice  tenant: {tenant}" in out
+    assert "Commitment c-" in out and "Spot NVIDIA H200 GPU-hours" in out
+    assert "fleet split" in out and "idle" in out
+    (check,) = [line for line in out.splitlines() if line.startswith("ledger check:")]
+    assert check.endswith("(match)"), check
+    with sqlite3.connect(work / "scheduler.db") as db:
+        (ledger_ms,) = db.execute("SELECT SUM(gpu_ms) FROM usage WHERE tenant = 'acme'").fetchone()
+    acme_hours = next(line for line in out.split("Invoice  tenant: acme")[1].splitlines() if "GPU-hours" in line)
+    assert float(acme_hours.split()[4]) == pytest.approx(ledger_ms / 3.6e6, abs=0.001)
 
     assert _processes_marked(mark) == [], "agents, Ray or jobs left running"
     assert _processes_marked(str(work)) == []
