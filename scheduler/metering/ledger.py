@@ -174,10 +174,10 @@ class Ledger:
             if not (gpu_ms or energy_mj):
                 continue
             util_ms = round(gpu_ms * util_sum / util_count / 100) if util_count else 0
-            a = allocations.get(key)
+            held = allocations.get(key)
             who = (
-                (a.tenant, a.job_id, key, model, a.job_class, a.contract_id)
-                if a
+                (held.tenant, held.job_id, key, model, held.job_class, held.contract_id)
+                if held
                 else ("", "", key, model, IDLE_CLASS, None)
             )
             rows.append((usage_id(key, model, hour), *who, hour, gpu_ms, energy_mj, util_ms, peak, memory))
