@@ -13,12 +13,9 @@ from neocloud.errors import FailedPreconditionError
 from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.invoice import LineKind, parse_period
 from neocloud.scheduler.billing.ratecard import parse_ratecard
-from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.metering.book import AllocationBook
 from neocloud.scheduler.metering.ledger import Ledger
-from neocloud.scheduler.store.db import open_db
-from neocloud.scheduler.store.jobs import JobStore
-from tests.unit.test_ledger import HOUR, batch, hello, ingest, start_job
+from tests.unit.test_ledger import HOUR, batch, ingest, open_site, start_job
 
 CARD = """
 currency: USD
@@ -34,11 +31,7 @@ NEXT = dt.datetime.fromtimestamp(parse_period(PERIOD).end, dt.UTC).strftime("%Y-
 
 def test_invoice_matches_the_ledger_and_late_energy_becomes_an_adjustment(tmp_path: Path) -> None:
     path = tmp_path / "scheduler.db"
-    store = JobStore(open_db(path))
-    store.create_tenant("acme", now=1.0)
-    db = open_db(path)
-    fleet = Fleet()
-    fleet.register(hello(), round(HOUR * 1e6))
+    store, db, fleet = open_site(path)
     job = start_job(store, "one", ("GPU-a",), HOUR)
     store.close_allocations(job, HOUR + 1800, "succeeded")
     fleet.attributor.book = AllocationBook(store.allocations_since(0))

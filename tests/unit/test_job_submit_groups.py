@@ -14,11 +14,11 @@ import pytest
 
 from neocloud.errors import AlreadyExistsError, InvalidArgumentError
 from neocloud.scheduler.api.jobs import GroupSubmitter
-from neocloud.scheduler.policy.types import JobClass
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Job, JobSpec
 from tests.unit.test_job_store import doom_commits
+from tests.unit.test_job_store import spec as job_spec
 
 
 class GatedStore(JobStore):
@@ -47,16 +47,7 @@ def store(tmp_path: Path) -> Iterator[GatedStore]:
 
 
 def spec(request_id: str, **overrides: object) -> JobSpec:
-    fields: dict[str, object] = {
-        "tenant": "acme",
-        "client_request_id": request_id,
-        "job_class": JobClass.SPOT,
-        "gpus": 8,
-        "gpus_per_node": 8,
-        "command": ("python", "train.py"),
-    }
-    fields.update(overrides)
-    return JobSpec(**fields)  # type: ignore[arg-type]
+    return job_spec(client_request_id=request_id, **overrides)
 
 
 async def while_a_group_commits(

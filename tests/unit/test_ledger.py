@@ -82,6 +82,15 @@ def ingest(db: sqlite3.Connection, fleet: Fleet, batches: list[pb.Batch]) -> Non
     telemetry.write(db, telemetry.snapshot_dirty(fleet))
 
 
+def open_site(path: Path) -> tuple[JobStore, sqlite3.Connection, Fleet]:
+    """A store with tenant acme, a second connection for ingest and the ledger, and node-1 registered."""
+    store = JobStore(open_db(path))
+    store.create_tenant("acme", now=1.0)
+    fleet = Fleet()
+    fleet.register(hello(), round(HOUR * 1e6))
+    return store, open_db(path), fleet
+
+
 def start_job(store: JobStore, name: str, gpus: tuple[str, ...], at: float) -> str:
     job = store.submit(
         JobSpec(

@@ -9,24 +9,17 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from neocloud.scheduler.billing.ratecard import parse_ratecard
-from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.metering.book import AllocationBook
 from neocloud.scheduler.metering.runner import MeteringRunner
 from neocloud.scheduler.metrics import MeteringCollector
-from neocloud.scheduler.store.db import open_db
-from neocloud.scheduler.store.jobs import JobStore
-from tests.unit.test_ledger import HOUR, batch, hello, ingest, start_job
+from tests.unit.test_ledger import HOUR, batch, ingest, open_site, start_job
 
 CARD = 'prices: {internal: {"*": "1"}, on_demand: {"*": "3.5"}, spot: {"*": "1.40"}}\n'
 
 
 def test_a_pass_reconciles_and_prices_the_month_so_far(tmp_path: Path) -> None:
     path = tmp_path / "scheduler.db"
-    store = JobStore(open_db(path))
-    store.create_tenant("acme", now=1.0)
-    db = open_db(path)
-    fleet = Fleet()
-    fleet.register(hello(), round(HOUR * 1e6))
+    store, db, fleet = open_site(path)
     job = start_job(store, "one", ("GPU-a", "GPU-b"), HOUR)
     store.close_allocations(job, HOUR + 900, "succeeded")
     fleet.attributor.book = AllocationBook(store.allocations_since(0))
