@@ -201,11 +201,12 @@ class MeteringCollector(Collector):
         for (tenant, cls), amount in sorted(summary.billed.items()):
             billed.add_metric([tenant, cls, summary.currency], float(amount))
         yield from (seconds, energy, gap, billed)
-        yield GaugeMetricFamily(
-            "neocloud_ledger_metered_to_timestamp_seconds",
-            "The ledger covers the fleet up to this time (lag = time() - this).",
-            value=stats.metered_to,
-        )
+        if stats.passes_total:  # before the first pass there is no lag to report, only start-up
+            yield GaugeMetricFamily(
+                "neocloud_ledger_metered_to_timestamp_seconds",
+                "The ledger covers the fleet up to this time (lag = time() - this).",
+                value=stats.metered_to,
+            )
         yield GaugeMetricFamily(
             "neocloud_ledger_pass_seconds", "How long the last ledger pass took.", value=stats.last_pass_s
         )

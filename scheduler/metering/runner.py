@@ -61,6 +61,7 @@ class MeteringRunner:
         self._db.close()
 
     def _loop(self) -> None:
+        self.run_once()  # at start: the ledger catches up with what came while the scheduler was down
         while not self._stop.wait(self.interval_s):
             self.run_once()
 
