@@ -86,8 +86,8 @@ class _GpuMeter:
     last_reading_s: float = -math.inf
     attributed_mj: float = 0.0  # everything ever attributed for this GPU
     spans: deque[_Span] = field(default_factory=deque)
-    power: deque[SeriesLike] = field(default_factory=deque)  # kept while a pending span may need them
-    stats: deque[SeriesLike] = field(default_factory=deque)  # tick statistics not yet attributed
+    power: deque[tuple[float, SeriesLike]] = field(default_factory=deque)  # (last time, series) a span may need
+    stats: deque[tuple[float, float, SeriesLike]] = field(default_factory=deque)  # (first, last tick, series)
 
 
 def _hour(t: float) -> int:
@@ -111,10 +111,13 @@ class Attributor:
 
     def on_series(self, uuid: str, series: SeriesLike) -> None:
         m = self._meters.setdefault(uuid, _GpuMeter())
-        if series.timestamp_us:
-            m.stats.append(series)
-        if series.power_sample_us or series.power_mw:
-            m.power.append(series)
+        # Times are read once here: on upb every field access builds a wrapper.
+        ts, buffered = series.timestamp_us, series.power_sample_us
+        last = max(ts[-1] if ts else 0, buffered[-1] if buffered else 0) / _US
+        if ts:
+            m.stats.append((ts[0] / _US, ts[-1] / _US, series))
+        if buffered or series.power_mw:
+            m.power.append((last, series))
         self._waiting.add(uuid)
 
     def on_delta(self, uuid: str, t0_us: int, t1_us: int, delta_mj: float) -> None:
@@ -146,10 +149,10 @@ class Attributor:
                 self.pending_mj -= span.delta_mj
                 m.attributed_mj += span.delta_mj
                 self.watermarks[uuid] = (round(span.t1 * _US), m.attributed_mj)
-            while m.stats and (forced or m.stats[0].timestamp_us[-1] / _US <= book.complete_to):
-                self._attribute_stats(uuid, m.stats.popleft())
+            while m.stats and (forced or m.stats[0][1] <= book.complete_to):
+                self._attribute_stats(uuid, *m.stats.popleft())
             keep_from = m.spans[0].t0 if m.spans else m.last_reading_s
-            while m.power and _last_us(m.power[0]) / _US < keep_from:
+            while m.power and m.power[0][0] < keep_from:
                 m.power.popleft()
             if not m.spans and not m.stats:
                 self._waiting.discard(uuid)
@@ -173,15 +176,14 @@ class Attributor:
             self._cell(uuid, owner, _hour(t0)).energy_mj += span.delta_mj
             return
         cuts = sorted({t0, t1, *hour_cuts, *book.boundaries(uuid, t0, t1)})
-        curve = PowerCurve(_power_points(m.power, t0, t1))
+        curve = PowerCurve(_power_points([s for _, s in m.power], t0, t1))
         for a, b, share in split_span(span.delta_mj, cuts, curve):
             mid = (a + b) / 2
             self._cell(uuid, book.owner_at(uuid, mid), _hour(mid)).energy_mj += share
 
-    def _attribute_stats(self, uuid: str, s: SeriesLike) -> None:
+    def _attribute_stats(self, uuid: str, t0: float, t1: float, s: SeriesLike) -> None:
         # Each column is read once: on upb every field access builds a wrapper.
         ts, util, power, memory = s.timestamp_us, s.gpu_util_percent, s.power_mw, s.memory_used_bytes
-        t0, t1 = ts[0] / _US, ts[-1] / _US
         owner = self.book.owner(uuid, t0, t1)
         if owner is not None and _hour(t0) == _hour(t1):
             cell = self._cell(uuid, owner, _hour(t0))
@@ -230,10 +232,6 @@ class Attributor:
         m.last_reading_s = t0_us / _US
         if unattributed_mj > 0 or t1_us > t0_us:
             self.on_delta(uuid, t0_us, max(t0_us, t1_us), max(0.0, unattributed_mj))
-
-
-def _last_us(s: SeriesLike) -> int:
-    return max(s.timestamp_us[-1] if s.timestamp_us else 0, s.power_sample_us[-1] if s.power_sample_us else 0)
 
 
 def _power_points(series: Sequence[SeriesLike], t0: float, t1: float) -> list[tuple[float, float]]:
