@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import gc
 import logging
-from functools import partial
 
 from neocloud.scheduler.policy import explain
 from neocloud.scheduler.policy.contracts import ContractBook
@@ -82,6 +81,15 @@ def schedule(inp: PolicyInput) -> Decision:
             gc.enable()
 
 
+# A frozen dataclass's __init__ sets each field through object.__setattr__; a pass builds thousands of
+# placements, so _Pass._consider fills the slots directly (the same object, at half the cost; a test checks
+# that these are all of Placement's fields).
+_new = object.__new__
+_set_job_id = vars(Placement)["job_id"].__set__  # (the slots' member descriptors)
+_set_placement = vars(Placement)["placement"].__set__
+_set_lent = vars(Placement)["on_lent_capacity"].__set__
+
+
 class _Pass:
     def __init__(self, inp: PolicyInput) -> None:
         self.inp = inp
@@ -114,11 +122,12 @@ class _Pass:
         self.initial_free: dict[str, int] = {}
         for p in self.placer.pools.values():
             self.initial_free[p.key[0]] = self.initial_free.get(p.key[0], 0) + p.gpus
-        self.placed_in_class = 0
-        self.placed_by_tenant: dict[str, int] = {}
+        self.cls = INTERNAL  # the class being served
+        self.class_start = 0  # placements made before the class being served
+        self.placed_by_tenant: dict[str, int] = {}  # in the class being served
         self._pool_lists: dict[tuple[str | None, str, str], list[Pool]] = {}
+        self._routes: dict[tuple[str, str | None, str | None], tuple[str, tuple[list[Pool], ...]]] = {}
         self._capacity_text: dict[tuple[object, ...], str] = {}
-        self._capacity_version = -1
 
     # --- the pass
 
@@ -132,9 +141,11 @@ class _Pass:
             jobs = by_class[cls]
             if not jobs:
                 continue
-            self.placed_in_class = 0
+            self.cls = cls
+            self._routes = {}
+            self.class_start = len(self.placements)
             self.placed_by_tenant = {}
-            serve(jobs, self.shares, partial(self._consider, cls))
+            serve(jobs, self.shares, self._consider)
         spare = max(0, self.internal - self.cfg.internal_floor_gpus)
         warn_future_contracts(self.future, self.book, self.fleet, self.placer, self.planner, spare, self.warnings)
         gone = self.planner.gone
@@ -152,15 +163,16 @@ class _Pass:
             self.internal -= j.gpu_count
 
     def _preempt_unplaceable(self) -> None:
-        for j in self.fleet.unplaceable:
-            if j.preemption_notice_at is None:
-                self.preemptions.extend(unplaceable_preemptions((j,), self.cfg.max_requeues))
-                self._retire(j)
+        jobs = [j for j in self.fleet.unplaceable if j.preemption_notice_at is None]
+        self.preemptions.extend(unplaceable_preemptions(jobs, self.cfg.max_requeues))
+        for j in jobs:
+            self._retire(j)
 
     def _preempt_outside_contract(self) -> None:
         """Reserved work may run only while its contract is active."""
+        active = {cid for cid in self.book.by_id if self.book.active(cid)}
         for j in self.fleet.reserved_jobs:
-            if j.preemption_notice_at is not None or j.job_id in self.planner.gone:
+            if j.contract_id in active or j.preemption_notice_at is not None or j.job_id in self.planner.gone:
                 continue
             if not self.book.active(j.contract_id):
                 c = self.book.by_id.get(j.contract_id) if j.contract_id is not None else None
@@ -175,15 +187,14 @@ class _Pass:
 
     # --- one queued job
 
-    def _consider(self, cls: int, job: JobRequest) -> bool:
-        """Place the job, make room for it, or say why it waits; True if placed."""
-        k, g = job.gpus, job.gpus_per_node
+    def _consider(self, job: JobRequest) -> bool:
+        """Place the job (of the class being served), make room for it, or say why it waits; True if placed."""
+        k = job.gpus
+        g = job.gpus_per_node
         if g <= 0 or k <= 0 or k % g:
             self.pending[job.job_id] = explain.invalid_shape(k, g)
             return False
-        n = k // g
-        tenant = job.tenant
-        key = INTERNAL_TENANT if cls == INTERNAL or tenant == INTERNAL_TENANT else tenant
+        cls = self.cls
         model = job.gpu_model
         cid: str | None = None
         if cls == RESERVED:
@@ -200,41 +211,63 @@ class _Pass:
             self.pending[job.job_id] = explain.site_power_held(need_w)
             return False
         held_w = self.book.held_total_w if cid is None else self.book.held_power_w(cid)
-        limit = self.budget_w - held_w
-        if self.draw_w + need_w > limit:
+        if self.draw_w + need_w > self.budget_w - held_w:
+            limit = self.budget_w - held_w
             self.pending[job.job_id] = explain.site_power(self.draw_w + need_w - limit, self.budget_w, held_w)
             if need_w <= self.budget_w:  # it could start once power frees up: hold the rest for it
                 self.power_held = True
             return False
+        route = self._routes.get((job.tenant, model, cid))
+        if route is None:
+            route = self._route(cls, job.tenant, model, cid)
+        key, lists = route
+        n = k // g
+        place = self.placer.place
+        for pools in lists:
+            got = place(pools, g, n, key)
+            if got is not None:
+                lent = False
+                break
+        else:
+            got = self._borrow(job, cls, key, model, g, n, need_w, cid)
+            if got is None:
+                return False
+            lent = got[1]
+        # Placed (inline: this runs once per placement).
+        pl = _new(Placement)  # (see _new)
+        _set_job_id(pl, job.job_id)
+        _set_placement(pl, got[0])
+        _set_lent(pl, lent)
+        self.placements.append(pl)
+        self.draw_w += need_w  # (fairshare.serve charges the tenant)
+        if cid is not None:
+            self.book.charge(cid, k, need_w)
+        if key == INTERNAL_TENANT:
+            self.internal += k
+        tenant = job.tenant
+        self.placed_by_tenant[tenant] = self.placed_by_tenant.get(tenant, 0) + 1
+        return True
+
+    def _borrow(
+        self, job: JobRequest, cls: int, key: str, model: str | None, g: int, n: int, need_w: float, cid: str | None
+    ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], bool] | None:
+        """The job does not fit in the capacity it may take: spot borrows capacity held for contracts; else it
+        waits (or has room made for it): None."""
         if model is None:
             models: tuple[str, ...] = self.models
         elif model in self.model_set:
             models = (model,)
         else:
             self.pending[job.job_id] = explain.unknown_model(model)
-            return False
-        place, pool_lists = self.placer.place, self._pool_lists
-        for m in models:
-            pools = pool_lists.get((cid, m, key))
-            if pools is None:
-                pools = self._pools(cls, m, key, cid)
-            have = 0
-            for p in pools:
-                have += p.gpus
-            if have >= k:
-                got = place(pools, g, n, key)
-                if got is not None:
-                    self._placed(job, key, got[0], False, need_w, cid)
-                    return True
+            return None
         if cls == SPOT and self.placer.carved:  # spot may borrow capacity reserved but unused
             for m in models:
                 if m in self.placer.carved:
-                    got = place(self.placer.spot(m, key), g, n, key)
+                    got = self.placer.place(self.placer.spot(m, key), g, n, key)
                     if got is not None:
-                        self._placed(job, key, got[0], got[1], need_w, cid)
-                        return True
+                        return got
         self._blocked(job, cls, key, model, models, g, n, need_w, cid)
-        return False
+        return None
 
     def _blocked(
         self,
@@ -250,10 +283,15 @@ class _Pass:
     ) -> None:
         """The job does not fit in free capacity: make room for it if its class may, else say why it waits."""
         k = job.gpus
-        fits = [m for m in models if self.fleet.static(m, g) >= n]
+        fits: list[str] = []
+        largest = 0  # nodes of the best model that have room for a slice
+        for m in models:  # (a loop: a comprehension here would make g and n closure cells on every call)
+            count = self.fleet.static(m, g)
+            largest = max(largest, count)
+            if count >= n:
+                fits.append(m)
         if not fits:
-            nodes = max((self.fleet.static(m, g) for m in models), default=0)
-            self.pending[job.job_id] = explain.never_fits(k, model, g, nodes)
+            self.pending[job.job_id] = explain.never_fits(k, model, g, largest)
             return
         allowed, spare = self._victims(cls, k)
         if allowed:
@@ -266,6 +304,14 @@ class _Pass:
                         self._commit_plan(job, cls, need_w, cid, plan, relaxed, allowed is FLOOR_VICTIMS)
                         return
         self._wait(job, cls, key, fits[0], model, g, n, cid, bool(allowed))
+
+    def _route(self, cls: int, tenant: str, model: str | None, cid: str | None) -> tuple[str, tuple[list[Pool], ...]]:
+        """A job's isolation owner and the pools lists it may take without borrowing, one per GPU model it may
+        run on (cached for the class being served)."""
+        key = INTERNAL_TENANT if cls == INTERNAL or tenant == INTERNAL_TENANT else tenant
+        models = self.models if model is None else (model,) if model in self.model_set else ()
+        route = self._routes[(tenant, model, cid)] = (key, tuple(self._pools(cls, m, key, cid) for m in models))
+        return route
 
     def _pools(self, cls: int, model: str, key: str, cid: str | None) -> list[Pool]:
         """The pools a job may take without borrowing, in preference order (cached)."""
@@ -285,26 +331,6 @@ class _Pass:
         if cls == ON_DEMAND:
             return SPOT_VICTIMS, 0
         return (), 0
-
-    def _placed(
-        self,
-        job: JobRequest,
-        key: str,
-        entries: tuple[tuple[str, tuple[str, ...]], ...],
-        lent: bool,
-        need_w: float,
-        cid: str | None,
-    ) -> None:
-        self.placements.append(Placement(job.job_id, entries, lent))
-        self.draw_w += need_w
-        tenant = job.tenant
-        self.shares.charge(tenant, job.gpus, need_w)
-        if cid is not None:
-            self.book.charge(cid, job.gpus, need_w)
-        if key == INTERNAL_TENANT:
-            self.internal += job.gpus
-        self.placed_in_class += 1
-        self.placed_by_tenant[tenant] = self.placed_by_tenant.get(tenant, 0) + 1
 
     def _commit_plan(
         self, job: JobRequest, cls: int, need_w: float, cid: str | None, plan: Plan, relaxed: bool, floor: bool
@@ -351,20 +377,19 @@ class _Pass:
     ) -> None:
         """Pending for capacity: say why; the first such job per model holds the nodes closest to fitting it."""
         pools = self._pools(cls, model, key, cid)
-        if self._capacity_version != self.placer.version:
-            self._capacity_text.clear()
-            self._capacity_version = self.placer.version
-        ck = (id(pools), job.gpus, g, cls == SPOT, may_preempt, shown)
+        ready = self.placer.ready(pools, g)
+        lendable = cls != SPOT and self.placer.ready(self.placer.spot(model, key), g, n) >= n
+        ck = (job.gpus, shown, g, ready, lendable, may_preempt)  # all the text depends on
         text = self._capacity_text.get(ck)
         if text is None:
-            whole = g >= self.fleet.max_size
-            text = explain.capacity(job.gpus, shown, g, self.placer.ready(pools, g), whole)
-            if cls != SPOT and self.placer.ready(self.placer.spot(model, key), g, n) >= n:
+            if lendable:
                 text = explain.held_for_contracts(job.gpus, shown, g)
-            elif may_preempt:
-                text = explain.cannot_preempt(text)
+            else:
+                text = explain.capacity(job.gpus, shown, g, ready, g >= self.fleet.max_size)
+                if may_preempt:
+                    text = explain.cannot_preempt(text)
             self._capacity_text[ck] = text
-        ahead = self.placed_in_class - self.placed_by_tenant.get(job.tenant, 0)
+        ahead = len(self.placements) - self.class_start - self.placed_by_tenant.get(job.tenant, 0)
         if ahead > 0 and self.initial_free.get(model, 0) >= job.gpus:
             text = explain.fair_share(ahead, text)
         if model not in self.holding:

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
 
+_job_id = attrgetter("job_id")
+_submitted_at = attrgetter("submitted_at")
+
 
 def decay(usage_gpu_s: float, elapsed_s: float, half_life_s: float) -> float:
     """`usage_gpu_s` as it counts `elapsed_s` later: halved every `half_life_s`."""
@@ -92,6 +95,7 @@ class Shares:
         return (r[0] + (p if p > now else now)) * r[1]
 
     def charge(self, tenant: str, gpus: int, power_w: float) -> None:
+        """Add a placed job's GPUs and power to the tenant (`serve` does the same inline)."""
         r = self._rec.get(tenant)
         if r is None:
             r = self._rec[tenant] = [0.0, 1.0, 0.0, 0.0]
@@ -105,49 +109,58 @@ def _weight(weights: Mapping[str, float], tenant: str) -> float:
     return w if w > 0.0 else 1e-9
 
 
-_fifo = attrgetter("submitted_at", "job_id")
-
-
 def serve(jobs: Iterable[JobRequest], shares: Shares, consider: Callable[[JobRequest], bool]) -> None:
     """Offer the jobs of one class to `consider`, lowest-share tenant first, FIFO
     within a tenant.
 
-    `consider` returns True when it placed the job (and charged `shares`); the
-    tenant then goes back into line with its new share. A job that is not
-    placed leaves the share as it was, so the same tenant's next job follows.
-    Ties go to the tenant name: the order is a pure function of the input.
+    `consider` returns True when it placed the job: the tenant is charged the
+    job's GPUs and expected power and goes back into line with its new share.
+    A job that is not placed leaves the share as it was, so the same tenant's
+    next job follows. Ties go to the tenant name: the order is a pure function
+    of the input.
     """
+    # FIFO by (submitted_at, job_id): two stable sorts on one key each are cheaper than one on a tuple key.
+    ordered = sorted(jobs, key=_job_id)
+    ordered.sort(key=_submitted_at)
     by_tenant: dict[str, list[JobRequest]] = {}
-    for job in jobs:
+    for job in ordered:
         q = by_tenant.get(job.tenant)
         if q is None:
             by_tenant[job.tenant] = [job]
         else:
             q.append(job)
-    heap: list[tuple[float, str]] = []
-    for tenant, q in by_tenant.items():
-        if len(q) > 1:
-            q.sort(key=_fifo)
-        heap.append((shares.share(tenant), tenant))
+    heap = [(shares.share(tenant), tenant) for tenant in by_tenant]
     heapq.heapify(heap)
     pos = dict.fromkeys(by_tenant, 0)
+    # Shares.charge and Shares.share, inline: this runs once per placement.
+    rec, gpu_scale, power_scale = shares._rec, shares._gpu_scale, shares._power_scale
+    heapreplace, heappop = heapq.heapreplace, heapq.heappop
+    for tenant in by_tenant:
+        if tenant not in rec:
+            rec[tenant] = [0.0, 1.0, 0.0, 0.0]
     while heap:
         tenant = heap[0][1]
         q = by_tenant[tenant]
         i = pos[tenant]
         end = len(q)
-        placed = False
         while i < end:
             job = q[i]
             i += 1
             if consider(job):
-                placed = True
+                r = rec[tenant]
+                r[2] += job.gpus
+                if power_scale:
+                    r[3] += job.gpus * job.expected_power_w_per_gpu
+                if i < end:
+                    pos[tenant] = i
+                    now = r[2] * gpu_scale
+                    p = r[3] * power_scale
+                    heapreplace(heap, ((r[0] + (p if p > now else now)) * r[1], tenant))
+                else:
+                    heappop(heap)
                 break
-        pos[tenant] = i
-        if placed and i < end:
-            heapq.heapreplace(heap, (shares.share(tenant), tenant))
         else:
-            heapq.heappop(heap)
+            heappop(heap)
 
 
 def fair_order(jobs: Iterable[JobRequest], shares: Shares, placed: Callable[[JobRequest], bool]) -> list[JobRequest]:
@@ -157,10 +170,7 @@ def fair_order(jobs: Iterable[JobRequest], shares: Shares, placed: Callable[[Job
 
     def consider(job: JobRequest) -> bool:
         out.append(job)
-        if placed(job):
-            shares.charge(job.tenant, job.gpus, job.gpus * job.expected_power_w_per_gpu)
-            return True
-        return False
+        return placed(job)
 
     serve(jobs, shares, consider)
     return out

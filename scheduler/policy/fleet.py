@@ -2,20 +2,24 @@
 and one over the nodes, producing per-node counts (never per-GPU work where a
 count will do) and the usage totals the rest of the pass needs.
 
-Performance shapes this module: a node whose GPUs are all placeable and all
-allocated costs one comparison; the views the preemption planner walks (nodes
-holding only one class of work, nodes whose work is all under notice, nodes
-mixing classes) are built on first use only.
+Performance shapes this module (it is a third of a pass over a large fleet):
+a node whose GPUs are all placeable and all allocated costs a lookup, a
+comparison and a place in its (model, classes) bucket; the views the
+preemption planner walks (nodes holding only one class of work, nodes whose
+work is all under notice, nodes mixing classes) are put together from those
+buckets on first use only. Each occupied node has one list (see `occ`),
+which also records the node's index, so no node-id index is built; the hot
+loops avoid comprehensions that would make their locals closure cells.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from operator import attrgetter
+from itertools import filterfalse
 from typing import Any
 
-from neocloud.scheduler.policy.types import INTERNAL_TENANT, JobClass, NodeView, PolicyInput, RunningJob
+from neocloud.scheduler.policy.types import INTERNAL_TENANT, JobClass, PolicyInput, RunningJob
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +30,6 @@ INTERNAL = int(JobClass.INTERNAL)
 RESERVED = int(JobClass.RESERVED)
 ON_DEMAND = int(JobClass.ON_DEMAND)
 SPOT = int(JobClass.SPOT)
-
-Entry = tuple[RunningJob, tuple[str, ...]]  # a running job and its GPUs on one node
 
 
 def iso_key(tenant: str, job_class: int) -> str:
@@ -52,30 +54,46 @@ class FleetState:
 
     def __init__(self, inp: PolicyInput) -> None:
         self.nodes = nodes = inp.nodes
-        self._node_ix: dict[str, int] | None = None
-        self.running = running = inp.running
+        self.running = inp.running
+        # occ[node id] = [GPUs allocated there, bit mask of the classes not under notice there, node index, job, ...]
+        self.occ: dict[str, list[Any]] = {}
+        self._noticed: list[str] = []  # nodes holding work under notice
+        self._walk_running()
+        # (comprehensions: cheaper per node than map(attrgetter(...)))
+        sizes = [len(n.gpus) for n in nodes]
+        self.fleet_gpus = sum(sizes)
+        self.max_size = max(sizes, default=0)
+        self.min_size = min(sizes, default=0)
+        self.model_nodes = Counter([n.gpu_model for n in nodes])
+        self.models = sorted(self.model_nodes)
+        self._sizes: Counter[tuple[str, int]] | None = None
+        self.measured_w = sum([n.power_draw_w for n in nodes])
+        self._walk_nodes(sizes)
+        self._tiers: dict[int, dict[str, list[int]]] = {}
+        self._gone_only: dict[str, list[int]] | None = None
+        self._mixed: dict[str, list[int]] | None = None
 
-        # --- running jobs: who sits where, and usage totals
-        # occ[node] = [GPUs allocated there, bit mask of the classes not under notice there, job, job, ...]
-        occ: dict[str, list[Any]] = {}
+    def _walk_running(self) -> None:
+        """Who sits where, and usage totals per tenant and per contract."""
+        occ = self.occ
         occ_get = occ.get
+        noticed = self._noticed
         usage: dict[str, list[float]] = {}  # tenant -> [GPUs, expected watts]
         usage_get = usage.get
         contract_use: dict[str, list[float]] = {}  # contract -> [GPUs, expected watts]
         reserved: list[RunningJob] = []
+        lent: list[RunningJob] = []
         internal_gpus = 0  # internal GPUs not under notice (the floor counts these)
-        noticed: list[str] = []  # nodes holding work under notice
-        self._noticed = noticed
-        for j in running:
+        for j in self.running:
             cls = j.job_class
             bit = 1 << cls if j.preemption_notice_at is None else 0
             pj = j.placement
-            if len(pj) == 1:
+            if len(pj) == 1:  # the common case, inline
                 nid, gs = pj[0]
                 c = len(gs)
                 lst = occ_get(nid)
                 if lst is None:
-                    occ[nid] = [c, bit, j]
+                    occ[nid] = [c, bit, -1, j]
                 else:
                     lst[0] += c
                     lst[1] |= bit
@@ -88,7 +106,7 @@ class FleetState:
                     lst = occ_get(nid)
                     k = len(gs)
                     if lst is None:
-                        occ[nid] = [k, bit, j]
+                        occ[nid] = [k, bit, -1, j]
                     else:
                         lst[0] += k
                         lst[1] |= bit
@@ -104,46 +122,46 @@ class FleetState:
             else:
                 u[0] += c
                 u[1] += w
-            if cls == INTERNAL or t == INTERNAL_TENANT:
-                if j.preemption_notice_at is None:
-                    internal_gpus += c
-            elif cls == RESERVED:
-                reserved.append(j)
-                if j.contract_id is not None:
-                    cu = contract_use.get(j.contract_id)
-                    if cu is None:
-                        contract_use[j.contract_id] = [c, w]
-                    else:
-                        cu[0] += c
-                        cu[1] += w
-        self.occ = occ
+            if cls >= RESERVED or t == INTERNAL_TENANT:  # (one test for the spot and on-demand majority)
+                if cls == INTERNAL or t == INTERNAL_TENANT:
+                    if bit:
+                        internal_gpus += c
+                else:
+                    reserved.append(j)
+                    if j.contract_id is not None:
+                        cu = contract_use.get(j.contract_id)
+                        if cu is None:
+                            contract_use[j.contract_id] = [c, w]
+                        else:
+                            cu[0] += c
+                            cu[1] += w
+            if j.on_lent_capacity:
+                lent.append(j)
         self.reserved_jobs = reserved  # every running reserved job (checked against its contract)
+        self.lent_jobs = lent  # jobs running on capacity a contract lent out
         self.tenant_gpus = {t: int(u[0]) for t, u in usage.items()}
         self.tenant_power_w = {t: u[1] for t, u in usage.items()}
         self.contract_gpus = {cid: int(u[0]) for cid, u in contract_use.items()}
         self.contract_power_w = {cid: u[1] for cid, u in contract_use.items()}
         self.internal_gpus = internal_gpus
 
-        # --- nodes: free counts and owners
-        sizes = list(map(len, map(attrgetter("gpus"), nodes)))
-        self.fleet_gpus = sum(sizes)
-        self.max_size = max(sizes, default=0)
-        self.min_size = min(sizes, default=0)
-        self.model_nodes = Counter(map(attrgetter("gpu_model"), nodes))
-        self.models = sorted(self.model_nodes)
-        self._sizes: Counter[tuple[str, int]] | None = None
+    def _walk_nodes(self, sizes: list[int]) -> None:
+        """Free placeable GPUs and isolation owner per node; the empty, partly used and unplaceable lists."""
+        nodes, occ = self.nodes, self.occ
         n_nodes = len(nodes)
-        free = [0] * n_nodes
-        owner: list[str | None] = [None] * n_nodes
+        self.free = free = [0] * n_nodes
+        self.owner: list[str | None] = [None] * n_nodes
+        owner = self.owner
         whole: defaultdict[str, list[int]] = defaultdict(list)  # model -> empty nodes, all placeable
         empties: dict[tuple[str, int], list[int]] = {}  # (model, free GPUs) -> empty nodes, node order
         self.partial: list[int] = []  # occupied nodes with free placeable GPUs, not cordoned
+        partial = self.partial
         self.unplaceable: list[RunningJob] = []  # jobs holding a GPU that is no longer placeable
         seen_unplaceable: set[str] = set()
-        partial = self.partial
-        by_mask: list[list[int]] = [[] for _ in range(1 << (INTERNAL + 1))]  # class mask -> nodes, node order
-        self._by_mask = by_mask
-        matched = 0
+        # model -> class mask -> occupied nodes in node order, for the preemption planner
+        self._by_mask: dict[str, list[list[int]]] = {m: [[] for _ in range(1 << (INTERNAL + 1))] for m in self.models}
+        by_mask = self._by_mask
+        occ_get = occ.get
         for i, n in enumerate(nodes):
             lst = occ_get(n.node_id)
             pl = n.placeable
@@ -159,44 +177,43 @@ class FleetState:
                     free[i] = f
                     empties.setdefault((n.gpu_model, f), []).append(i)
                 continue
-            matched += 1
-            by_mask[lst[1]].append(i)  # for the preemption planner
+            lst[2] = i
+            by_mask[n.gpu_model][lst[1]].append(i)
             allp = len(pl) == ng
             if allp and lst[0] >= ng:
                 continue  # every GPU allocated, none unhealthy
-            j = lst[2]
-            o = INTERNAL_TENANT if j.job_class == INTERNAL or j.tenant == INTERNAL_TENANT else j.tenant
-            for k in range(3, len(lst)):
-                j = lst[k]
+            jobs = lst[3:]
+            o = None
+            for j in jobs:
                 key = INTERNAL_TENANT if j.job_class == INTERNAL or j.tenant == INTERNAL_TENANT else j.tenant
-                if key != o:
+                if o is None:
+                    o = key
+                elif key != o:
                     o = MIXED
             owner[i] = o
             if allp:
                 f = ng - lst[0]
             else:
                 nid = n.node_id
-                taken: set[str] = set()
-                for k in range(2, len(lst)):
-                    j = lst[k]
-                    gs = gpus_on(j, nid)
-                    taken.update(gs)
-                    if j.job_id not in seen_unplaceable and not pl.issuperset(gs):
+                left = set(pl)
+                for j in jobs:
+                    pj = j.placement
+                    gs = pj[0][1] if len(pj) == 1 else gpus_on(j, nid)
+                    left.difference_update(gs)
+                    if not pl.issuperset(gs) and j.job_id not in seen_unplaceable:
                         seen_unplaceable.add(j.job_id)
                         self.unplaceable.append(j)
-                f = len(pl - taken)
+                f = len(left)
             if f > 0 and not n.cordoned:
                 free[i] = f
                 partial.append(i)
-        if matched < len(occ):  # work on nodes the inventory no longer lists: lost
-            self.node_ix  # noqa: B018 (builds the index)
-            for nid, lst in occ.items():
-                if nid not in self.node_ix:
-                    for j in lst[2:]:
+        if sum(len(lst) for masks in by_mask.values() for lst in masks) < len(occ):  # work on unlisted nodes: lost
+            for lst in occ.values():
+                if lst[2] < 0:
+                    for j in lst[3:]:
                         if j.job_id not in seen_unplaceable:
                             seen_unplaceable.add(j.job_id)
                             self.unplaceable.append(j)
-        self.clean = [i for w in whole.values() for i in w]  # empty nodes, every GPU placeable
         for m, node_ixs in whole.items():
             if self.min_size == self.max_size:
                 empties[(m, self.max_size)] = node_ixs
@@ -204,59 +221,47 @@ class FleetState:
                 for i in node_ixs:
                     empties.setdefault((m, free[i]), []).append(i)
         self.empties = empties
-        self.free = free
-        self.owner = owner
-        self.measured_w = sum(map(attrgetter("power_draw_w"), nodes))
-        self._tiers: dict[int, dict[str, list[int]]] = {}
-        self._gone_only: dict[str, list[int]] | None = None
-        self._mixed: dict[str, list[int]] | None = None
 
-    @property
-    def node_ix(self) -> dict[str, int]:
-        """Node id -> index in inp.nodes (built on first use)."""
-        if self._node_ix is None:
-            self._node_ix = dict(zip(map(attrgetter("node_id"), self.nodes), range(len(self.nodes)), strict=True))
-        return self._node_ix
-
-    @property
-    def lent_jobs(self) -> list[RunningJob]:
-        return [j for j in self.running if j.on_lent_capacity]
+    def index(self, node_id: str) -> int | None:
+        """Index in inp.nodes of a node running work (None: not running any, or no longer listed)."""
+        lst = self.occ.get(node_id)
+        return lst[2] if lst is not None and lst[2] >= 0 else None
 
     # --- per-node views
 
-    def entries(self, node_id: str) -> list[Entry]:
-        """The running jobs on a node with their GPUs there."""
-        lst = self.occ.get(node_id)
-        return [(j, gpus_on(j, node_id)) for j in lst[2:]] if lst is not None else []
+    def jobs_on(self, i: int) -> list[RunningJob]:
+        """The running jobs on node i."""
+        lst = self.occ.get(self.nodes[i].node_id)
+        return lst[3:] if lst is not None else []
 
-    def jobs_on(self, node_id: str) -> list[RunningJob]:
-        lst = self.occ.get(node_id)
-        return lst[2:] if lst is not None else []
-
-    def free_gpus(self, node: NodeView) -> list[str]:
-        """Free placeable GPUs of a node in index order (allocated GPUs left out)."""
+    def free_gpus(self, i: int) -> list[str]:
+        """Free placeable GPUs of node i in index order (allocated GPUs left out)."""
+        node = self.nodes[i]
         lst = self.occ.get(node.node_id)
         pl = node.placeable
+        allp = len(pl) == len(node.gpus)
         if lst is None:
-            if len(pl) == len(node.gpus):
-                return list(node.gpus)
-            return [u for u in node.gpus if u in pl]
+            return list(node.gpus) if allp else list(filter(pl.__contains__, node.gpus))
+        nid = node.node_id
         taken: set[str] = set()
-        for k in range(2, len(lst)):
-            taken.update(gpus_on(lst[k], node.node_id))
-        return [u for u in node.gpus if u in pl and u not in taken]
+        for j in lst[3:]:
+            pj = j.placement
+            taken.update(pj[0][1] if len(pj) == 1 else gpus_on(j, nid))
+        if not allp:
+            taken.update(pl.symmetric_difference(node.gpus))  # (the GPUs not placeable)
+        return list(filterfalse(taken.__contains__, node.gpus))
 
     def static(self, model: str, g: int) -> int:
         """Nodes of `model` in the fleet (in any state) with at least g GPUs."""
         if g <= self.min_size:
             return self.model_nodes.get(model, 0)
         if self._sizes is None:
-            self._sizes = Counter(
-                zip(
-                    map(attrgetter("gpu_model"), self.nodes), map(len, map(attrgetter("gpus"), self.nodes)), strict=True
-                )
-            )
-        return sum(c for (m, s), c in self._sizes.items() if m == model and s >= g)
+            self._sizes = Counter((n.gpu_model, len(n.gpus)) for n in self.nodes)
+        count = 0
+        for (m, s), c in self._sizes.items():  # (a loop: a generator here would make closure cells on every call)
+            if m == model and s >= g:
+                count += c
+        return count
 
     # --- what the preemption planner walks, built on first use
 
@@ -276,13 +281,15 @@ class FleetState:
         """Nodes by what they hold: one class (not under notice), some work under notice, or several classes."""
         by_mask = self._by_mask
         for cls in (SPOT, ON_DEMAND, INTERNAL):
-            self._tiers[cls] = self._by_model(by_mask[1 << cls])
-        ix = self.node_ix
-        self._gone_only = self._by_model(sorted({ix[nid] for nid in self._noticed if nid in ix}))
+            self._tiers[cls] = {m: masks[1 << cls] for m, masks in by_mask.items()}
+        occ = self.occ
+        self._gone_only = self._by_model(sorted({occ[nid][2] for nid in self._noticed if occ[nid][2] >= 0}))
         evictable = (1 << SPOT) | (1 << ON_DEMAND) | (1 << INTERNAL)
-        mixed = [i for mask, lst in enumerate(by_mask) if mask & (mask - 1) and mask & evictable for i in lst]
-        mixed.sort()
-        self._mixed = self._by_model(mixed)
+        self._mixed = {}
+        for m, masks in by_mask.items():
+            mixed = [i for mask, lst in enumerate(masks) if mask & (mask - 1) and mask & evictable for i in lst]
+            mixed.sort()
+            self._mixed[m] = mixed
 
     def tier(self, model: str, cls: int) -> list[int]:
         """Nodes of `model` whose work not under notice is all of class `cls` (node order)."""

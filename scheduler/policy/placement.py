@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from itertools import filterfalse
 
 from neocloud.scheduler.policy.contracts import ContractBook
 from neocloud.scheduler.policy.fleet import FleetState
@@ -70,9 +71,9 @@ class Placer:
         self.claimed: set[int] = set()  # held this pass for a waiting job: nobody else places there
         self.fresh: dict[int, str] = {}  # node -> isolation owner of work placed on it this pass
         self._ids: dict[int, list[str]] = {}  # free GPUs of nodes this pass has placed on
-        self._clean: set[int] = set(fleet.clean)  # empty nodes whose every GPU is placeable
         self._lists: dict[tuple[object, ...], list[Pool]] = {}
-        self.version = 0  # changes whenever free capacity does
+        # _at_least[g]: the free counts a slice of g GPUs fits in, smallest first (no range() per lookup)
+        self._at_least = [tuple(range(g, self.size + 1)) for g in range(self.size + 1)]
         cursors = self._carve(book, inp.config.reclaim_warning_s)
         self._fill(cursors)
 
@@ -99,11 +100,11 @@ class Placer:
         seen: set[int] = set()
         for j in self.fleet.lent_jobs:
             for nid, _ in j.placement:
-                i = fleet.node_ix.get(nid)
+                i = fleet.index(nid)
                 if i is None or i in seen or self.nodes[i].cordoned:
                     continue
                 seen.add(i)
-                if all(x.on_lent_capacity and x.preemption_notice_at is None for x in fleet.jobs_on(nid)):
+                if all(x.on_lent_capacity and x.preemption_notice_at is None for x in fleet.jobs_on(i)):
                     out.setdefault(self.nodes[i].gpu_model, []).append(i)
         for lst in out.values():
             lst.sort()
@@ -117,9 +118,12 @@ class Placer:
         lent = self._lent_nodes()
         holder_free: dict[tuple[str, str | None], int] = {}
         if self.iso:
+            holders = {c.tenant for c, _ in targets}
+            owner = self.owner
             for i in self.fleet.partial:
-                key = (self.nodes[i].gpu_model, self.owner[i])
-                holder_free[key] = holder_free.get(key, 0) + self.free[i]
+                if owner[i] in holders:
+                    key = (self.nodes[i].gpu_model, owner[i])
+                    holder_free[key] = holder_free.get(key, 0) + self.free[i]
         empties = self.fleet.empties
         for c, h in targets:
             models = [c.gpu_model] if c.gpu_model else self.fleet.models
@@ -157,8 +161,14 @@ class Placer:
             p.stacks[f].extend(reversed(rest))
             p.cnt[f] += len(rest)
             p.gpus += f * len(rest)
+        # _push, inline (a few thousand nodes): partly used nodes go to the pool of their model, owner, carve-out.
+        nodes, free, owner, resv, iso, pool = self.nodes, self.free, self.owner, self.resv, self.iso, self.pool
         for i in reversed(self.fleet.partial):
-            self._push(i)
+            f = free[i]
+            p = pool(nodes[i].gpu_model, owner[i] if iso else None, resv.get(i))
+            p.stacks[f].append(i)
+            p.cnt[f] += 1
+            p.gpus += f
 
     # --- which pools a job sees, in preference order
 
@@ -207,9 +217,7 @@ class Placer:
         for p in pools:
             if p.gpus < g:
                 continue
-            cnt = p.cnt
-            for c in range(g, len(cnt)):
-                have += cnt[c]
+            have += sum(p.cnt[g:])
             if have >= cap:
                 break
         return have
@@ -232,20 +240,38 @@ class Placer:
                 p.gpus -= c
                 return i
 
+    def _take(self, p: Pool, c: int, k: int) -> list[int]:
+        """Pop k nodes from stack c of pool p (there are at least k not claimed), top first."""
+        stack = p.stacks[c]
+        out = stack[-k:]
+        del stack[-k:]
+        out.reverse()
+        claimed = self.claimed
+        if claimed and not claimed.isdisjoint(out):  # stale entries: drop them and take more
+            out = list(filterfalse(claimed.__contains__, out))
+            while len(out) < k:
+                i = stack.pop()
+                if i not in claimed:
+                    out.append(i)
+        p.cnt[c] -= k
+        p.gpus -= c * k
+        return out
+
     def place(
         self, pools: list[Pool], g: int, n: int, key: str
     ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], bool] | None:
         """Give a gang of n slices of g GPUs to a job of owner `key`: best fit
         over `pools` in order, all or nothing. Returns the (node id, GPUs)
         entries and whether any node is carved out for a contract, or None."""
-        claimed = self.claimed
-        self.version += 1
-        if n == 1:
+        if g > self.size:
+            return None  # no node is that large
+        if n == 1:  # the common case, inline
+            claimed = self.claimed
             for p in pools:
                 if p.gpus < g:
                     continue
                 cnt = p.cnt
-                for c in range(g, len(cnt)):
+                for c in self._at_least[g]:
                     if cnt[c]:
                         stack = p.stacks[c]
                         i = stack.pop()
@@ -254,61 +280,86 @@ class Placer:
                         cnt[c] -= 1
                         p.gpus -= c
                         nd = self.nodes[i]
-                        if c == g and i in self._clean:  # a whole free node: the common case, inline
-                            self._clean.discard(i)
+                        if c == g == len(nd.gpus):  # a whole free node: the common case, inline
                             self.free[i] = 0
                             if self.iso:
                                 self.owner[i] = key
                             self.fresh[i] = key
                             return ((nd.node_id, nd.gpus),), p.carved
-                        return ((nd.node_id, self._give(i, g, key)),), p.carved
+                        return ((nd.node_id, self._give(i, g, key, p)),), p.carved
             return None
         if self.ready(pools, g, n) < n:
             return None
+        # All nodes are taken before any is given: a remainder going back must not serve the same gang twice.
         got: list[int] = []
+        src: list[Pool] = []  # the pool each node came from
         carved = False
         for p in pools:
             cnt = p.cnt
-            for c in range(g, len(cnt)):
-                while cnt[c] and len(got) < n:
-                    got.append(self._pop(p, c))
+            for c in self._at_least[g]:
+                k = min(cnt[c], n - len(got))
+                if k:
+                    got += self._take(p, c, k)
+                    src += [p] * k
                     carved = carved or p.carved
             if len(got) == n:
                 break
-        entries = [(self.nodes[i].node_id, self._give(i, g, key)) for i in got]
-        if self.fleet.min_size != self.fleet.max_size:  # whole nodes first
-            entries.sort(key=lambda e: len(e[1]) != len(self.nodes[self.fleet.node_ix[e[0]]].gpus))
+        entries = []
+        nodes, free, iso, owner, fresh = self.nodes, self.free, self.iso, self.owner, self.fresh
+        for i, p in zip(got, src, strict=True):
+            nd = nodes[i]
+            if free[i] == g == len(nd.gpus):  # a whole free node: the common case, inline
+                free[i] = 0
+                if iso:
+                    owner[i] = key
+                fresh[i] = key
+                entries.append((nd.node_id, nd.gpus))
+            else:
+                entries.append((nd.node_id, self._give(i, g, key, p)))
+        if self.fleet.min_size != self.fleet.max_size:
+            entries = self._whole_first(got, entries, g)
         return tuple(entries), carved
 
-    def _give(self, i: int, g: int, key: str) -> tuple[str, ...]:
-        """g free GPUs of node i (already out of its pool) to owner `key`; the rest goes back."""
-        free = self.free
+    def _whole_first(
+        self, got: list[int], entries: list[tuple[str, tuple[str, ...]]], g: int
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """A gang's entries with the nodes it takes whole first (in a fleet of mixed node sizes)."""
+        whole = [g == len(self.nodes[i].gpus) for i in got]
+        return [e for _, e in sorted(zip(whole, entries, strict=True), key=lambda x: not x[0])]
+
+    def _give(self, i: int, g: int, key: str, p: Pool) -> tuple[str, ...]:
+        """g free GPUs of node i (just taken out of pool p) to owner `key`; the rest goes back."""
         if self.iso:
             self.owner[i] = key
         self.fresh[i] = key
-        if i in self._clean:
-            self._clean.discard(i)
-            n = self.nodes[i]
-            if g == free[i]:
-                free[i] = 0
-                return n.gpus  # a whole free node
-            ids = self._ids[i] = list(n.gpus)
-        else:
-            ids = self._ids.get(i)  # type: ignore[assignment]
-            if ids is None:
-                ids = self._ids[i] = self.fleet.free_gpus(self.nodes[i])
+        free = self.free
+        f = free[i] - g
+        ids = self._ids.get(i)
+        if ids is None:
+            gpus = self.nodes[i].gpus
+            if free[i] == len(gpus):  # every GPU free (and placeable)
+                if f == 0:
+                    free[i] = 0
+                    return gpus  # a whole free node: nothing to track
+                ids = self._ids[i] = list(gpus)
+            else:
+                ids = self._ids[i] = self.fleet.free_gpus(i)
         give = tuple(ids[:g])
         del ids[:g]
-        f = free[i] = free[i] - g
-        if f > 0:
-            self._push(i)
+        free[i] = f
+        if f > 0:  # the rest goes back: same model and reservation as p, owned by `key` now under isolation
+            owner = key if self.iso else None
+            if p.key[1] != owner:
+                p = self.pool(p.key[0], owner, p.key[2])
+            p.stacks[f].append(i)
+            p.cnt[f] += 1
+            p.gpus += f
         return give
 
     def hold(self, pools: list[Pool], g: int, n: int) -> int:
         """Claim, for a job that does not fit, the nodes closest to fitting it:
         every node with g free, then the fullest others, up to n nodes."""
         held = 0
-        self.version += 1
         for p in pools:
             for c in range(g, len(p.cnt)):
                 while p.cnt[c] and held < n:
@@ -326,7 +377,6 @@ class Placer:
         if i in self.claimed:
             return
         self.claimed.add(i)
-        self.version += 1
         f = self.free[i]
         n = self.nodes[i]
         if f > 0 and not n.cordoned:

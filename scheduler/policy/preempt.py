@@ -108,11 +108,12 @@ class Planner:
 
     def note_gone(self, j: RunningJob) -> None:
         self.gone.add(j.job_id)
+        index, gen, claimed = self.fleet.index, self._gen, self.placer.claimed
         for nid, _ in j.placement:
-            i = self.fleet.node_ix.get(nid)
+            i = index(nid)
             if i is not None:
-                self._gen[i] = self._gen.get(i, 0) + 1
-                if i not in self.placer.claimed:
+                gen[i] = gen.get(i, 0) + 1
+                if i not in claimed:
                     self.released.setdefault(self.nodes[i].gpu_model, []).append(i)
 
     def _loss_key(self, j: RunningJob) -> tuple[int, int, float, str]:
@@ -128,7 +129,7 @@ class Planner:
                 lst = occ[nodes[i].node_id]
                 lent = False
                 lost = 0.0
-                for k in range(2, len(lst)):
+                for k in range(3, len(lst)):
                     j = lst[k]
                     lent = lent or j.on_lent_capacity
                     lost += now - (j.last_checkpoint_at if j.last_checkpoint_at is not None else j.started_at)
@@ -195,7 +196,7 @@ class Planner:
         nid = n.node_id
         shared = False  # holds a victim this plan already chose
         blocked = False
-        for j in self.fleet.jobs_on(nid):
+        for j in self.fleet.jobs_on(i):
             pj = j.placement
             gs = pj[0][1] if len(pj) == 1 else gpus_on(j, nid)
             c = len(gs) if allp else sum(1 for u in gs if u in pl)
@@ -243,7 +244,7 @@ class Planner:
             allp = len(pl) == len(nd.gpus)
             avail = self.placer.free[i]
             u = 0
-            for j in self.fleet.jobs_on(nd.node_id):
+            for j in self.fleet.jobs_on(i):
                 noticed = j.preemption_notice_at is not None or j.job_id in self.gone
                 if noticed or j.job_id in victims:
                     gs = gpus_on(j, nd.node_id)
@@ -352,7 +353,7 @@ class Planner:
         cands = list(nodes)
         for v in chosen.values():
             for nid, _ in v.placement:
-                ix = self.fleet.node_ix.get(nid)
+                ix = self.fleet.index(nid)
                 if ix is not None and ix not in visited and self._usable(ix, model, key, g, resvs, exclude):
                     visited.add(ix)
                     cands.append(ix)
