@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 
 from neocloud import tls
 from neocloud.netaddr import is_loopback, split_host_port
-from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc
+from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, usage_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Connection:
         self.metadata = (("authorization", f"Bearer {token}"),)
         self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
+        self.usage = usage_pb2_grpc.UsageServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()

@@ -18,11 +18,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
-from neocloud.billing_cli import fleet_split
 from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.invoice import Invoice, LineKind, parse_period
 from neocloud.scheduler.billing.ratecard import ContractTerms, RateCard, load_ratecard
 from neocloud.scheduler.billing.render import render_table
+from neocloud.scheduler.billing.reports import fleet_split
 from neocloud.scheduler.metering.usage import IDLE_CLASS, UsageRow
 from neocloud.scheduler.server import Scheduler
 from neocloud.scheduler.store.db import open_db

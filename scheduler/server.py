@@ -94,16 +94,14 @@ class Scheduler:
             else None
         )
         self.bootstrap_token_file = self._bootstrap_operator_token()
-        # The ledger reads the store through a connection of its own; an in-memory store has no second one.
+        self.card = load_ratecard(config.rate_card_path) if config.rate_card_path else None
+        # The ledger and the usage API read the store through connections of their own; an
+        # in-memory store has no second one.
+        on_disk = config.db_path != ":memory:"
         self.metering = (
-            MeteringRunner(
-                config.db_path,
-                interval_s=config.meter_interval_s,
-                card=load_ratecard(config.rate_card_path) if config.rate_card_path else None,
-            )
-            if config.db_path != ":memory:"
-            else None
+            MeteringRunner(config.db_path, interval_s=config.meter_interval_s, card=self.card) if on_disk else None
         )
+        self._usage_db = open_db(config.db_path) if on_disk else None
         self.registry = CollectorRegistry()
         self.registry.register(SchedulerCollector(self.telemetry, self.controller))
         if self.metering is not None:
@@ -133,7 +131,13 @@ class Scheduler:
         config = self.config
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor()])
         pb_grpc.add_TelemetryServicer_to_server(self.telemetry, server)
-        add_api_services(server, self.jobs, ExecutorLogs(self.executor) if self.executor else NoLogs())
+        add_api_services(
+            server,
+            self.jobs,
+            ExecutorLogs(self.executor) if self.executor else NoLogs(),
+            usage_db=self._usage_db,
+            card=self.card,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if config.insecure:
             self.port = server.add_insecure_port(config.listen)
@@ -180,6 +184,8 @@ class Scheduler:
         self.telemetry.close()
         if self.metering is not None:
             self.metering.close()
+        if self._usage_db is not None:
+            self._usage_db.close()
         self.jobs.close()
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]

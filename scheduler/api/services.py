@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -11,12 +12,14 @@ import grpc
 from neocloud.scheduler.api.admin import AdminService
 from neocloud.scheduler.api.jobs import JobService
 from neocloud.scheduler.api.logs import LogSource
+from neocloud.scheduler.api.usage import UsageService
+from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.store.jobs import JobStore
-from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc
+from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, usage_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAMES = ("neocloud.v1.JobService", "neocloud.v1.AdminService")
+SERVICE_NAMES = ("neocloud.v1.JobService", "neocloud.v1.AdminService", "neocloud.v1.UsageService")
 
 
 def add_api_services(
@@ -25,10 +28,15 @@ def add_api_services(
     logs: LogSource,
     poll_interval_s: float = 0.5,
     clock: Callable[[], float] = time.time,
+    usage_db: sqlite3.Connection | None = None,
+    card: RateCard | None = None,
 ) -> None:
-    """Add JobService and AdminService to `server`. The server must be made with
+    """Add JobService, AdminService and (given a connection to read the ledger with)
+    UsageService to `server`. The server must be made with
     `grpc.aio.server(interceptors=[ErrorInterceptor()])` (scheduler/api/errors.py)
     so that domain errors reach clients as status codes."""
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(store, logs, poll_interval_s, clock), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, clock), server)
+    if usage_db is not None:
+        usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(store, usage_db, card), server)
     logger.debug("added %s", ", ".join(SERVICE_NAMES))

@@ -31,9 +31,16 @@ _USAGE_COLUMNS = (
 
 
 class Books:
-    def __init__(self, db: sqlite3.Connection, card: RateCard) -> None:
+    def __init__(self, db: sqlite3.Connection, card: RateCard | None) -> None:
+        """`card` None: usage can be read, nothing can be rated."""
         self._db = db
-        self.card = card
+        self._card = card
+
+    @property
+    def card(self) -> RateCard:
+        if self._card is None:
+            raise FailedPreconditionError("no rate card: start the scheduler with --rate-card FILE to rate usage")
+        return self._card
 
     # --- reads -------------------------------------------------------------------
 
