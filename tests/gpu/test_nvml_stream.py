@@ -17,7 +17,9 @@ import pytest
 
 from neocloud.agent.gpu.types import GpuBackend, GpuInfo, Reading
 from neocloud.agent.main import Agent, AgentConfig
+from neocloud.scheduler.metering.ledger import Ledger
 from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
+from neocloud.scheduler.store.db import open_db
 from tests.helpers import integrate_mj, wait_until
 
 pynvml = pytest.importorskip("pynvml")
@@ -112,5 +114,20 @@ def test_nvml_agent_streams_energy_that_matches_the_counter(tmp_path: Path) -> N
             f"energy_reads={len(energy)} batches={agent.spool.last_seq} samples={fleet.counters.samples}"
         )
         assert at_scheduler == delta_mj  # nothing lost, nothing twice
+        # Metering: with no allocations every joule is the GPU's idle energy, attributed on ingest
+        # and closed into the ledger; the rows add up to the counter delta and the wall time.
+        ledger_db = open_db(tmp_path / "s.db")
+        (attributed_mj,) = ledger_db.execute(
+            "SELECT SUM(energy_mj) FROM meter_cells WHERE uuid = ?", (gpu.uuid,)
+        ).fetchone()
+        ledger = Ledger(ledger_db, clock=lambda: energy[-1].timestamp_us / 1e6)
+        ledger.run_pass()
+        (rows_mj,) = ledger_db.execute(
+            "SELECT SUM(energy_mj) FROM usage WHERE allocation_id = ?", (f"idle:{gpu.uuid}",)
+        ).fetchone()
+        print(f"GPU {gpu.index}: attributed={attributed_mj / 1e3:.3f}J ledger={rows_mj / 1e3:.3f}J")
+        assert attributed_mj == pytest.approx(delta_mj, rel=1e-9)
+        assert rows_mj == pytest.approx(delta_mj, abs=len(energy))  # integer mJ per hour row
+        ledger_db.close()
         if power:
             assert abs(buffered - delta_mj) / delta_mj < 0.05
