@@ -120,7 +120,8 @@ def test_nvml_agent_streams_energy_that_matches_the_counter(tmp_path: Path) -> N
         (attributed_mj,) = ledger_db.execute(
             "SELECT SUM(energy_mj) FROM meter_cells WHERE uuid = ?", (gpu.uuid,)
         ).fetchone()
-        ledger = Ledger(ledger_db, clock=lambda: energy[-1].timestamp_us / 1e6)
+        end_s = energy[-1].timestamp_us / 1e6
+        ledger = Ledger(ledger_db, clock=lambda end_s=end_s: end_s)
         ledger.run_pass()
         (rows_mj,) = ledger_db.execute(
             "SELECT SUM(energy_mj) FROM usage WHERE allocation_id = ?", (f"idle:{gpu.uuid}",)
