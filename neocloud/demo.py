@@ -6,7 +6,8 @@ the scenario's people submitting and cancelling jobs through the gRPC API
 (demo_player.py): the lab's internal demand declines, tenants buy the freed
 capacity (a reserved power contract, spot filling the rest), then an internal
 spike takes capacity back with preemption notices. A live view (demo_view.py)
-shows it; at the end, each tenant's jobs and GPU-seconds.
+shows it; at the end, each tenant's jobs and GPU-seconds, then the money
+(demo_billing.py): invoices rated from the ledger and the fleet split.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "nodes, each agent a child process streaming over mTLS on loopback, then play a scenario through the job "
         "API: the lab's internal demand declines, tenants buy the freed capacity (reserved on a power contract, "
         "spot filling the rest), an internal spike preempts spot work with notice. Shows the fleet live and ends "
-        "with each tenant's jobs and GPU-seconds. Ctrl-C stops everything (exit 130).",
+        "with each tenant's jobs, their invoices rated from the ledger (deploy/config/ratecard.example.yaml), the "
+        "fleet split and the Prometheus endpoints. Ctrl-C stops everything (exit 130).",
     )
     p.add_argument("--nodes", type=int, default=4, help="simulated 8-GPU nodes, 1-32 (default: %(default)s)")
     p.add_argument("--minutes", type=float, help="demo length in demo minutes (default: the scenario's, 60)")
