@@ -4,7 +4,9 @@ invoices and fleet split rated from the scheduler's own ledger.
 Prices come from deploy/config/ratecard.example.yaml; a contract's take-or-pay
 commitment from the scenario (the demo's contract ids are made at run time, so
 the terms are keyed to them here). Usage is in wall time: a 90-second demo bills
-a 90-second share of an hourly price.
+a 90-second share of an hourly price. The demo's contract runs on an hour past
+the demo's end (so winding down never races it), and take-or-pay bills that
+hour's share of the commitment too.
 """
 
 from __future__ import annotations
