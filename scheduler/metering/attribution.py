@@ -149,8 +149,8 @@ class Attributor:
                 self.pending_mj -= span.delta_mj
                 m.attributed_mj += span.delta_mj
                 self.watermarks[uuid] = (round(span.t1 * _US), m.attributed_mj)
-            while m.stats and (forced or m.stats[0][1] <= book.complete_to):
-                self._attribute_stats(uuid, *m.stats.popleft())
+            if m.stats and (forced or m.stats[0][1] <= book.complete_to):
+                self._attribute_stats(uuid, m.stats, math.inf if forced else book.complete_to)
             keep_from = m.spans[0].t0 if m.spans else m.last_reading_s
             while m.power and m.power[0][0] < keep_from:
                 m.power.popleft()
@@ -181,21 +181,38 @@ class Attributor:
             mid = (a + b) / 2
             self._cell(uuid, book.owner_at(uuid, mid), _hour(mid)).energy_mj += share
 
-    def _attribute_stats(self, uuid: str, t0: float, t1: float, s: SeriesLike) -> None:
-        # Each column is read once: on upb every field access builds a wrapper.
-        ts, util, power, memory = s.timestamp_us, s.gpu_util_percent, s.power_mw, s.memory_used_bytes
-        owner = self.book.owner(uuid, t0, t1)
-        if owner is not None and _hour(t0) == _hour(t1):
-            cell = self._cell(uuid, owner, _hour(t0))
+    def _attribute_stats(self, uuid: str, pending: deque[tuple[float, float, SeriesLike]], until: float) -> None:
+        """Tick statistics of the series ending by `until`. Consecutive series of one owner and
+        hour share a cell (the common case), so each costs a few C-level reductions."""
+        cell, lo, hi = None, 0.0, 0.0
+        while pending and pending[0][1] <= until:
+            t0, t1, s = pending.popleft()
+            if cell is None or t0 < lo or t1 >= hi:
+                owner, start, end = self.book.holding(uuid, t0)
+                hour = _hour(t0)
+                lo, hi = max(start, hour), min(end, hour + HOUR_S)
+                if t1 >= hi:  # the series crosses an allocation or hour boundary: tick by tick
+                    self._attribute_ticks(uuid, s)
+                    cell = None
+                    continue
+                cell = self._cell(uuid, owner, hour)
+            # Each column is read once: on upb every field access builds a wrapper.
+            util, power, memory = s.gpu_util_percent, s.power_mw, s.memory_used_bytes
             if util:
                 cell.util_sum += sum(util)
                 cell.util_count += len(util)
             if power:
-                cell.peak_power_mw = max(cell.peak_power_mw, *power)
+                peak = max(power)
+                if peak > cell.peak_power_mw:
+                    cell.peak_power_mw = peak
             if memory:
-                cell.memory_peak_bytes = max(cell.memory_peak_bytes, *memory)
-            return
-        for i, t_us in enumerate(ts):
+                top = max(memory)
+                if top > cell.memory_peak_bytes:
+                    cell.memory_peak_bytes = top
+
+    def _attribute_ticks(self, uuid: str, s: SeriesLike) -> None:
+        util, power, memory = s.gpu_util_percent, s.power_mw, s.memory_used_bytes
+        for i, t_us in enumerate(s.timestamp_us):
             t = t_us / _US
             cell = self._cell(uuid, self.book.owner_at(uuid, t), _hour(t))
             if util:

@@ -65,3 +65,14 @@ class AllocationBook:
             return IDLE_OWNER
         k = bisect.bisect_right(self._starts[uuid], t) - 1
         return held[k].allocation_id if k >= 0 and held[k].end > t else IDLE_OWNER
+
+    def holding(self, uuid: str, t: float) -> tuple[str, float, float]:
+        """Who holds the GPU at t, and the interval [from, to) over which that stays so."""
+        held = self._by_gpu.get(uuid)
+        if not held:
+            return IDLE_OWNER, -math.inf, math.inf
+        k = bisect.bisect_right(self._starts[uuid], t) - 1
+        if k >= 0 and held[k].end > t:
+            return held[k].allocation_id, held[k].start, held[k].end
+        after = held[k + 1].start if k + 1 < len(held) else math.inf
+        return IDLE_OWNER, held[k].end if k >= 0 else -math.inf, after
