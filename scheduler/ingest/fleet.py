@@ -4,8 +4,9 @@ samples and health, and per-GPU energy accumulators.
 Only validated batches reach `apply_batch`. Energy is accumulated from the
 driver's cumulative counter, one delta between consecutive readings at a
 time; a counter that went backwards (driver reload) is bridged with an
-estimate from power, never billed as a negative or a huge number. The
-metering issue splits these accumulators by allocation.
+estimate from power, never billed as a negative or a huge number. Each
+delta also goes to the attributor (metering/attribution.py), which splits it
+by allocation.
 """
 
 from __future__ import annotations

@@ -63,6 +63,12 @@ def test_bad_hellos_are_named(backend: SimBackend, mutate, reason: str) -> None:
         (lambda b: b.gpus[0].timestamp_us.__setitem__(0, T0 + 10**10), "after the batch was sealed"),
         (lambda b: b.gpus[0].energy[0].__setattr__("energy_mj", 2**63), "absurd"),
         (lambda b: b.gpus[0].power_sample_us.append(1), "power buffer"),
+        # Metering cuts energy by these times: a buffer from the future or going backwards is refused.
+        (lambda b: (b.gpus[0].power_sample_us.extend([T0 + 10**10]), b.gpus[0].power_sample_mw.extend([1])), "after"),
+        (
+            lambda b: (b.gpus[0].power_sample_us.extend([T0, T0 - 1]), b.gpus[0].power_sample_mw.extend([1, 1])),
+            "backwards",
+        ),
         (lambda b: b.events.add(uuid="GPU-x", kind=1), "not in this node's inventory"),
         (lambda b: b.events.add(uuid=b.gpus[0].uuid, kind=99), "unknown kind"),
         (lambda b: b.gpus[0].processes.add(pid=0), "plausible"),
