@@ -151,9 +151,13 @@ class Attributor:
                 self.watermarks[uuid] = (round(span.t1 * _US), m.attributed_mj)
             if m.stats and (forced or m.stats[0][1] <= book.complete_to):
                 self._attribute_stats(uuid, m.stats, math.inf if forced else book.complete_to)
+            # Power is kept only for spans still to come; before a GPU's first counter reading
+            # (or on a GPU without one) none will need it.
             keep_from = m.spans[0].t0 if m.spans else m.last_reading_s
             while m.power and m.power[0][0] < keep_from:
                 m.power.popleft()
+            if keep_from == -math.inf:
+                m.power.clear()
             if not m.spans and not m.stats:
                 self._waiting.discard(uuid)
 

@@ -190,3 +190,13 @@ def test_the_book_owner_of_a_span() -> None:
     assert book.owner(UUID, 31, 1e12) == "a2"
     assert book.boundaries(UUID, 0, 100) == [10.0, 20.0, 30.0]
     assert book.owner("GPU-other", 0, 1) == IDLE_OWNER
+
+
+def test_a_gpu_without_an_energy_counter_keeps_no_power_samples() -> None:
+    att = Attributor()
+    for k in range(100):
+        att.on_series(UUID, StoredSeries([k * 1_000_000], [100_000], [10], [1 << 30], [], []))
+        att.flush()
+    assert not att._meters[UUID].power  # nothing will need them: no counter delta can come before a reading
+    (cell,) = att.cells.values()
+    assert cell.util_count == 100 and cell.peak_power_mw == 100_000  # its statistics still count
