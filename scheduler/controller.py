@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 # Telemetry up to a day late (an agent cut off, spooling) still finds its allocations.
 BOOK_HORIZON_S = 24 * 3600.0
 BOOK_MARGIN_S = 5.0
+BOOK_REBUILD_S = 600.0
 MAX_SHORTFALL_STEP_S = 60.0
 
 
@@ -139,6 +140,7 @@ class Controller:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="neocloud-controller")
         # Until the first pass has read the store, ingest attributes no energy.
         fleet.attributor.book = AllocationBook(complete_to=float("-inf"))
+        self._book_version, self._book_rebuild_at = -1, 0.0
 
     # --- start-up ---------------------------------------------------------------------------------
 
@@ -253,8 +255,15 @@ class Controller:
         """Give ingest the allocations it attributes energy by. Final only up to a
         margin before now: an exit the executor has yet to report may close an
         allocation a little in the past."""
-        allocations = self.store.allocations_since(now - BOOK_HORIZON_S)
-        self.fleet.attributor.book = AllocationBook(allocations, complete_to=now - BOOK_MARGIN_S)
+        # Rebuilt when allocations changed (or to forget old ones), else only moved forward in time:
+        # reading a day of allocations every pass is what a large fleet cannot afford.
+        version = self.store.write_count("allocations")
+        if version != self._book_version or now >= self._book_rebuild_at:
+            allocations = self.store.allocations_since(now - BOOK_HORIZON_S)
+            self.fleet.attributor.book = AllocationBook(allocations, complete_to=now - BOOK_MARGIN_S)
+            self._book_version, self._book_rebuild_at = version, now + BOOK_REBUILD_S
+        else:
+            self.fleet.attributor.book = self.fleet.attributor.book.final_to(now - BOOK_MARGIN_S)
 
     # --- executor events --------------------------------------------------------------------------
 

@@ -43,6 +43,12 @@ class AllocationBook:
         self._starts = {uuid: [h.start for h in held] for uuid, held in self._by_gpu.items()}
         self.complete_to = complete_to
 
+    def final_to(self, complete_to: float) -> AllocationBook:
+        """The same allocations, known final up to `complete_to` (shares this book's indexes)."""
+        book = AllocationBook.__new__(AllocationBook)
+        book._by_gpu, book._starts, book.complete_to = self._by_gpu, self._starts, complete_to
+        return book
+
     def owner(self, uuid: str, t0: float, t1: float) -> str | None:
         """The one owner of the GPU over all of [t0, t1] (IDLE_OWNER if none), or
         None when the span crosses an allocation boundary."""

@@ -177,3 +177,17 @@ def test_gpus_waiting_for_nvml_are_not_preempted_for_twice(rig: Rig, monkeypatch
     assert rig.controller.stats.preemptions == 1  # one node's worth was needed, one was taken
     states = sorted(rig.store.get(j).state.value for j in (first, second))
     assert states == ["queued", "running"]
+
+
+def test_the_allocation_book_is_reread_only_when_allocations_change(rig: Rig) -> None:
+    rig.step()
+    first = rig.fleet.attributor.book
+    rig.step()
+    moved = rig.fleet.attributor.book
+    assert moved.complete_to == first.complete_to + 1.0 and moved._by_gpu is first._by_gpu  # not reread
+    job_id = rig.submit("acme", JobClass.SPOT, 8)
+    rig.step()
+    (allocation,) = rig.store.allocations(job_id)
+    book = rig.fleet.attributor.book
+    assert book._by_gpu is not first._by_gpu  # a new allocation: reread
+    assert {book.owner_at(u, rig.clock.now) for u in allocation.gpu_uuids} == {allocation.allocation_id}
