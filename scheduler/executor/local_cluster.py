@@ -23,7 +23,7 @@ class LocalCluster:
         for node_id in gpus_per_node:
             if not valid_node_id(node_id):
                 raise ValueError(f"node id {node_id!r} cannot be a Ray node label value")
-        self._cluster: Any = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "num_gpus": 0})
+        self._cluster: Any = _start_head(head_cpus)
         self._nodes: dict[str, Any] = {}
         try:
             for node_id, gpus in gpus_per_node.items():
@@ -53,3 +53,16 @@ class LocalCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.shutdown()
+
+
+def _start_head(cpus: int) -> Any:
+    """The head node. Ray's GCS now and then never reports its port on a loaded machine
+    (RuntimeError "Timed out waiting for file ..."); one more try is then worth it."""
+    args = {"num_cpus": cpus, "num_gpus": 0}
+    try:
+        return Cluster(initialize_head=True, head_node_args=args)
+    except RuntimeError as e:
+        if "Timed out waiting" not in str(e):
+            raise
+        logger.warning("the local Ray head did not start (%s); trying again", e)
+    return Cluster(initialize_head=True, head_node_args=args)
