@@ -46,7 +46,7 @@ from neocloud.scheduler.metering.book import AllocationBook
 from neocloud.scheduler.metering.shortfall import undelivered_gpus
 from neocloud.scheduler.metering.usage import HOUR_S, ContractShortfall
 from neocloud.scheduler.policy.engine import schedule
-from neocloud.scheduler.policy.types import Decision, JobClass, JobRequest, NodeView, PolicyInput, RunningJob
+from neocloud.scheduler.policy.types import Decision, JobRequest, NodeView, PolicyInput, RunningJob
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Allocation, Job, JobState
 from neocloud.scheduler.store.shortfalls import ShortfallStore
@@ -76,9 +76,10 @@ class _Cleanup:
     gpu_uuids: tuple[str, ...]
     pids: frozenset[int]
     released_us: int | None  # None until the executor reports the release
-    # Who held the GPUs, so the policy sees them as freeing soon, not as lost capacity
-    # to preempt more work for: (tenant, class, placement).
-    holder: tuple[str, JobClass, tuple[tuple[str, tuple[str, ...]], ...]] | None = None
+    # The ended job as the policy sees it until its GPUs are confirmed free: under notice, so
+    # they count as freeing soon, not as lost capacity to preempt more work for (or, for a
+    # reserved job, as capacity its contract lacks).
+    holder: RunningJob | None = None
 
 
 @dataclass(slots=True)
@@ -306,7 +307,11 @@ class Controller:
         open_allocations = self.store.allocations(job_id, open_only=True)
         uuids = tuple(u for a in open_allocations for u in a.gpu_uuids)
         placement = tuple((a.node_id, a.gpu_uuids) for a in open_allocations)
-        holder = (job.tenant, job.job_class, placement)
+        now = self.clock()
+        holder = RunningJob(
+            job_id, job.tenant, job.job_class, placement, job.started_at or now,
+            contract_id=job.spec.contract_id, preemption_notice_at=now,
+        )  # fmt: skip
         self.cleanups[job_id] = _Cleanup(uuids, frozenset(tracking.pids), None, holder)
         # A rank on a node that died was lost, whatever stopped the others (the
         # policy may have preempted the job for its vanished GPUs first).
@@ -384,12 +389,7 @@ class Controller:
         )
         # Jobs that ended but whose GPUs NVML has not yet shown free: under notice, so
         # the policy counts their GPUs as freeing and never preempts more work for them.
-        running += tuple(
-            RunningJob(job_id, tenant, job_class, placement, started_at=now, preemption_notice_at=now)
-            for job_id, c in list(self.cleanups.items())
-            if c.holder is not None
-            for tenant, job_class, placement in [c.holder]
-        )
+        running += tuple(c.holder for c in list(self.cleanups.values()) if c.holder is not None)
         queue = tuple(
             JobRequest(
                 job_id=job.job_id,

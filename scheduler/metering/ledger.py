@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from neocloud.scheduler.metering.usage import HOUR_S, IDLE_CLASS, UsageRow, usage_id
@@ -27,6 +27,7 @@ from neocloud.scheduler.metering.usage import HOUR_S, IDLE_CLASS, UsageRow, usag
 logger = logging.getLogger(__name__)
 
 _US = 1_000_000
+MAX_GAP_S = 31 * 24 * HOUR_S  # how far back a gap in the metered hours is filled
 UNKNOWN_MODEL = "unknown"  # a GPU energy was attributed to but the store no longer lists
 
 
@@ -80,6 +81,8 @@ class Ledger:
     # --- which hours --------------------------------------------------------------
 
     def hours_due(self, now: float) -> list[int]:
+        """Marked hours (telemetry or allocations changed them), hours metered only part-way,
+        hours never metered since the last one that was (a gap while nothing reported), and now."""
         current = hour_of(now)
         dirty = {int(r[0]) for r in self._db.execute("SELECT hour FROM meter_dirty WHERE hour <= ?", (current,))}
         partial = {
@@ -88,24 +91,23 @@ class Ledger:
                 "SELECT hour FROM meter_hours WHERE metered_to < hour + ? AND hour < ?", (HOUR_S, current)
             )
         }
-        return sorted(dirty | partial | {current})
+        (last,) = self._db.execute("SELECT MAX(hour) FROM meter_hours WHERE hour < ?", (current,)).fetchone()
+        gap = set(range(max(int(last) + HOUR_S, current - MAX_GAP_S), current, HOUR_S)) if last is not None else set()
+        return sorted(dirty | partial | gap | {current})
 
     def run_pass(self) -> list[HourResult]:
-        """Meter every hour that is due; an hour that fails is marked dirty again."""
+        """Meter every hour that is due. A mark is cleared only with the hour's rows, and only if
+        nothing marked the hour again meanwhile; an hour that fails stays due."""
         started = time.monotonic()
         now = self._clock()
-        hours = self.hours_due(now)
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.executemany("DELETE FROM meter_dirty WHERE hour = ?", [(h,) for h in hours])
-        self._db.execute("COMMIT")
         results = []
-        for hour in hours:
+        for hour in self.hours_due(now):
             try:
-                results.append(self.meter_hour(hour, now))
+                stamp = self._db.execute("SELECT stamp FROM meter_dirty WHERE hour = ?", (hour,)).fetchone()
+                results.append(self.meter_hour(hour, now, stamp[0] if stamp else None))
             except Exception:
                 self.stats.failures_total += 1
                 logger.exception("metering hour %d failed; it stays due", hour)
-                self._db.execute("INSERT OR IGNORE INTO meter_dirty (hour) VALUES (?)", (hour,))
         self.stats.passes_total += 1
         self.stats.hours_metered_total += len(results)
         self.stats.last_pass_s = time.monotonic() - started
@@ -114,7 +116,8 @@ class Ledger:
 
     # --- one hour ----------------------------------------------------------------
 
-    def meter_hour(self, hour: int, now: float | None = None) -> HourResult:
+    def meter_hour(self, hour: int, now: float | None = None, stamp: int | None = None) -> HourResult:
+        """Replace the hour's rows; clear its mark if it still carries `stamp` (read before computing)."""
         result = self.compute_hour(hour, self._clock() if now is None else now)
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -130,6 +133,8 @@ class Ledger:
                 " VALUES (?, ?, ?, ?)",
                 (hour, result.metered_to, result.counter_delta_mj, result.wall_gpu_ms),
             )
+            if stamp is not None:
+                self._db.execute("DELETE FROM meter_dirty WHERE hour = ? AND stamp = ?", (hour, stamp))
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -145,10 +150,7 @@ class Ledger:
         try:
             gpus = self._gpus(hour, hi)
             allocations = {a.allocation_id: a for a in self._allocations(hour, hi)}
-            stats = self._cells(hour)
-            moved = {key for key, _ in stats if not key.startswith("idle:") and key not in allocations}
-            for alloc_id in sorted(moved):
-                allocations.update((a.allocation_id, a) for a in self._query(" WHERE a.allocation_id = ?", (alloc_id,)))
+            stats = self._cells(hour, allocations)
         finally:
             self._db.execute("COMMIT")
         model_of = {uuid: model for uuid, model, _ in gpus}
@@ -206,14 +208,17 @@ class Ledger:
         )
         return [_Allocation(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], r[7]) for r in rows]
 
-    def _cells(self, hour: int) -> dict[tuple[str, str], tuple[float, int, int, int, int]]:
+    def _cells(self, hour: int, held: Mapping[str, object]) -> dict[tuple[str, str], tuple[float, int, int, int, int]]:
         """(allocation id or "idle:<uuid>", GPU model) -> (energy mJ, utilisation sum, count, peak
-        power mW, memory peak B) ingest attributed in the hour, summed over the allocation's GPUs by SQLite."""
+        power mW, memory peak B) ingest attributed in the hour, summed over the allocation's GPUs by
+        SQLite. Energy ingest gave an allocation that, as closed later, did not hold the GPU in this
+        hour at all (its end reported late) is the GPU's idle energy."""
         rows = self._db.execute(
-            "SELECT CASE c.owner WHEN '' THEN 'idle:' || c.uuid ELSE c.owner END AS k,"
+            "SELECT CASE WHEN c.owner = '' OR c.owner NOT IN (SELECT value FROM json_each(?))"
+            " THEN 'idle:' || c.uuid ELSE c.owner END AS k,"
             " COALESCE(g.model, ?), SUM(c.energy_mj), SUM(c.util_sum), SUM(c.util_count), MAX(c.peak_power_mw),"
             " MAX(c.memory_peak_bytes) FROM meter_cells c LEFT JOIN gpus g ON g.uuid = c.uuid WHERE c.hour = ?"
             " GROUP BY k, g.model",
-            (UNKNOWN_MODEL, hour),
+            (json.dumps(list(held)), UNKNOWN_MODEL, hour),
         )
         return {(r[0], r[1]): r[2:] for r in rows}

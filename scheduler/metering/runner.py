@@ -85,8 +85,11 @@ class MeteringRunner:
         rows_ms, rows_mj = db.execute(
             "SELECT COALESCE(SUM(gpu_ms), 0), COALESCE(SUM(energy_mj), 0) FROM usage"
         ).fetchone()
-        wall_ms, counter_mj = db.execute(
-            "SELECT COALESCE(SUM(wall_gpu_ms), 0), COALESCE(SUM(counter_delta_mj), 0) FROM meter_hours"
+        (wall_ms,) = db.execute("SELECT COALESCE(SUM(wall_gpu_ms), 0) FROM meter_hours").fetchone()
+        # Energy against what ingest has attributed to the metered hours by now, read afresh: an hour
+        # whose late energy never reaches its rows shows here until it is metered again.
+        (counter_mj,) = db.execute(
+            "SELECT COALESCE(SUM(energy_mj), 0) FROM meter_cells WHERE hour IN (SELECT hour FROM meter_hours)"
         ).fetchone()
         gap = {
             "gpu_seconds": abs(rows_ms - wall_ms) / wall_ms if wall_ms else 0.0,

@@ -160,13 +160,24 @@ MIGRATIONS: tuple[str, ...] = (
         attributed_total_mj REAL NOT NULL
     );
     CREATE TABLE meter_dirty (
-        hour INTEGER PRIMARY KEY
+        hour INTEGER PRIMARY KEY,
+        stamp INTEGER NOT NULL  -- new at every marking: the ledger clears a mark only if it is the one it saw
     );
     CREATE TRIGGER allocation_opened AFTER INSERT ON allocations BEGIN
-        INSERT OR IGNORE INTO meter_dirty (hour) VALUES (CAST(NEW.start / 3600 AS INTEGER) * 3600);
+        INSERT OR REPLACE INTO meter_dirty (hour, stamp)
+            SELECT hour, random() FROM meter_hours WHERE hour >= CAST(NEW.start / 3600 AS INTEGER) * 3600
+            UNION SELECT CAST(NEW.start / 3600 AS INTEGER) * 3600, random();
     END;
+    -- An allocation closed at an earlier time (an exit or a node loss reported late) or moved to
+    -- other GPUs changes every hour metered since.
     CREATE TRIGGER allocation_closed AFTER UPDATE OF end ON allocations WHEN NEW.end IS NOT NULL BEGIN
-        INSERT OR IGNORE INTO meter_dirty (hour) VALUES (CAST(NEW.end / 3600 AS INTEGER) * 3600);
+        INSERT OR REPLACE INTO meter_dirty (hour, stamp)
+            SELECT hour, random() FROM meter_hours WHERE hour >= CAST(NEW.end / 3600 AS INTEGER) * 3600
+            UNION SELECT CAST(NEW.end / 3600 AS INTEGER) * 3600, random();
+    END;
+    CREATE TRIGGER allocation_moved AFTER UPDATE OF gpu_uuids ON allocations BEGIN
+        INSERT OR REPLACE INTO meter_dirty (hour, stamp)
+            SELECT hour, random() FROM meter_hours WHERE hour >= CAST(NEW.start / 3600 AS INTEGER) * 3600;
     END;
     CREATE TABLE usage (
         usage_id TEXT NOT NULL,

@@ -109,7 +109,8 @@ def write(db: sqlite3.Connection, snap: Snapshot) -> None:
         )
         # The ledger re-meters every hour that changed.
         db.executemany(
-            "INSERT OR IGNORE INTO meter_dirty (hour) VALUES (?)", [(h,) for h in {k[2] for k in snap.cells}]
+            "INSERT OR REPLACE INTO meter_dirty (hour, stamp) VALUES (?, random())",
+            [(h,) for h in {k[2] for k in snap.cells}],
         )
         db.execute("COMMIT")
     except BaseException:

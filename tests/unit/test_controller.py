@@ -191,3 +191,23 @@ def test_the_allocation_book_is_reread_only_when_allocations_change(rig: Rig) ->
     book = rig.fleet.attributor.book
     assert book._by_gpu is not first._by_gpu  # a new allocation: reread
     assert {book.owner_at(u, rig.clock.now) for u in allocation.gpu_uuids} == {allocation.allocation_id}
+
+
+def test_a_reserved_job_ending_is_not_a_shortfall_of_its_contract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = Rig(tmp_path)
+    shortfalls = ShortfallStore(open_db(tmp_path / "s.db"))
+    rig.controller.shortfalls = shortfalls
+    rig.store.create_tenant("lab")
+    contract = rig.store.create_contract("lab", rig.clock.now - 1, rig.clock.now + 86_400, gpus=8).contract_id
+    other = rig.submit("acme", JobClass.ON_DEMAND, 8, rid="s")  # the other node: nothing to reclaim there
+    spec = JobSpec("lab", "r", JobClass.RESERVED, 8, 8, command=("true",), contract_id=contract)
+    reserved = rig.store.submit(spec).job_id
+    rig.step()
+    assert {rig.store.get(j).state for j in (other, reserved)} == {JobState.RUNNING}
+    monkeypatch.setattr(controller_module, "processes_gone", lambda *args: False)  # its GPUs not yet confirmed free
+    rig.executor.exit(reserved, 0)
+    for _ in range(3):
+        rig.step()
+    assert shortfalls.total(contract) == 0  # the contract's own GPUs, freeing: delivered

@@ -227,3 +227,51 @@ def test_any_book_metered_any_number_of_times_gives_the_same_conserving_rows(
             assert energy_mj == pytest.approx(2 * WATTS * 3600 * 1000, rel=1e-6)
         store.close()
         db.close()
+
+
+def test_an_allocation_closed_late_is_taken_out_of_every_hour_metered_since(tmp_path: Path) -> None:
+    store, db, fleet = open_site(tmp_path / "scheduler.db")
+    job = start_job(store, "one", ("GPU-a",), HOUR + 60)
+    fleet.attributor.book = AllocationBook(store.allocations_since(0))
+    ingest(db, fleet, [batch(1, HOUR, 3 * 3600)])
+    ledger = Ledger(db, clock=lambda: HOUR + 3 * 3600 + 60)
+    ledger.run_pass()
+    # The executor reports, hours late, that the job ended at HOUR + 1800 (a node lost meanwhile).
+    store.close_allocations(job, HOUR + 1800, "lost")
+    ledger.run_pass()
+    per_hour = dict(db.execute("SELECT hour, SUM(gpu_ms) FROM usage WHERE job_id = ? GROUP BY hour", (job,)))
+    assert per_hour == {HOUR: 1740 * 1000}  # nothing after its end: neither time nor energy
+    (total_mj,) = db.execute("SELECT SUM(energy_mj) FROM usage").fetchone()
+    assert total_mj == pytest.approx(2 * WATTS * 3 * 3600 * 1000, rel=1e-6)  # the energy went to idle, not away
+    (idle_ms,) = db.execute(
+        "SELECT SUM(gpu_ms) FROM usage WHERE hour = ? AND job_class = 'idle'", (HOUR + 3600,)
+    ).fetchone()
+    assert idle_ms == 2 * 3600 * 1000
+
+
+def test_a_pass_cut_short_leaves_its_hours_due(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, db, fleet = open_site(tmp_path / "scheduler.db")
+    fleet.attributor.book = AllocationBook()
+    ingest(db, fleet, [batch(1, HOUR, 600)])
+    ledger = Ledger(db, clock=lambda: HOUR + 7200)
+    ledger.run_pass()
+    ingest(db, fleet, [batch(2, HOUR + 600, 600)])  # late energy for HOUR
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt  # the scheduler dies mid-pass
+
+    monkeypatch.setattr(ledger, "compute_hour", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.run_pass()
+    assert HOUR in Ledger(db, clock=lambda: HOUR + 7200).hours_due(HOUR + 7200)  # still due after a restart
+
+
+def test_hours_nobody_reported_in_are_metered_too(tmp_path: Path) -> None:
+    store, db, fleet = open_site(tmp_path / "scheduler.db")
+    job = start_job(store, "one", ("GPU-a",), HOUR)
+    fleet.attributor.book = AllocationBook(store.allocations_since(0))
+    ingest(db, fleet, [batch(1, HOUR, 600)])
+    Ledger(db, clock=lambda: HOUR + 1200).run_pass()
+    Ledger(db, clock=lambda: HOUR + 4 * 3600 + 60).run_pass()  # no telemetry for hours
+    per_hour = dict(db.execute("SELECT hour, SUM(gpu_ms) FROM usage WHERE job_id = ? GROUP BY hour", (job,)))
+    assert per_hour == {HOUR + h * 3600: 3600 * 1000 for h in range(4)} | {HOUR + 4 * 3600: 60 * 1000}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from neocloud.scheduler.billing.ratecard import parse_ratecard
@@ -37,4 +38,19 @@ def test_a_pass_reconciles_and_prices_the_month_so_far(tmp_path: Path) -> None:
     text = generate_latest(registry).decode()
     assert 'neocloud_tenant_billed_amount{class="spot",currency="USD",tenant="acme"} 0.7' in text
     assert 'neocloud_metering_reconciliation_gap_ratio{quantity="energy"} 0.0' in text
+    runner.close()
+
+
+def test_energy_that_never_reaches_the_ledger_shows_as_a_gap(tmp_path: Path) -> None:
+    path = tmp_path / "scheduler.db"
+    _, db, fleet = open_site(path)
+    fleet.attributor.book = AllocationBook()
+    ingest(db, fleet, [batch(1, HOUR, 1200)])
+    runner = MeteringRunner(path, clock=lambda: HOUR + 7200)
+    runner.run_once()
+    assert runner.summary.gap["energy"] == 0.0
+    ingest(db, fleet, [batch(2, HOUR + 1200, 600)])  # late energy for the hour...
+    db.execute("DELETE FROM meter_dirty")  # ...whose re-metering mark is lost
+    runner.run_once()
+    assert runner.summary.gap["energy"] == pytest.approx(1 / 3, rel=1e-6)  # 600 of 1,800 s missing from the rows
     runner.close()
