@@ -20,9 +20,9 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from neocloud.scheduler.metering.usage import HOUR_S, IDLE_CLASS, UsageRow, usage_id
+from neocloud.scheduler.metering.usage import HOUR_S, IDLE_CLASS, usage_id
 
 logger = logging.getLogger(__name__)
 
@@ -52,21 +52,15 @@ class HourResult:
     hour: int
     metered_to: float
     rows: Sequence[tuple[object, ...]]  # UsageRow's fields in order (tuples: an hour of a fleet is ~200k rows)
-    counter_delta_mj: int
     wall_gpu_ms: int
-
-    def usage_rows(self) -> list[UsageRow]:
-        return [UsageRow(*row) for row in self.rows]  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
 class LedgerStats:
     passes_total: int = 0
-    hours_metered_total: int = 0
     failures_total: int = 0
     last_pass_s: float = 0.0
     metered_to: float = 0.0  # the ledger covers the fleet up to here (Unix s)
-    last_gap: dict[str, float] = field(default_factory=dict)  # quantity -> |ledger - source| / source
 
 
 class Ledger:
@@ -109,7 +103,6 @@ class Ledger:
                 self.stats.failures_total += 1
                 logger.exception("metering hour %d failed; it stays due", hour)
         self.stats.passes_total += 1
-        self.stats.hours_metered_total += len(results)
         self.stats.last_pass_s = time.monotonic() - started
         self.stats.metered_to = now
         return results
@@ -129,9 +122,8 @@ class Ledger:
                 result.rows,
             )
             self._db.execute(
-                "INSERT OR REPLACE INTO meter_hours (hour, metered_to, counter_delta_mj, wall_gpu_ms)"
-                " VALUES (?, ?, ?, ?)",
-                (hour, result.metered_to, result.counter_delta_mj, result.wall_gpu_ms),
+                "INSERT OR REPLACE INTO meter_hours (hour, metered_to, wall_gpu_ms) VALUES (?, ?, ?)",
+                (hour, result.metered_to, result.wall_gpu_ms),
             )
             if stamp is not None:
                 self._db.execute("DELETE FROM meter_dirty WHERE hour = ? AND stamp = ?", (hour, stamp))
@@ -166,7 +158,6 @@ class Ledger:
             window = max(0.0, hi - first_seen)
             wall_s += window
             seconds[(f"idle:{uuid}", model)] += max(0.0, window - busy_s[uuid])
-        counter_delta_mj = sum(cell[0] for cell in stats.values())
         no_cell = (0.0, 0, 0, 0, 0)
         rows = []
         for key, model in seconds.keys() | stats.keys():
@@ -184,7 +175,7 @@ class Ledger:
             )
             rows.append((usage_id(key, model, hour), *who, hour, gpu_ms, energy_mj, util_ms, peak, memory))
         rows.sort()  # by usage id: the inserts then walk the primary key in order
-        return HourResult(hour, hi, rows, round(counter_delta_mj), round(wall_s * 1000))
+        return HourResult(hour, hi, rows, round(wall_s * 1000))
 
     # --- reads ---------------------------------------------------------------------
 

@@ -30,14 +30,6 @@ class UsageRow:
     peak_power_mw: int = 0
     memory_peak_bytes: int = 0
 
-    @property
-    def gpu_seconds(self) -> float:
-        return self.gpu_ms / 1000
-
-    @property
-    def energy_joules(self) -> float:
-        return self.energy_mj / 1000
-
 
 def usage_id(allocation_id: str, gpu_model: str, hour: int) -> str:
     """The same allocation, model and hour always give the same id, so writing a row

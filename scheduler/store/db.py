@@ -199,7 +199,6 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meter_hours (
         hour INTEGER PRIMARY KEY,
         metered_to REAL NOT NULL,
-        counter_delta_mj INTEGER NOT NULL,
         wall_gpu_ms INTEGER NOT NULL
     );
     CREATE TABLE contract_shortfalls (
