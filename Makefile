@@ -30,11 +30,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# mypy cannot follow setuptools' folder mapping (agent/ -> neocloud.agent), so it
-# checks the package as it is installed.
 typecheck: $(STAMP)
-	@rm -rf build/typecheck && $(PY) -m pip install --quiet --no-deps --no-compile --target build/typecheck . && \
-	cd build/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p neocloud
+	$(VENV)/bin/mypy -p neocloud
 
 # Prometheus config, rules and rule unit tests under deploy/prometheus (promtool comes with
 # Debian's `prometheus` package; .ci/run installs it). Skipped, loudly, where it is missing.

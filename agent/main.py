@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
-from neocloud import tls
 from neocloud.agent import convert
 from neocloud.agent.exporter import AgentCollector
 from neocloud.agent.gpu.replay import ReplayBackend
@@ -23,7 +22,8 @@ from neocloud.agent.gpu.types import BackendError, GpuBackend
 from neocloud.agent.sampler import Sampler
 from neocloud.agent.spool import DEFAULT_MAX_BYTES, Spool
 from neocloud.agent.stream import StreamClient
-from neocloud.netaddr import is_loopback, split_host_port
+from neocloud.wire import tls
+from neocloud.wire.netaddr import is_loopback, split_host_port
 
 logger = logging.getLogger(__name__)
 

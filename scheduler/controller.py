@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from neocloud.errors import NeocloudError
+from neocloud.domain.errors import NeocloudError
 from neocloud.scheduler.executor.types import (
     END_CANCELLED,
     END_EXITED,

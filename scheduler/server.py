@@ -17,9 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry, start_http_server
 
-from neocloud import tls
-from neocloud.errors import NeocloudError
-from neocloud.netaddr import is_loopback, split_host_port
+from neocloud.domain.errors import NeocloudError
 from neocloud.scheduler.api.errors import ErrorInterceptor
 from neocloud.scheduler.api.logs import ExecutorLogs, NoLogs
 from neocloud.scheduler.api.services import SERVICE_NAMES, add_api_services
@@ -34,6 +32,8 @@ from neocloud.scheduler.store.db import StoreError, open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.shortfalls import ShortfallStore
 from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
+from neocloud.wire import tls
+from neocloud.wire.netaddr import is_loopback, split_host_port
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from neocloud.agent.gpu.types import (
     PowerSample,
     Reading,
 )
-from neocloud.clock import wall_clock_us
+from neocloud.domain.clock import wall_clock_us
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Replays recorded NVML readings (the format of shared/traces/*.jsonl).
+"""Replays recorded NVML readings (the format of tests/data/*.jsonl).
 
 Each trace is one GPU; its identity comes from the `.meta.json` beside it.
 Records are released as replay time passes (optionally faster than real
@@ -27,7 +27,7 @@ from neocloud.agent.gpu.types import (
     PowerSample,
     Reading,
 )
-from neocloud.clock import wall_clock_us
+from neocloud.domain.clock import wall_clock_us
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from neocloud.agent.gpu.types import EnergyReading, GpuInfo, GpuProcess, GpuSample, Reading
-from neocloud.clock import wall_clock_us
+from neocloud.domain.clock import wall_clock_us
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import TypeAlias
 
 import grpc
 
-from neocloud.errors import PermissionDeniedError
+from neocloud.domain.errors import PermissionDeniedError
 from neocloud.scheduler.api import convert
 from neocloud.scheduler.api.auth import Authenticator
 from neocloud.scheduler.store import settings as site_settings

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-from neocloud.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
+from neocloud.domain.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
 from neocloud.scheduler.policy.types import INTERNAL_TENANT
 from neocloud.scheduler.store.admin import token_hash
 from neocloud.scheduler.store.jobs import JobStore

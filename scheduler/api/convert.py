@@ -7,7 +7,7 @@ import math
 import uuid
 from collections.abc import Iterable
 
-from neocloud.errors import InvalidArgumentError
+from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.policy.types import JobClass
 from neocloud.scheduler.store import settings as site_settings
 from neocloud.scheduler.store.records import (

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from neocloud.errors import (
+from neocloud.domain.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,

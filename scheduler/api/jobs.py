@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from neocloud.errors import InvalidArgumentError, PermissionDeniedError
+from neocloud.domain.errors import InvalidArgumentError, PermissionDeniedError
 from neocloud.scheduler.api import convert
 from neocloud.scheduler.api.auth import Authenticator, own_tenant, visible
 from neocloud.scheduler.api.logs import LogSource

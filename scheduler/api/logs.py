@@ -7,7 +7,7 @@ import logging
 import threading
 from typing import Protocol
 
-from neocloud.errors import NotFoundError
+from neocloud.domain.errors import NotFoundError
 from neocloud.scheduler.executor.types import Executor
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
-from neocloud.errors import InvalidArgumentError, PermissionDeniedError
+from neocloud.domain.errors import InvalidArgumentError, PermissionDeniedError
 from neocloud.scheduler.api.auth import Authenticator, own_tenant
 from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.invoice import parse_period

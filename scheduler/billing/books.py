@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from neocloud.errors import FailedPreconditionError
+from neocloud.domain.errors import FailedPreconditionError
 from neocloud.scheduler.billing.adjustments import adjustment_lines
 from neocloud.scheduler.billing.invoice import Invoice, Line, LineKind, parse_period
 from neocloud.scheduler.billing.ratecard import RateCard

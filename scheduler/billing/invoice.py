@@ -21,7 +21,7 @@ from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 
-from neocloud.errors import FailedPreconditionError, InvalidArgumentError
+from neocloud.domain.errors import FailedPreconditionError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 

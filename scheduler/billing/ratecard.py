@@ -31,6 +31,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import MappingProxyType
 
@@ -94,9 +95,9 @@ class RateCard:
         return self.energy_per_kwh.get(job_class, Decimal(0))
 
 
-def load_ratecard(path: str | Path) -> RateCard:
+def load_ratecard(path: str | Traversable) -> RateCard:
     """Read and validate the rate card at `path` (errors name this path)."""
-    path = Path(path)
+    path = Path(path) if isinstance(path, str) else path
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:

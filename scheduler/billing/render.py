@@ -15,7 +15,7 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from neocloud.errors import InvalidArgumentError
+from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.billing.invoice import Invoice, Line, LineKind
 
 logger = logging.getLogger(__name__)

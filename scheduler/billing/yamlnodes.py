@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 
 import yaml
 
-from neocloud.errors import InvalidArgumentError
+from neocloud.domain.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 

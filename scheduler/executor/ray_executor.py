@@ -24,7 +24,7 @@ import ray
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from neocloud.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.scheduler.executor import discovery, tracking
 from neocloud.scheduler.executor.runner import RankStatus, RunnerActor
 from neocloud.scheduler.executor.tracking import JobRecord, RankRecord

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from neocloud.errors import InvalidArgumentError
+from neocloud.domain.errors import InvalidArgumentError
 
 # The Ray node label that names the neocloud node a Ray worker node serves
 # (`ray start --labels neocloud.io/node-id=<node id>`).

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from neocloud import tls
-from neocloud.clock import wall_clock_us
+from neocloud.domain.clock import wall_clock_us
 from neocloud.scheduler.ingest.fleet import Fleet, NodeState
 from neocloud.scheduler.ingest.validate import validate_batch, validate_hello
 from neocloud.scheduler.store import telemetry as store
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
+from neocloud.wire import tls
 
 logger = logging.getLogger(__name__)
 

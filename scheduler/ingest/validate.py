@@ -12,8 +12,8 @@ from itertools import islice
 from operator import le
 
 from neocloud.scheduler.ingest.fleet import NodeState
-from neocloud.tls import validate_node_id
 from neocloud.v1 import telemetry_pb2 as pb
+from neocloud.wire.tls import validate_node_id
 
 MAX_GPUS_PER_NODE = 64
 MAX_SAMPLES_PER_SERIES = 100_000

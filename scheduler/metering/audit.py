@@ -128,7 +128,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r = actions.add_parser(
         "replay",
         help="recompute per-allocation GPU-seconds and joules from a telemetry trace",
-        description="Recompute usage from a recorded trace (the format of shared/traces; the GPU's identity comes "
+        description="Recompute usage from a recorded trace (the format of tests/data/*.jsonl; the GPU's identity comes "
         "from the .meta.json beside it) and allocation intervals, with the code the live path uses. Energy between "
         "two counter readings is split at allocation boundaries in proportion to power; for every GPU the "
         "allocations plus idle add up to the counter delta. Prints JSON.",

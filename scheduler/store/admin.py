@@ -9,8 +9,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from neocloud import tls
-from neocloud.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.scheduler.policy.types import PolicyConfig
 from neocloud.scheduler.store import settings as site_settings
 from neocloud.scheduler.store import validate
@@ -23,6 +22,7 @@ from neocloud.scheduler.store.records import (
     TenantRecord,
     TokenRecord,
 )
+from neocloud.wire import tls
 
 logger = logging.getLogger(__name__)
 

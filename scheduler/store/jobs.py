@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from neocloud.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.scheduler.policy.types import INTERNAL_TENANT
 from neocloud.scheduler.store import validate
 from neocloud.scheduler.store.admin import AdminStore

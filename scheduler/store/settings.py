@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from neocloud.errors import InvalidArgumentError
+from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.policy.types import PolicyConfig
 
 SettingValue = int | float | bool

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 
-from neocloud.errors import InvalidArgumentError
+from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.policy.types import INTERNAL_TENANT, JobClass
 from neocloud.scheduler.store.records import JobSpec
 

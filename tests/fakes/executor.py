@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from neocloud.errors import NotFoundError
+from neocloud.domain.errors import NotFoundError
 from neocloud.scheduler.executor.types import (
     END_CANCELLED,
     END_EXITED,

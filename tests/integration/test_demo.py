@@ -58,7 +58,7 @@ def test_short_demo_plays_the_whole_scenario(tmp_path: Path) -> None:
     work = tmp_path / "site"
     mark = f"neocloud-demo-test-{uuid.uuid4().hex}"  # inherited by agents, Ray and its workers
     env = {**os.environ, "NEOCLOUD_DEMO_TEST_MARK": mark}
-    cmd = [sys.executable, "-m", "neocloud.cli", "demo", "--nodes", "2", "--scenario", str(scenario),
+    cmd = [sys.executable, "-m", "neocloud", "demo", "--nodes", "2", "--scenario", str(scenario),
            "--work-dir", str(work)]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     out = done.stdout

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from neocloud import tls
 from neocloud.agent.gpu.sim import SimBackend
 from neocloud.agent.main import Agent
 from neocloud.scheduler.server import BackgroundScheduler
+from neocloud.wire import tls
 from tests.helpers import wait_until
 
 

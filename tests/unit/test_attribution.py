@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,8 +17,8 @@ from neocloud.scheduler.metering.book import IDLE_OWNER, AllocationBook
 from neocloud.scheduler.metering.split import CounterReading, Interval, PowerCurve, counter_deltas, split_gpu
 from neocloud.scheduler.policy.types import JobClass
 from neocloud.scheduler.store.records import Allocation
+from tests.helpers import H200_TRACE as TRACE
 
-TRACE = Path(__file__).resolve().parents[3] / "shared" / "traces" / "h200-two-procs.jsonl"
 UUID = "GPU-test"
 
 
@@ -76,7 +75,6 @@ def energy_by_owner(att: Attributor) -> dict[str, float]:
     return out
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason=f"{TRACE} is not here (the shared traces sit beside the repo)")
 def test_real_h200_trace_split_among_allocations_matches_the_audit_replay() -> None:
     from neocloud.agent.gpu.replay import ReplayBackend, load_trace
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from neocloud.errors import UnauthenticatedError
+from neocloud.domain.errors import UnauthenticatedError
 from neocloud.scheduler.api.auth import Authenticator
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore

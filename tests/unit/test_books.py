@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from neocloud.errors import FailedPreconditionError
+from neocloud.domain.errors import FailedPreconditionError
 from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.invoice import LineKind, parse_period
 from neocloud.scheduler.billing.ratecard import parse_ratecard

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from neocloud import client_cli
+from neocloud.cli import jobs as client_cli
 from neocloud.scheduler.store.records import JobState
 from tests.api_server import ApiServer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from neocloud.demo_scenario import DEFAULT_FILE, Gpus, ScenarioError, load, parse
+from neocloud.demo.scenario import DEFAULT_FILE, Gpus, ScenarioError, load, parse
 
 GOOD = """\
 minutes: 30

@@ -8,7 +8,7 @@ import math
 import re
 from decimal import Decimal
 
-from neocloud.demo_view import (
+from neocloud.demo.view import (
     ContractUse,
     GpuCell,
     NodeRow,

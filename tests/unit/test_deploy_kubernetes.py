@@ -19,10 +19,11 @@ import yaml
 from ray._private.label_utils import parse_node_labels_string
 from ray.scripts.scripts import start as ray_start
 
-from neocloud import __version__, tls
+from neocloud import __version__
 from neocloud.cli import build_parser
-from neocloud.netaddr import split_host_port
 from neocloud.scheduler.executor.types import NODE_LABEL
+from neocloud.wire import tls
+from neocloud.wire.netaddr import split_host_port
 
 try:
     import kubernetes_validate

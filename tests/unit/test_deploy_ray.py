@@ -16,10 +16,10 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.scripts.scripts import start as ray_start
 
-from neocloud import tls
 from neocloud.cli import build_parser
-from neocloud.netaddr import split_host_port
 from neocloud.scheduler.executor.types import NODE_LABEL
+from neocloud.wire import tls
+from neocloud.wire.netaddr import split_host_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "deploy" / "ray" / "cluster.yaml"

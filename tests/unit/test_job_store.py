@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from neocloud.errors import (
+from neocloud.domain.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from neocloud.errors import AlreadyExistsError, InvalidArgumentError
+from neocloud.domain.errors import AlreadyExistsError, InvalidArgumentError
 from neocloud.scheduler.api.jobs import GroupSubmitter
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore

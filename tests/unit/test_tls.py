@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from neocloud import certs_cli, tls
+from neocloud.cli import certs as certs_cli
+from neocloud.wire import tls
 
 HOSTS = ["localhost", "127.0.0.1"]
 

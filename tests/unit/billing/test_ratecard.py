@@ -7,7 +7,7 @@ from typing import cast
 
 import pytest
 
-from neocloud.errors import InvalidArgumentError
+from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.billing.ratecard import RateCard, load_ratecard, parse_ratecard
 from neocloud.scheduler.billing.yamlnodes import ConfigError
 from tests.unit.billing.factories import CARD_YAML, EXAMPLE_CARD, H100, H200

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from neocloud.errors import InvalidArgumentError
+from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.billing.invoice import BillingError, Invoice, LineKind, parse_period
 from neocloud.scheduler.billing.rating import invoice
 from neocloud.scheduler.metering.usage import ContractShortfall, UsageRow

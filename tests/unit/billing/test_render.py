@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from neocloud.errors import InvalidArgumentError
+from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.billing.adjustments import adjustment_lines
 from neocloud.scheduler.billing.invoice import Invoice
 from neocloud.scheduler.billing.rating import invoice

@@ -17,7 +17,8 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import TextIO
 
 from neocloud.scheduler.billing.books import Books
@@ -31,12 +32,12 @@ from neocloud.scheduler.store.db import open_db
 
 logger = logging.getLogger(__name__)
 
-EXAMPLE_RATECARD = Path(__file__).resolve().parents[1] / "deploy" / "config" / "ratecard.example.yaml"
+EXAMPLE_RATECARD: Traversable = resources.files(__package__) / "ratecard.yaml"
 NOMINAL_GPU_W = Decimal(700)  # what the policy budgets a GPU at: a power contract's included GPU-hours
 SLA_CREDIT_CAP_PCT = Decimal(10)
 
 
-def demo_ratecard(commitments: Mapping[str, tuple[Decimal, bool]], path: Path = EXAMPLE_RATECARD) -> RateCard:
+def demo_ratecard(commitments: Mapping[str, tuple[Decimal, bool]], path: Traversable = EXAMPLE_RATECARD) -> RateCard:
     """The example card with terms for the demo's contracts: contract id -> (commitment per
     month, power-denominated). Overage at the list price, SLA credits at list too."""
     card = load_ratecard(path)

@@ -18,9 +18,9 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from neocloud import tls
-from neocloud.netaddr import is_loopback, split_host_port
 from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, usage_pb2_grpc
+from neocloud.wire import tls
+from neocloud.wire.netaddr import is_loopback, split_host_port
 
 logger = logging.getLogger(__name__)
 

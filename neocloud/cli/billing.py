@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from neocloud.api_client import Connection, command, connection_options
-from neocloud.errors import NeocloudError
+from neocloud.client import Connection, command, connection_options
+from neocloud.domain.errors import NeocloudError
 from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.cloudevents import write_usage_events
 from neocloud.scheduler.billing.invoice import parse_period

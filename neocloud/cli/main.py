@@ -10,9 +10,9 @@ from neocloud import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neocloud import certs_cli
     from neocloud.agent import main as agent_main
     from neocloud.bench import cli as bench_cli
+    from neocloud.cli import certs as certs_cli
     from neocloud.scheduler import server as scheduler_server
 
     parser = argparse.ArgumentParser(
@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler_server.add_parser(subparsers)
     certs_cli.add_parser(subparsers)
     bench_cli.add_parser(subparsers)
-    from neocloud import billing_cli, client_cli, demo
+    from neocloud.cli import billing as billing_cli
+    from neocloud.cli import jobs as client_cli
+    from neocloud.demo import main as demo
     from neocloud.scheduler.metering import audit
 
     client_cli.add_parser(subparsers)
@@ -49,7 +51,3 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     sys.exit(args.func(args))
-
-
-if __name__ == "__main__":
-    main()

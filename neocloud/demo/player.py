@@ -21,8 +21,8 @@ from typing import Any
 
 import grpc
 
-from neocloud.api_client import CALL_TIMEOUT_S
-from neocloud.demo_scenario import Scenario, Submission
+from neocloud.client import CALL_TIMEOUT_S
+from neocloud.demo.scenario import Scenario, Submission
 from neocloud.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 logger = logging.getLogger(__name__)

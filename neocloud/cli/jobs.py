@@ -8,8 +8,8 @@ import re
 import sys
 import uuid
 
-from neocloud import admin_cli
-from neocloud.api_client import (
+from neocloud.cli import admin as admin_cli
+from neocloud.client import (
     CALL_TIMEOUT_S,
     Connection,
     UsageError,

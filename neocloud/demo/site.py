@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from neocloud import tls
 from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
+from neocloud.wire import tls
 
 if TYPE_CHECKING:
     from neocloud.scheduler.executor.local_cluster import LocalCluster

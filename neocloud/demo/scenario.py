@@ -16,6 +16,8 @@ import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FILE = Path(__file__).resolve().parents[1] / "deploy" / "config" / "demo-scenario.yaml"
+# Package data, so the demo plays from an installed wheel as from a checkout.
+DEFAULT_FILE: Traversable = resources.files(__package__) / "scenario.yaml"
 CLASSES = ("reserved", "on_demand", "spot")  # tenants' classes; internal demand has its own section
 DEFAULT_LOAD = {"internal": 0.9, "reserved": 0.8, "on_demand": 0.75, "spot": 0.7}
 MAX_GPUS = 4096
@@ -133,8 +136,8 @@ class Scenario:
                 )
 
 
-def load(path: str | Path) -> Scenario:
-    path = Path(path)
+def load(path: str | Traversable) -> Scenario:
+    path = Path(path) if isinstance(path, str) else path
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from neocloud import tls
+from neocloud.wire import tls
 
 logger = logging.getLogger(__name__)
 

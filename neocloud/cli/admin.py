@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from neocloud.api_client import (
+from neocloud.client import (
     CALL_TIMEOUT_S,
     Connection,
     UsageError,

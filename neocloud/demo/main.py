@@ -28,14 +28,16 @@ from typing import TextIO
 
 import grpc
 
-from neocloud import demo_scenario, demo_view, tls
-from neocloud.demo_billing import DemoBooks, demo_ratecard
-from neocloud.demo_player import INTERNAL, Player
-from neocloud.demo_site import GPUS_PER_NODE, Site
-from neocloud.errors import NeocloudError
+from neocloud.demo import scenario as demo_scenario
+from neocloud.demo import view as demo_view
+from neocloud.demo.billing import DemoBooks, demo_ratecard
+from neocloud.demo.player import INTERNAL, Player
+from neocloud.demo.site import GPUS_PER_NODE, Site
+from neocloud.domain.errors import NeocloudError
 from neocloud.scheduler.server import Scheduler
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import JobState
+from neocloud.wire import tls
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,5 @@
+"""`python -m neocloud` is the `neocloud` command."""
+
+from neocloud.cli import main
+
+main()

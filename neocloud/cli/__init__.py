@@ -1,0 +1,6 @@
+"""The `neocloud` command line: one module per command group, all built on `neocloud.client`.
+May import everything else of neocloud; nothing imports it but `neocloud.__main__`."""
+
+from neocloud.cli.main import build_parser, main
+
+__all__ = ["build_parser", "main"]
