@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from neocloud import __version__
-from neocloud.agent.gpu.types import EnergyReading, GpuInfo, GpuSample, HealthEvent, PowerSample, Reading
+from neocloud.domain.gpu import EnergyReading, GpuInfo, GpuSample, HealthEvent, PowerSample, Reading
 from neocloud.v1 import telemetry_pb2 as pb
 
 # Columns of GpuSeries filled from GpuSample fields of the same name.

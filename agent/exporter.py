@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from neocloud.agent.gpu.types import GpuSample
 from neocloud.agent.sampler import Sampler
 from neocloud.agent.stream import StreamClient
+from neocloud.domain.gpu import GpuSample
 
 GPU_LABELS = ["node", "gpu", "uuid", "model"]
 

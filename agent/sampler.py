@@ -14,8 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from neocloud.agent.convert import build_batch
-from neocloud.agent.gpu.types import EnergyReading, GpuBackend, GpuInfo, GpuSample, HealthKind, Reading
+from neocloud.agent.gpu.types import GpuBackend
 from neocloud.agent.spool import Spool
+from neocloud.domain.gpu import EnergyReading, GpuInfo, GpuSample, HealthKind, Reading
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ Each step:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from neocloud.domain.errors import NeocloudError
+from neocloud.domain.hours import hour_of, hour_pieces
 from neocloud.scheduler.executor.types import (
     END_CANCELLED,
     END_EXITED,
@@ -44,7 +44,7 @@ from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.inventory import node_views, processes_gone
 from neocloud.scheduler.metering.book import AllocationBook
 from neocloud.scheduler.metering.shortfall import undelivered_gpus
-from neocloud.scheduler.metering.usage import HOUR_S, ContractShortfall
+from neocloud.scheduler.metering.usage import ContractShortfall
 from neocloud.scheduler.policy.engine import schedule
 from neocloud.scheduler.policy.types import Decision, JobRequest, NodeView, PolicyInput, RunningJob
 from neocloud.scheduler.store.jobs import JobStore
@@ -58,12 +58,6 @@ BOOK_HORIZON_S = 24 * 3600.0
 BOOK_MARGIN_S = 5.0
 BOOK_REBUILD_S = 600.0
 MAX_SHORTFALL_STEP_S = 60.0
-
-
-def _hour_pieces(a: float, b: float) -> list[tuple[float, float]]:
-    """[a, b) cut at UTC hour boundaries."""
-    cuts = [a, *(h for h in range(int(a // HOUR_S + 1) * HOUR_S, int(b) + 1, HOUR_S) if a < h < b), b]
-    return list(itertools.pairwise(cuts))
 
 
 Running = list[tuple[Job, list[Allocation]]]  # what JobStore.running() returns
@@ -242,9 +236,9 @@ class Controller:
             return
         tenants = {c.contract_id: c.tenant for c in policy_input.contracts}
         rows = []
-        for a, b in _hour_pieces(last, now):
+        for a, b in hour_pieces(last, now):
             rows += [
-                ContractShortfall(cid, tenants[cid], int(a // HOUR_S) * HOUR_S, round(gpus * (b - a) * 1000))
+                ContractShortfall(cid, tenants[cid], hour_of(a), round(gpus * (b - a) * 1000))
                 for cid, gpus in missing.items()
             ]
         self.shortfalls.add(rows)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from neocloud.scheduler.ingest.fleet import Fleet, NodeState
+from neocloud.domain.fleet import NodeState
+from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.policy.types import NodeView
 
 # A node whose agent has been silent this long counts as lost: nothing is placed

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from neocloud.scheduler.billing_runner import BillingRunner
 from neocloud.scheduler.controller import Controller
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
-from neocloud.scheduler.metering.runner import MeteringRunner
 
 GPU_LABELS = ["node", "gpu", "uuid", "model"]
 REFUSAL_CODES = ("FAILED_PRECONDITION", "INVALID_ARGUMENT", "PERMISSION_DENIED")
@@ -163,7 +163,7 @@ class SchedulerCollector(Collector):
 class MeteringCollector(Collector):
     """Usage and the ledger's health, from the summary of the last ledger pass."""
 
-    def __init__(self, runner: MeteringRunner, fleet: Fleet) -> None:
+    def __init__(self, runner: BillingRunner, fleet: Fleet) -> None:
         self._runner = runner
         self._fleet = fleet
 

@@ -22,12 +22,12 @@ from neocloud.scheduler.api.errors import ErrorInterceptor
 from neocloud.scheduler.api.logs import ExecutorLogs, NoLogs
 from neocloud.scheduler.api.services import SERVICE_NAMES, add_api_services
 from neocloud.scheduler.billing.ratecard import load_ratecard
+from neocloud.scheduler.billing_runner import BillingRunner
 from neocloud.scheduler.controller import Controller
 from neocloud.scheduler.executor.types import Executor
+from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
-from neocloud.scheduler.metering.runner import MeteringRunner
 from neocloud.scheduler.metrics import MeteringCollector, SchedulerCollector
-from neocloud.scheduler.store import telemetry as telemetry_store
 from neocloud.scheduler.store.db import StoreError, open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.shortfalls import ShortfallStore
@@ -74,7 +74,7 @@ class Scheduler:
         self.config = config
         self.db = open_db(config.db_path)
         self.telemetry = TelemetryService(
-            telemetry_store.load(self.db),
+            Fleet.load(self.db),
             self.db,
             require_peer_identity=not config.insecure,
             commit_interval_s=config.commit_interval_s,
@@ -99,7 +99,7 @@ class Scheduler:
         # in-memory store has no second one.
         on_disk = config.db_path != ":memory:"
         self.metering = (
-            MeteringRunner(config.db_path, interval_s=config.meter_interval_s, card=self.card) if on_disk else None
+            BillingRunner(config.db_path, interval_s=config.meter_interval_s, card=self.card) if on_disk else None
         )
         self._usage_db = open_db(config.db_path) if on_disk else None
         self.registry = CollectorRegistry()

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from neocloud.agent.gpu.types import (
-    BackendError,
+from neocloud.agent.gpu.types import BackendError
+from neocloud.domain.clock import wall_clock_us
+from neocloud.domain.gpu import (
     EnergyReading,
     GpuInfo,
     GpuProcess,
@@ -29,7 +30,6 @@ from neocloud.agent.gpu.types import (
     PowerSample,
     Reading,
 )
-from neocloud.domain.clock import wall_clock_us
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from neocloud.agent.gpu.types import EnergyReading, GpuInfo, GpuProcess, GpuSample, Reading
 from neocloud.domain.clock import wall_clock_us
+from neocloud.domain.gpu import EnergyReading, GpuInfo, GpuProcess, GpuSample, Reading
 
 logger = logging.getLogger(__name__)
 

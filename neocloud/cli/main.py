@@ -35,12 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cli.add_parser(subparsers)
     from neocloud.cli import billing as billing_cli
     from neocloud.cli import jobs as client_cli
+    from neocloud.cli import meter
     from neocloud.demo import main as demo
-    from neocloud.scheduler.metering import audit
 
     client_cli.add_parser(subparsers)
     demo.add_parser(subparsers)
-    audit.add_parser(subparsers)
+    meter.add_parser(subparsers)
     billing_cli.add_parser(subparsers)
     return parser
 

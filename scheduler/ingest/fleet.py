@@ -12,80 +12,19 @@ by allocation.
 from __future__ import annotations
 
 import logging
-from collections import deque
+import sqlite3
 from dataclasses import dataclass, field
 
+from neocloud.domain.fleet import GpuState, NodeState
 from neocloud.scheduler.metering.attribution import Attributor
+from neocloud.scheduler.store import telemetry as telemetry_store
+from neocloud.scheduler.store.telemetry import Snapshot
 from neocloud.v1 import telemetry_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
 # XIDs NVIDIA documents as needing a GPU reset or node drain.
 CRITICAL_XIDS = frozenset({48, 63, 64, 74, 79, 92, 94, 95, 119, 120, 140})
-
-
-@dataclass(slots=True)
-class EnergyAccumulator:
-    last_mj: int | None = None
-    last_us: int = 0
-    total_mj: int = 0
-    resets: int = 0
-
-    def add(
-        self, timestamp_us: int, energy_mj: int, counter_reset: bool, power_before_mw: int, power_after_mw: int
-    ) -> None:
-        if self.last_mj is None:
-            self.last_mj, self.last_us = energy_mj, timestamp_us
-            return
-        if counter_reset or energy_mj < self.last_mj:
-            # The counter restarted somewhere in between: what it counted since
-            # is a lower bound, power over the span an estimate.
-            span_s = max(0, timestamp_us - self.last_us) / 1e6
-            estimate_mj = round((power_before_mw + power_after_mw) / 2 * span_s)
-            self.total_mj += max(energy_mj, estimate_mj)
-            self.resets += 1
-            logger.warning("energy counter reset bridged with %.1f J", max(energy_mj, estimate_mj) / 1e3)
-        else:
-            self.total_mj += energy_mj - self.last_mj
-        self.last_mj, self.last_us = energy_mj, timestamp_us
-
-
-@dataclass(slots=True)
-class GpuState:
-    node_id: str
-    index: int
-    uuid: str
-    model: str
-    memory_total_bytes: int
-    power_limit_mw: int
-    energy: EnergyAccumulator = field(default_factory=EnergyAccumulator)
-    last_power_mw: int = 0
-    last_series: pb.GpuSeries | None = None
-    last_sample_us: int = 0
-    xid_errors_total: int = 0
-    unhealthy_reason: str | None = None
-
-
-@dataclass(slots=True)
-class NodeState:
-    node_id: str
-    agent_version: str
-    backend: str
-    stream_epoch: int
-    last_seq: int
-    gpus: dict[str, GpuState]
-    first_seen_us: int
-    last_seen_us: int
-    dropped_samples_total: int = 0
-    durable_seq: int = 0
-    connected: bool = False
-    # (scheduler receive time - agent send time) of recent batches, µs.
-    clock_offsets_us: deque[int] = field(default_factory=lambda: deque(maxlen=32))
-
-    @property
-    def clock_offset_s(self) -> float | None:
-        """Lower envelope of receive - send: network delay only adds to it."""
-        return min(self.clock_offsets_us) / 1e6 if self.clock_offsets_us else None
 
 
 @dataclass(slots=True)
@@ -106,6 +45,75 @@ class Fleet:
         self.dirty_nodes: set[str] = set()
         self.dirty_gpus: set[str] = set()
         self.attributor = Attributor()
+
+    @classmethod
+    def load(cls, db: sqlite3.Connection) -> Fleet:
+        """The fleet as last committed, with the energy acknowledged before a restart
+        but not yet attributed handed back to the attributor."""
+        fleet = cls()
+        fleet.nodes, marks = telemetry_store.load(db)
+        for node in fleet.nodes.values():
+            for uuid, gpu in node.gpus.items():
+                fleet.gpu_owner[uuid] = node.node_id
+                acc = gpu.energy
+                if acc.last_mj is None:
+                    continue
+                # The unattributed rest is one span from the watermark to the last reading
+                # (split by duration at any boundary inside it: its samples are gone).
+                t0_us, attributed_mj = marks.get(uuid, (node.first_seen_us, 0.0))
+                fleet.attributor.restore(uuid, attributed_mj, t0_us, acc.last_us, acc.total_mj - attributed_mj)
+                if acc.total_mj > attributed_mj:
+                    logger.info(
+                        "GPU %s: %.1f J acknowledged before the restart to attribute",
+                        uuid,
+                        (acc.total_mj - attributed_mj) / 1e3,
+                    )
+        return fleet
+
+    def snapshot_dirty(self) -> Snapshot:
+        """What changed since the last snapshot, copied out so the write can run in
+        another thread while ingest goes on."""
+        nodes = []
+        seqs = {}
+        for node_id in self.dirty_nodes:
+            n = self.nodes[node_id]
+            nodes.append(
+                (
+                    n.node_id,
+                    n.agent_version,
+                    n.backend,
+                    n.stream_epoch,
+                    n.last_seq,
+                    n.dropped_samples_total,
+                    n.first_seen_us,
+                    n.last_seen_us,
+                )
+            )
+            seqs[node_id] = (n.stream_epoch, n.last_seq)
+        gpus = []
+        for uuid in self.dirty_gpus:
+            node = self.nodes.get(self.gpu_owner.get(uuid, ""))
+            g = node.gpus.get(uuid) if node else None
+            if g is None:
+                continue
+            e = g.energy
+            gpus.append(
+                (
+                    g.uuid, g.node_id, g.index, g.model, g.memory_total_bytes, g.power_limit_mw,
+                    e.last_mj, e.last_us, e.total_mj, e.resets, g.last_power_mw, g.xid_errors_total, g.unhealthy_reason,
+                )
+            )  # fmt: skip
+        self.dirty_nodes.clear()
+        self.dirty_gpus.clear()
+        self.attributor.flush()
+        cells, marks = self.attributor.take()
+        return Snapshot(nodes, gpus, seqs, cells, marks)
+
+    def restore(self, snap: Snapshot) -> None:
+        """A commit failed: what it carried is written with the next one instead."""
+        self.dirty_nodes.update(snap.seqs)
+        self.dirty_gpus.update(str(row[0]) for row in snap.gpus)
+        self.attributor.give_back(dict(snap.cells), dict(snap.watermarks))
 
     def register(self, hello: pb.Hello, now_us: int) -> NodeState:
         """A node said hello: record (or update) it and its inventory."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import grpc
 
 from neocloud.domain.clock import wall_clock_us
-from neocloud.scheduler.ingest.fleet import Fleet, NodeState
+from neocloud.domain.fleet import NodeState
+from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.validate import validate_batch, validate_hello
 from neocloud.scheduler.store import telemetry as store
 from neocloud.v1 import telemetry_pb2 as pb
@@ -182,7 +183,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
 
     async def commit(self) -> None:
         """Make what was applied durable, then acknowledge it."""
-        snap = store.snapshot_dirty(self.fleet)
+        snap = self.fleet.snapshot_dirty()
         if not snap.empty():
             started = asyncio.get_running_loop().time()
             try:
@@ -190,7 +191,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             except Exception:
                 self.commit_failures_total += 1
                 logger.exception("telemetry commit failed; nothing acknowledged, retrying")
-                store.restore(self.fleet, snap)
+                self.fleet.restore(snap)
                 return
             self.commits_total += 1
             self.last_commit_s = asyncio.get_running_loop().time() - started

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from itertools import islice
 from operator import le
 
-from neocloud.scheduler.ingest.fleet import NodeState
+from neocloud.domain.fleet import NodeState
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.wire.tls import validate_node_id
 

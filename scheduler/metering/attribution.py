@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from neocloud.domain.fleet import Cell, CellKey
+from neocloud.domain.hours import HOUR_S, hour_cuts, hour_of
 from neocloud.scheduler.metering.book import AllocationBook
 from neocloud.scheduler.metering.split import PowerCurve, split_span
-from neocloud.scheduler.metering.usage import HOUR_S
 
 logger = logging.getLogger(__name__)
 
@@ -53,27 +54,6 @@ class SeriesLike(Protocol):
     def power_sample_mw(self) -> Sequence[int]: ...
 
 
-@dataclass(slots=True)
-class Cell:
-    """Increments for one (GPU, owner, hour)."""
-
-    energy_mj: float = 0.0
-    util_sum: int = 0
-    util_count: int = 0
-    peak_power_mw: int = 0
-    memory_peak_bytes: int = 0
-
-    def merge(self, other: Cell) -> None:
-        self.energy_mj += other.energy_mj
-        self.util_sum += other.util_sum
-        self.util_count += other.util_count
-        self.peak_power_mw = max(self.peak_power_mw, other.peak_power_mw)
-        self.memory_peak_bytes = max(self.memory_peak_bytes, other.memory_peak_bytes)
-
-
-CellKey = tuple[str, str, int]  # (GPU uuid, allocation id or IDLE_OWNER, hour)
-
-
 @dataclass(frozen=True, slots=True)
 class _Span:
     t0: float
@@ -88,14 +68,6 @@ class _GpuMeter:
     spans: deque[_Span] = field(default_factory=deque)
     power: deque[tuple[float, SeriesLike]] = field(default_factory=deque)  # (last time, series) a span may need
     stats: deque[tuple[float, float, SeriesLike]] = field(default_factory=deque)  # (first, last tick, series)
-
-
-def _hour(t: float) -> int:
-    return int(t // HOUR_S) * HOUR_S
-
-
-def _hour_cuts(t0: float, t1: float) -> list[float]:
-    return [float(h) for h in range(_hour(t0) + HOUR_S, math.ceil(t1), HOUR_S) if t0 < h < t1]
 
 
 class Attributor:
@@ -172,18 +144,18 @@ class Attributor:
         t0, t1 = span.t0, span.t1
         book = self.book
         if t1 <= t0:
-            self._cell(uuid, book.owner_at(uuid, t0), _hour(t0)).energy_mj += span.delta_mj
+            self._cell(uuid, book.owner_at(uuid, t0), hour_of(t0)).energy_mj += span.delta_mj
             return
-        hour_cuts = _hour_cuts(t0, t1)
+        in_hour_cuts = hour_cuts(t0, t1)
         owner = book.owner(uuid, t0, t1)
-        if owner is not None and not hour_cuts:
-            self._cell(uuid, owner, _hour(t0)).energy_mj += span.delta_mj
+        if owner is not None and not in_hour_cuts:
+            self._cell(uuid, owner, hour_of(t0)).energy_mj += span.delta_mj
             return
-        cuts = sorted({t0, t1, *hour_cuts, *book.boundaries(uuid, t0, t1)})
+        cuts = sorted({t0, t1, *in_hour_cuts, *book.boundaries(uuid, t0, t1)})
         curve = PowerCurve(_power_points([s for _, s in m.power], t0, t1))
         for a, b, share in split_span(span.delta_mj, cuts, curve):
             mid = (a + b) / 2
-            self._cell(uuid, book.owner_at(uuid, mid), _hour(mid)).energy_mj += share
+            self._cell(uuid, book.owner_at(uuid, mid), hour_of(mid)).energy_mj += share
 
     def _attribute_stats(self, uuid: str, pending: deque[tuple[float, float, SeriesLike]], until: float) -> None:
         """Tick statistics of the series ending by `until`. Consecutive series of one owner and
@@ -193,7 +165,7 @@ class Attributor:
             t0, t1, s = pending.popleft()
             if cell is None or t0 < lo or t1 >= hi:
                 owner, start, end = self.book.holding(uuid, t0)
-                hour = _hour(t0)
+                hour = hour_of(t0)
                 lo, hi = max(start, hour), min(end, hour + HOUR_S)
                 if t1 >= hi:  # the series crosses an allocation or hour boundary: tick by tick
                     self._attribute_ticks(uuid, s)
@@ -218,7 +190,7 @@ class Attributor:
         util, power, memory = s.gpu_util_percent, s.power_mw, s.memory_used_bytes
         for i, t_us in enumerate(s.timestamp_us):
             t = t_us / _US
-            cell = self._cell(uuid, self.book.owner_at(uuid, t), _hour(t))
+            cell = self._cell(uuid, self.book.owner_at(uuid, t), hour_of(t))
             if util:
                 cell.util_sum += util[i]
                 cell.util_count += 1

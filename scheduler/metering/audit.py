@@ -1,23 +1,19 @@
-"""`neocloud meter replay`: recompute usage from a recorded telemetry trace and
-a list of allocation intervals, so an operator or a tenant can check a bill
-from raw readings. The trace goes through the agent's replay backend, the same
-conversion every live reading goes through, then through `split`."""
+"""Recompute usage from a recorded telemetry trace and a list of allocation
+intervals (`neocloud meter replay`), so an operator or a tenant can check a bill
+from raw readings. The trace's records become readings (`neocloud.domain.trace`)
+and go through `split`, the code the live path uses."""
 
 from __future__ import annotations
 
-import argparse
 import csv
-import itertools
-import json
-import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neocloud.agent.gpu.replay import ReplayBackend, load_trace
-from neocloud.agent.gpu.types import BackendError, Reading
+from neocloud.domain.gpu import Reading
+from neocloud.domain.trace import load_trace, recorded_reading
 from neocloud.scheduler.metering.split import IDLE, CounterReading, Interval, MeteringError, split_gpu
 
 CSV_HEADER = ["job", "tenant", "class", "gpu_uuid", "start", "end"]
@@ -81,12 +77,7 @@ def meter_inputs(readings: Iterable[Reading]) -> dict[str, tuple[list[CounterRea
 
 def replay(traces: Sequence[Path], allocations: Sequence[AllocationRow]) -> dict[str, Any]:
     loaded = [load_trace(path, i) for i, path in enumerate(traces)]
-    t0_us = round(min(t.records[0].t_s for t in loaded) * 1e6)
-    # Replay starts at the trace's own first timestamp, so readings keep their
-    # recorded times, and one microsecond later at this speed all are released.
-    clock = itertools.chain([t0_us], itertools.repeat(t0_us + 1))
-    backend = ReplayBackend(loaded, speed=1e12, clock_us=lambda: next(clock))
-    inputs = meter_inputs([backend.read(read_energy=True)])
+    inputs = meter_inputs([recorded_reading(loaded)])
     by_gpu: dict[str, list[AllocationRow]] = defaultdict(list)
     for row in allocations:
         if row.gpu_uuid not in inputs:
@@ -119,32 +110,3 @@ def replay(traces: Sequence[Path], allocations: Sequence[AllocationRow]) -> dict
         result["counter_delta_joules"][uuid] = round(usage.counter_delta_j, 6)
         result.setdefault("window", {})[uuid] = list(usage.window)
     return result
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("meter", help="metering tools (audit a bill from raw readings)")
-    actions = p.add_subparsers(dest="meter", metavar="ACTION")
-    actions.required = True
-    r = actions.add_parser(
-        "replay",
-        help="recompute per-allocation GPU-seconds and joules from a telemetry trace",
-        description="Recompute usage from a recorded trace (the format of tests/data/*.jsonl; the GPU's identity comes "
-        "from the .meta.json beside it) and allocation intervals, with the code the live path uses. Energy between "
-        "two counter readings is split at allocation boundaries in proportion to power; for every GPU the "
-        "allocations plus idle add up to the counter delta. Prints JSON.",
-    )
-    r.add_argument("--trace", type=Path, action="append", required=True, help="trace .jsonl (repeat for more GPUs)")
-    r.add_argument(
-        "--allocations", type=Path, required=True, help="CSV with header job,tenant,class,gpu_uuid,start,end (Unix s)"
-    )
-    r.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        result = replay(args.trace, read_allocations(args.allocations))
-    except (MeteringError, BackendError) as e:
-        print(f"neocloud meter replay: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0

@@ -22,17 +22,14 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from neocloud.scheduler.metering.usage import HOUR_S, IDLE_CLASS, usage_id
+from neocloud.domain.hours import HOUR_S, hour_of
+from neocloud.scheduler.metering.usage import IDLE_CLASS, usage_id
 
 logger = logging.getLogger(__name__)
 
 _US = 1_000_000
 MAX_GAP_S = 31 * 24 * HOUR_S  # how far back a gap in the metered hours is filled
 UNKNOWN_MODEL = "unknown"  # a GPU energy was attributed to but the store no longer lists
-
-
-def hour_of(t: float) -> int:
-    return int(t // HOUR_S) * HOUR_S
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 IDLE_CLASS = "idle"
-HOUR_S = 3600
 
 
 @dataclass(frozen=True, slots=True)

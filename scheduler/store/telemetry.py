@@ -8,8 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from neocloud.scheduler.ingest.fleet import EnergyAccumulator, Fleet, GpuState, NodeState
-from neocloud.scheduler.metering.attribution import Cell, CellKey
+from neocloud.domain.fleet import Cell, CellKey, EnergyAccumulator, GpuState, NodeState
 
 logger = logging.getLogger(__name__)
 
@@ -27,51 +26,6 @@ class Snapshot:
 
     def empty(self) -> bool:
         return not (self.nodes or self.gpus or self.cells or self.watermarks)
-
-
-def snapshot_dirty(fleet: Fleet) -> Snapshot:
-    nodes = []
-    seqs = {}
-    for node_id in fleet.dirty_nodes:
-        n = fleet.nodes[node_id]
-        nodes.append(
-            (
-                n.node_id,
-                n.agent_version,
-                n.backend,
-                n.stream_epoch,
-                n.last_seq,
-                n.dropped_samples_total,
-                n.first_seen_us,
-                n.last_seen_us,
-            )
-        )
-        seqs[node_id] = (n.stream_epoch, n.last_seq)
-    gpus = []
-    for uuid in fleet.dirty_gpus:
-        node = fleet.nodes.get(fleet.gpu_owner.get(uuid, ""))
-        g = node.gpus.get(uuid) if node else None
-        if g is None:
-            continue
-        e = g.energy
-        gpus.append(
-            (
-                g.uuid, g.node_id, g.index, g.model, g.memory_total_bytes, g.power_limit_mw,
-                e.last_mj, e.last_us, e.total_mj, e.resets, g.last_power_mw, g.xid_errors_total, g.unhealthy_reason,
-            )
-        )  # fmt: skip
-    fleet.dirty_nodes.clear()
-    fleet.dirty_gpus.clear()
-    fleet.attributor.flush()
-    cells, marks = fleet.attributor.take()
-    return Snapshot(nodes, gpus, seqs, cells, marks)
-
-
-def restore(fleet: Fleet, snap: Snapshot) -> None:
-    """A commit failed: what it carried is written with the next one instead."""
-    fleet.dirty_nodes.update(snap.seqs)
-    fleet.dirty_gpus.update(str(row[0]) for row in snap.gpus)
-    fleet.attributor.give_back(dict(snap.cells), dict(snap.watermarks))
 
 
 def write(db: sqlite3.Connection, snap: Snapshot) -> None:
@@ -118,15 +72,17 @@ def write(db: sqlite3.Connection, snap: Snapshot) -> None:
         raise
 
 
-def load(db: sqlite3.Connection) -> Fleet:
-    fleet = Fleet()
+def load(db: sqlite3.Connection) -> tuple[dict[str, NodeState], dict[str, tuple[int, float]]]:
+    """The nodes with their GPUs as last committed, and each GPU's attribution
+    watermark: (attributed up to µs, attributed total mJ)."""
+    nodes: dict[str, NodeState] = {}
     for row in db.execute(
         "SELECT node_id, agent_version, backend, stream_epoch, last_seq, dropped_samples_total,"
         " first_seen_us, last_seen_us FROM nodes"
     ):
         node = NodeState(row[0], row[1], row[2], row[3], row[4], {}, row[6], row[7], dropped_samples_total=row[5])
         node.durable_seq = node.last_seq
-        fleet.nodes[node.node_id] = node
+        nodes[node.node_id] = node
     for row in db.execute(
         "SELECT uuid, node_id, gpu_index, model, memory_total_bytes, power_limit_mw, energy_last_mj,"
         " energy_last_us, energy_total_mj, energy_resets, last_power_mw, xid_errors_total, unhealthy_reason FROM gpus"
@@ -143,27 +99,6 @@ def load(db: sqlite3.Connection) -> Fleet:
             xid_errors_total=row[11],
             unhealthy_reason=row[12],
         )
-        fleet.nodes[gpu.node_id].gpus[gpu.uuid] = gpu
-        fleet.gpu_owner[gpu.uuid] = gpu.node_id
-    _restore_unattributed(db, fleet)
-    return fleet
-
-
-def _restore_unattributed(db: sqlite3.Connection, fleet: Fleet) -> None:
-    """Energy acknowledged before a restart but not yet attributed: the accumulator
-    total past what was attributed, as one span from the watermark to the last
-    reading (split by duration at any boundary inside it: its samples are gone)."""
+        nodes[gpu.node_id].gpus[gpu.uuid] = gpu
     marks = {str(r[0]): (int(r[1]), float(r[2])) for r in db.execute("SELECT * FROM meter_watermarks")}
-    for node in fleet.nodes.values():
-        for uuid, gpu in node.gpus.items():
-            acc = gpu.energy
-            if acc.last_mj is None:
-                continue
-            t0_us, attributed_mj = marks.get(uuid, (node.first_seen_us, 0.0))
-            fleet.attributor.restore(uuid, attributed_mj, t0_us, acc.last_us, acc.total_mj - attributed_mj)
-            if acc.total_mj > attributed_mj:
-                logger.info(
-                    "GPU %s: %.1f J acknowledged before the restart to attribute",
-                    uuid,
-                    (acc.total_mj - attributed_mj) / 1e3,
-                )
+    return nodes, marks

@@ -13,7 +13,7 @@ import pynvml
 import pytest
 
 from neocloud.agent.gpu.nvml import NvmlBackend
-from neocloud.agent.gpu.types import EnergyReading
+from neocloud.domain.gpu import EnergyReading
 from tests.helpers import integrate_mj
 
 try:

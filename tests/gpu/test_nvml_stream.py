@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from neocloud.agent.gpu.types import GpuBackend, GpuInfo, Reading
+from neocloud.agent.gpu.types import GpuBackend
 from neocloud.agent.main import Agent, AgentConfig
+from neocloud.domain.gpu import GpuInfo, Reading
 from neocloud.scheduler.metering.ledger import Ledger
 from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
 from neocloud.scheduler.store.db import open_db

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from neocloud.agent.gpu.replay import ReplayBackend, load_trace
+from neocloud.agent.gpu.replay import ReplayBackend
 from neocloud.agent.gpu.sim import SimBackend
 from neocloud.agent.main import Agent
+from neocloud.domain.trace import load_trace
 from neocloud.scheduler.server import BackgroundScheduler
 from tests.helpers import H200_TRACE, wait_until
 from tests.proxy import CuttableProxy

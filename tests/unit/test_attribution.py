@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from neocloud.domain.trace import load_trace, recorded_reading
 from neocloud.scheduler.metering.attribution import Attributor
 from neocloud.scheduler.metering.audit import meter_inputs
 from neocloud.scheduler.metering.book import IDLE_OWNER, AllocationBook
@@ -76,13 +77,7 @@ def energy_by_owner(att: Attributor) -> dict[str, float]:
 
 
 def test_real_h200_trace_split_among_allocations_matches_the_audit_replay() -> None:
-    from neocloud.agent.gpu.replay import ReplayBackend, load_trace
-
-    loaded = load_trace(TRACE, 0)
-    t0_us = round(loaded.records[0].t_s * 1e6)
-    clock = itertools.chain([t0_us], itertools.repeat(t0_us + 1))
-    backend = ReplayBackend([loaded], speed=1e12, clock_us=lambda: next(clock))
-    ((uuid, (counters, power)),) = meter_inputs([backend.read(read_energy=True)]).items()
+    ((uuid, (counters, power)),) = meter_inputs([recorded_reading([load_trace(TRACE, 0)])]).items()
     first, last = counters[0].t, counters[-1].t
     span = last - first
     cuts = [first + span * f for f in (0.13, 0.41, 0.42, 0.77)]  # boundaries inside counter spans

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from neocloud.scheduler.ingest.fleet import EnergyAccumulator
+from neocloud.domain.fleet import EnergyAccumulator
 
 
 def test_first_reading_is_the_baseline() -> None:

@@ -79,7 +79,7 @@ def ingest(db: sqlite3.Connection, fleet: Fleet, batches: list[pb.Batch]) -> Non
     node = fleet.nodes["node-1"]
     for b in batches:
         fleet.apply_batch(node, b, b.agent_time_us)
-    telemetry.write(db, telemetry.snapshot_dirty(fleet))
+    telemetry.write(db, fleet.snapshot_dirty())
 
 
 def open_site(path: Path) -> tuple[JobStore, sqlite3.Connection, Fleet]:
@@ -113,7 +113,7 @@ def test_rows_per_allocation_hour_conserve_energy_and_time_and_rerun_identically
     db = open_db(db_path)
     fleet = Fleet()
     fleet.register(hello(), round((HOUR - 600) * 1e6))
-    telemetry.write(db, telemetry.snapshot_dirty(fleet))
+    telemetry.write(db, fleet.snapshot_dirty())
     # GPU-a: job-1 from HOUR-300 to HOUR+1800 (crosses the hour); GPU-b idle.
     job = start_job(store, "one", ("GPU-a",), HOUR - 300)
     store.close_allocations(job, HOUR + 1800, "succeeded")
@@ -179,14 +179,14 @@ def test_energy_acknowledged_before_a_restart_is_attributed_after_it(store: JobS
     ingest(db, fleet, [batch(1, HOUR, 600)])  # durable and acked, not attributed
     assert db.execute("SELECT COUNT(*) FROM meter_cells").fetchone()[0] == 0
 
-    restarted = telemetry.load(db)  # the scheduler comes back
+    restarted = Fleet.load(db)  # the scheduler comes back
     restarted.attributor.book = AllocationBook(store.allocations_since(0))
-    telemetry.write(db, telemetry.snapshot_dirty(restarted))
+    telemetry.write(db, restarted.snapshot_dirty())
     Ledger(db, clock=lambda: HOUR + 3600).run_pass()
     (energy,) = db.execute("SELECT SUM(energy_mj) FROM usage WHERE job_id = ?", (job,)).fetchone()
     assert energy == pytest.approx(2 * WATTS * 600 * 1000, rel=1e-6)
     # Restoring again finds nothing left: the watermark moved with the cells.
-    telemetry.write(db, telemetry.snapshot_dirty(telemetry.load(db)))
+    telemetry.write(db, Fleet.load(db).snapshot_dirty())
     Ledger(db, clock=lambda: HOUR + 3600).run_pass()
     (again,) = db.execute("SELECT SUM(energy_mj) FROM usage WHERE job_id = ?", (job,)).fetchone()
     assert again == energy

@@ -12,7 +12,8 @@ import pynvml
 import pytest
 
 from neocloud.agent.gpu.nvml import NvmlBackend
-from neocloud.agent.gpu.types import BackendError, GpuProcess, HealthKind
+from neocloud.agent.gpu.types import BackendError
+from neocloud.domain.gpu import GpuProcess, HealthKind
 from tests.fakes import fake_pynvml as fp
 from tests.fakes.fake_pynvml import FakeGpu, FakeNvml
 

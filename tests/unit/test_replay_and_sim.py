@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from neocloud.agent.gpu.replay import ReplayBackend, load_trace
+from neocloud.agent.gpu.replay import ReplayBackend
 from neocloud.agent.gpu.sim import (
     DEFAULT_JOB_LOAD,
     FLAT_OUT_MW,
@@ -18,6 +18,7 @@ from neocloud.agent.gpu.sim import (
 )
 from neocloud.agent.gpu.types import BackendError
 from neocloud.agent.main import AgentConfig, make_backend
+from neocloud.domain.trace import TraceError, load_trace
 from tests.helpers import H200_TRACE
 
 
@@ -56,12 +57,12 @@ def write_trace(tmp: Path, lines: list[str], meta: object | None = None) -> Path
 
 def test_bad_traces_name_file_and_line(tmp_path: Path) -> None:
     good = H200_TRACE.read_text().splitlines()[0]
-    with pytest.raises(BackendError, match=r"t.jsonl:2: bad trace record"):
+    with pytest.raises(TraceError, match=r"t.jsonl:2: bad trace record"):
         load_trace(write_trace(tmp_path, [good, '{"t": 1}']))
-    with pytest.raises(BackendError, match="not a trace meta file"):
+    with pytest.raises(TraceError, match="not a trace meta file"):
         load_trace(write_trace(tmp_path, [good], meta={"device": {}}))
     (tmp_path / "t.meta.json").unlink()
-    with pytest.raises(BackendError, match=r"needs its \.meta\.json"):
+    with pytest.raises(TraceError, match=r"needs its \.meta\.json"):
         load_trace(tmp_path / "t.jsonl")
     with pytest.raises(BackendError, match="same GPU UUID"):
         ReplayBackend([load_trace(H200_TRACE), load_trace(H200_TRACE)])

@@ -4,9 +4,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from neocloud.agent.gpu.sim import SimBackend
-from neocloud.agent.gpu.types import HealthEvent, HealthKind, Reading
 from neocloud.agent.sampler import Sampler
 from neocloud.agent.spool import Spool
+from neocloud.domain.gpu import HealthEvent, HealthKind, Reading
 from neocloud.v1 import telemetry_pb2 as pb
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from neocloud.agent.convert import build_batch, hello
 from neocloud.agent.gpu.sim import SimBackend
-from neocloud.scheduler.ingest.fleet import Fleet, NodeState
+from neocloud.domain.fleet import NodeState
+from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.validate import validate_batch, validate_hello
 from neocloud.v1 import telemetry_pb2 as pb
 

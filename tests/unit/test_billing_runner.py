@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from neocloud.scheduler.billing.ratecard import parse_ratecard
+from neocloud.scheduler.billing_runner import BillingRunner
 from neocloud.scheduler.metering.book import AllocationBook
-from neocloud.scheduler.metering.runner import MeteringRunner
 from neocloud.scheduler.metrics import MeteringCollector
 from tests.unit.test_ledger import HOUR, batch, ingest, open_site, start_job
 
@@ -26,7 +26,7 @@ def test_a_pass_reconciles_and_prices_the_month_so_far(tmp_path: Path) -> None:
     fleet.attributor.book = AllocationBook(store.allocations_since(0))
     ingest(db, fleet, [batch(1, HOUR, 1200)])
 
-    runner = MeteringRunner(path, clock=lambda: HOUR + 1800, card=parse_ratecard(CARD))
+    runner = BillingRunner(path, clock=lambda: HOUR + 1800, card=parse_ratecard(CARD))
     runner.run_once()
     summary = runner.summary
     assert summary.gap == {"gpu_seconds": 0.0, "energy": 0.0}
@@ -46,7 +46,7 @@ def test_energy_that_never_reaches_the_ledger_shows_as_a_gap(tmp_path: Path) -> 
     _, db, fleet = open_site(path)
     fleet.attributor.book = AllocationBook()
     ingest(db, fleet, [batch(1, HOUR, 1200)])
-    runner = MeteringRunner(path, clock=lambda: HOUR + 7200)
+    runner = BillingRunner(path, clock=lambda: HOUR + 7200)
     runner.run_once()
     assert runner.summary.gap["energy"] == 0.0
     ingest(db, fleet, [batch(2, HOUR + 1200, 600)])  # late energy for the hour...

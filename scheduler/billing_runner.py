@@ -1,8 +1,8 @@
-"""Keeps the ledger current inside the scheduler: a pass every `interval_s` on a
-thread of its own, with its own SQLite connection, then a summary for
-Prometheus (taken at the pass, never at scrape time) and the reconciliation
-check: per metered hour, the rows must add up to what was attributed (energy)
-and to the GPUs' wall time (GPU-seconds)."""
+"""The periodic billing pass, above both metering and billing (neither imports it):
+every `interval_s`, on a thread and SQLite connection of its own, it meters closed
+hours into the ledger, rates them, and keeps a summary for Prometheus (taken at the
+pass, never at scrape time) with the reconciliation check: per metered hour, the
+rows must add up to what was attributed (energy) and to the GPUs' wall time."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class LedgerSummary:
     currency: str = ""
 
 
-class MeteringRunner:
+class BillingRunner:
     def __init__(
         self,
         db_path: str | Path,
