@@ -26,6 +26,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.scheduler.executor import discovery, tracking
+from neocloud.scheduler.executor.logfile import read_chunk
 from neocloud.scheduler.executor.runner import RankStatus, RunnerActor
 from neocloud.scheduler.executor.tracking import JobRecord, RankRecord
 from neocloud.scheduler.executor.types import (
@@ -399,11 +400,7 @@ class RayExecutor:
         path = Path(self._log_dir) / job_id / f"rank-{rank}.log"
         if not path.is_file():
             raise NotFoundError(f"no log for job {job_id} rank {rank}")
-        with open(path, "rb") as f:
-            f.seek(max(offset, 0))
-            data = f.read(max(max_bytes, 0))
-            size = f.seek(0, 2)
-        return data, max(offset, 0) + len(data) >= size
+        return read_chunk(path, offset, max_bytes)
 
     def reattach(self, job_ids: Iterable[str]) -> set[str]:
         """Find jobs an earlier executor started (their runners and placement group,

@@ -24,6 +24,7 @@ from typing import Any
 import ray
 
 from neocloud.scheduler.executor import procs
+from neocloud.scheduler.executor.logfile import read_chunk
 from neocloud.scheduler.executor.types import (
     END_CANCELLED,
     END_EXITED,
@@ -236,13 +237,10 @@ class Runner:
         with self._cv:
             ended = self._s.ended_at is not None
         try:
-            with open(self._log, "rb") as f:
-                f.seek(max(offset, 0))
-                data = f.read(min(max(max_bytes, 0), MAX_READ))
-                size = f.seek(0, 2)
+            data, at_end = read_chunk(self._log, offset, min(max_bytes, MAX_READ))
         except FileNotFoundError:
             return b"", ended
-        return data, ended and max(offset, 0) + len(data) >= size
+        return data, ended and at_end
 
     # --- threads -----------------------------------------------------------------
 
