@@ -1,178 +1,129 @@
-"""What every tenant/operator subcommand shares: the connection options (server,
-token, TLS), the channel, error reporting and output (tables or JSON)."""
+"""The Python client of the scheduler's API: one channel (TLS unless told otherwise),
+the bearer token to call with, and the JobService, AdminService and UsageService stubs.
+
+    from neocloud.client import CALL_TIMEOUT_S, Client
+    from neocloud.v1 import jobs_pb2
+
+    with Client(server="scheduler.example.com:7443", token="nct_...", ca="ca.pem") as client:
+        for job in client.jobs.List(jobs_pb2.ListJobsRequest(), metadata=client.metadata, timeout=CALL_TIMEOUT_S).jobs:
+            print(job.job_id, jobs_pb2.JobState.Name(job.state))
+
+The `neocloud` command line (neocloud.cli) is built on it; nothing here parses arguments or prints.
+"""
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import functools
-import json
-import logging
 import os
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import ClassVar
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, usage_pb2_grpc
 from neocloud.wire import tls
 from neocloud.wire.netaddr import is_loopback, split_host_port
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_SERVER = "localhost:7443"
 CALL_TIMEOUT_S = 30.0
-EXIT_RPC_ERROR = 1
-EXIT_USAGE = 2
+
+PathArg = str | os.PathLike[str]
 
 
-class UsageError(Exception):
-    """The command line cannot work as given (exit status 2)."""
+class ClientConfigError(ValueError):
+    """The client cannot be set up as given: no token, a malformed server address, `insecure`
+    to a host that is not loopback, or an unusable certificate file; the message says what to fix.
+
+    A ValueError, as `neocloud.wire.tls.TlsConfigError` is, because the fault is in the values
+    passed to the constructor (or the environment), found before anything is sent. It is not a
+    `NeocloudError`: that hierarchy is what the scheduler reports about requests, and it maps
+    to gRPC status codes; a call that reaches the server and fails raises `grpc.RpcError`.
+    """
 
 
-def connection_options() -> argparse.ArgumentParser:
-    """A parent parser with the options every client subcommand takes."""
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("connection")
-    g.add_argument("--server", help=f"scheduler HOST:PORT (env NEOCLOUD_SERVER; default {DEFAULT_SERVER})")
-    g.add_argument("--token", help="API token (env NEOCLOUD_TOKEN)")
-    g.add_argument("--ca", help="CA certificate (PEM) that signed the scheduler's certificate (default: system CAs)")
-    g.add_argument("--cert", help="client certificate (PEM), if the scheduler asks for one")
-    g.add_argument("--key", help="private key (PEM) of --cert")
-    g.add_argument("--insecure", action="store_true", help="plain-text gRPC, to a loopback scheduler only")
-    g.add_argument("--json", action="store_true", help="print JSON (proto3 JSON mapping) instead of tables")
-    return p
+class Client:
+    """A channel to the scheduler and the bearer token to call it with.
 
+    `server` (HOST:PORT) defaults to $NEOCLOUD_SERVER, then DEFAULT_SERVER; `token` to
+    $NEOCLOUD_TOKEN. The channel is TLS, trusting `ca` (a PEM file; the system CAs without
+    it), and presents `cert` and `key` if the scheduler wants a client certificate (those
+    need `ca` too). `insecure=True` is plain-text gRPC, allowed to a loopback server only.
+    Raises ClientConfigError; connects lazily, on the first call.
 
-def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials:
-    if args.cert or args.key:
-        if not (args.ca and args.cert and args.key):
-            raise UsageError("a client certificate needs --ca, --cert and --key together")
-        return tls.channel_credentials(args.ca, args.cert, args.key)
-    root = None
-    if args.ca:
-        try:
-            root = Path(args.ca).read_bytes()
-        except OSError as e:
-            raise UsageError(f"cannot read the CA certificate {args.ca}: {e.strerror or e}") from e
-    return grpc.ssl_channel_credentials(root_certificates=root)
+    Call a stub with `metadata=client.metadata` (the token) and a timeout, e.g. CALL_TIMEOUT_S.
+    """
 
+    argument_style: ClassVar[str] = "`{}`"
+    """How error messages name an argument; the CLI's subclass says "--{}", naming its options."""
 
-class Connection:
-    """A channel to the scheduler and the bearer token to call it with."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        server = args.server or os.environ.get("NEOCLOUD_SERVER") or DEFAULT_SERVER
-        token = args.token or os.environ.get("NEOCLOUD_TOKEN")
+    def __init__(
+        self,
+        *,
+        server: str | None = None,
+        token: str | None = None,
+        ca: PathArg | None = None,
+        cert: PathArg | None = None,
+        key: PathArg | None = None,
+        insecure: bool = False,
+    ) -> None:
+        arg = self.argument_style.format
+        if server is None:
+            server = os.environ.get("NEOCLOUD_SERVER") or DEFAULT_SERVER
+        if token is None:
+            token = os.environ.get("NEOCLOUD_TOKEN")
         if not token:
-            raise UsageError("no API token: pass --token or set NEOCLOUD_TOKEN (an operator makes one)")
+            raise ClientConfigError(f"no API token: pass {arg('token')} or set NEOCLOUD_TOKEN (an operator makes one)")
         try:
             host, _ = split_host_port(server)
         except ValueError as e:
-            raise UsageError(f"--server: {e}") from e
-        if args.insecure:
+            raise ClientConfigError(f"{arg('server')}: {e}") from e
+        if insecure:
             if not is_loopback(host):
-                raise UsageError(f"--insecure is only allowed to a loopback scheduler, not {host!r}; use TLS (--ca)")
-            self.channel = grpc.insecure_channel(server)
+                raise ClientConfigError(
+                    f"{arg('insecure')} is only allowed to a loopback scheduler, not {host!r}; use TLS ({arg('ca')})"
+                )
+            credentials = None
         else:
-            self.channel = grpc.secure_channel(server, _credentials(args))
-        self.metadata = (("authorization", f"Bearer {token}"),)
+            credentials = self._credentials(ca, cert, key)
+        self.server = server
+        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)
+        self.channel = (
+            grpc.insecure_channel(server) if credentials is None else grpc.secure_channel(server, credentials)
+        )
         self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.usage = usage_pb2_grpc.UsageServiceStub(self.channel)
 
+    def _credentials(self, ca: PathArg | None, cert: PathArg | None, key: PathArg | None) -> grpc.ChannelCredentials:
+        arg = self.argument_style.format
+        if cert is not None or key is not None:
+            if ca is None or cert is None or key is None:
+                raise ClientConfigError(
+                    f"a client certificate needs {arg('ca')}, {arg('cert')} and {arg('key')} together"
+                )
+            try:
+                return tls.channel_credentials(ca, cert, key)
+            except tls.TlsConfigError as e:
+                raise ClientConfigError(str(e)) from e
+        root = None
+        if ca is not None:
+            try:
+                root = Path(ca).read_bytes()
+            except OSError as e:
+                raise ClientConfigError(f"cannot read the CA certificate {os.fspath(ca)}: {e.strerror or e}") from e
+        return grpc.ssl_channel_credentials(root_certificates=root)
+
     def close(self) -> None:
+        """Close the channel (again is harmless); calls in flight are cancelled."""
         self.channel.close()
 
+    def __enter__(self) -> Client:
+        return self
 
-Handler = Callable[[argparse.Namespace, Connection], int | None]
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
-
-def command(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """Wrap a handler: open the connection, and turn errors into one line on stderr and an exit status."""
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            conn = Connection(args)
-        except (UsageError, tls.TlsConfigError) as e:
-            print(f"neocloud: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            return handler(args, conn) or 0
-        except UsageError as e:
-            print(f"neocloud: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        except grpc.RpcError as e:
-            code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
-            details = e.details() if hasattr(e, "details") else str(e)
-            print(f"neocloud: {code.name}: {details}", file=sys.stderr)
-            return EXIT_RPC_ERROR
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            conn.close()
-
-    return run
-
-
-# --- output ----------------------------------------------------------------------------------------
-
-
-def to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
-    )
-
-
-def print_json(value: Message | Sequence[Message] | dict[str, Any]) -> None:
-    if isinstance(value, Message):
-        data: Any = to_dict(value)
-    elif isinstance(value, dict):
-        data = value
-    else:
-        data = [to_dict(m) for m in value]
-    print(json.dumps(data, indent=2, sort_keys=True))
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def print_fields(fields: Sequence[tuple[str, object]]) -> None:
-    width = max(len(k) for k, _ in fields)
-    for key, value in fields:
-        print(f"{key + ':':<{width + 1}} {'' if value is None else value}")
-
-
-def fmt_time(t: float | None) -> str:
-    if not t:
-        return "-"
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def enum_word(name: str, prefix: str) -> str:
-    """JOB_STATE_QUEUED -> queued."""
-    return name.removeprefix(prefix).lower()
-
-
-def parse_time(text: str) -> float:
-    """'now', Unix seconds, or ISO 8601 (UTC unless it names a zone) -> Unix seconds."""
-    if text == "now":
-        return dt.datetime.now(dt.UTC).timestamp()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not 'now', Unix seconds or an ISO 8601 time") from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    def __repr__(self) -> str:
+        return f"Client(server={self.server!r})"

@@ -7,17 +7,8 @@ import argparse
 import sys
 from typing import Any
 
-from neocloud.client import (
-    CALL_TIMEOUT_S,
-    Connection,
-    UsageError,
-    command,
-    enum_word,
-    fmt_time,
-    parse_time,
-    print_json,
-    print_table,
-)
+from neocloud.cli.common import UsageError, command, enum_word, fmt_time, parse_time, print_json, show, show_list
+from neocloud.client import CALL_TIMEOUT_S, Client
 from neocloud.v1 import admin_pb2 as pb
 
 ROLES = {"operator": pb.ROLE_OPERATOR, "internal": pb.ROLE_INTERNAL, "tenant": pb.ROLE_TENANT}
@@ -95,36 +86,25 @@ def add_parser(subparsers: argparse._SubParsersAction, conn: argparse.ArgumentPa
     leaf(actions, "cordons", "list cordoned nodes").set_defaults(func=command(_cordons))
 
 
-def _call(conn: Connection, method: str, request: object) -> Any:
-    return getattr(conn.admin, method)(request, metadata=conn.metadata, timeout=CALL_TIMEOUT_S)
+def _call(client: Client, method: str, request: object) -> Any:
+    return getattr(client.admin, method)(request, metadata=client.metadata, timeout=CALL_TIMEOUT_S)
 
 
-def _show(args: argparse.Namespace, message: Any, text: str) -> None:
-    """`message` as JSON with --json (an empty object for None), else `text`."""
-    if args.json:
-        print_json(message if message is not None else {})
-    else:
-        print(text)
+def _tenant_create(args: argparse.Namespace, client: Client) -> None:
+    tenant = _call(client, "CreateTenant", pb.CreateTenantRequest(name=args.name, weight=args.weight))
+    show(args, tenant, f"tenant {args.name} created")
 
 
-def _tenant_create(args: argparse.Namespace, conn: Connection) -> None:
-    tenant = _call(conn, "CreateTenant", pb.CreateTenantRequest(name=args.name, weight=args.weight))
-    _show(args, tenant, f"tenant {args.name} created")
+def _tenant_list(args: argparse.Namespace, client: Client) -> None:
+    tenants = _call(client, "ListTenants", pb.ListTenantsRequest()).tenants
+    show_list(
+        args, tenants, ("TENANT", "WEIGHT", "CREATED"), lambda t: (t.name, f"{t.weight:g}", fmt_time(t.created_at))
+    )
 
 
-def _tenant_list(args: argparse.Namespace, conn: Connection) -> None:
-    tenants = _call(conn, "ListTenants", pb.ListTenantsRequest()).tenants
-    if args.json:
-        print_json(list(tenants))
-    else:
-        print_table(
-            ("TENANT", "WEIGHT", "CREATED"), [(t.name, f"{t.weight:g}", fmt_time(t.created_at)) for t in tenants]
-        )
-
-
-def _token_create(args: argparse.Namespace, conn: Connection) -> None:
+def _token_create(args: argparse.Namespace, client: Client) -> None:
     request = pb.CreateTokenRequest(name=args.name, role=ROLES[args.role], tenant=args.tenant or "")
-    created = _call(conn, "CreateToken", request)
+    created = _call(client, "CreateToken", request)
     if args.json:
         print_json(created)
         return
@@ -132,25 +112,22 @@ def _token_create(args: argparse.Namespace, conn: Connection) -> None:
     print("store this token now: it is not shown again (only its hash is kept)", file=sys.stderr)
 
 
-def _token_list(args: argparse.Namespace, conn: Connection) -> None:
-    tokens = _call(conn, "ListTokens", pb.ListTokensRequest(include_revoked=args.revoked)).tokens
-    if args.json:
-        print_json(list(tokens))
-        return
-    rows = [
-        (t.name, enum_word(pb.Role.Name(t.role), "ROLE_"), t.tenant or "-", fmt_time(t.created_at),
-         fmt_time(t.revoked_at) if t.HasField("revoked_at") else "-")
-        for t in tokens
-    ]  # fmt: skip
-    print_table(("NAME", "ROLE", "TENANT", "CREATED", "REVOKED"), rows)
+def _token_list(args: argparse.Namespace, client: Client) -> None:
+    tokens = _call(client, "ListTokens", pb.ListTokensRequest(include_revoked=args.revoked)).tokens
+    show_list(args, tokens, ("NAME", "ROLE", "TENANT", "CREATED", "REVOKED"), _token_row)
 
 
-def _token_revoke(args: argparse.Namespace, conn: Connection) -> None:
-    _call(conn, "RevokeToken", pb.RevokeTokenRequest(name=args.name))
-    _show(args, None, f"token {args.name} revoked")
+def _token_row(t: pb.Token) -> tuple[object, ...]:
+    revoked = fmt_time(t.revoked_at) if t.HasField("revoked_at") else "-"
+    return t.name, enum_word(pb.Role.Name(t.role), "ROLE_"), t.tenant or "-", fmt_time(t.created_at), revoked
 
 
-def _contract_create(args: argparse.Namespace, conn: Connection) -> None:
+def _token_revoke(args: argparse.Namespace, client: Client) -> None:
+    _call(client, "RevokeToken", pb.RevokeTokenRequest(name=args.name))
+    show(args, None, f"token {args.name} revoked")
+
+
+def _contract_create(args: argparse.Namespace, client: Client) -> None:
     if args.days is not None and args.days <= 0:
         raise UsageError("--days must be more than 0")
     if args.gpus is not None and args.gpus <= 0:
@@ -164,55 +141,49 @@ def _contract_create(args: argparse.Namespace, conn: Connection) -> None:
         start=args.start,
         end=end,
     )
-    contract = _call(conn, "CreateContract", request)
-    _show(args, contract, contract.contract_id)
+    contract = _call(client, "CreateContract", request)
+    show(args, contract, contract.contract_id)
 
 
-def _contract_list(args: argparse.Namespace, conn: Connection) -> None:
-    contracts = _call(conn, "ListContracts", pb.ListContractsRequest(tenant=args.tenant or "")).contracts
-    if args.json:
-        print_json(list(contracts))
-        return
-    rows = [
-        (c.contract_id, c.tenant, f"{c.gpus} GPUs" if c.gpus else f"{c.power_w / 1e6:g} MW", c.gpu_model or "any",
-         fmt_time(c.start), fmt_time(c.end))
-        for c in contracts
-    ]  # fmt: skip
-    print_table(("CONTRACT", "TENANT", "SIZE", "MODEL", "START", "END"), rows)
+def _contract_list(args: argparse.Namespace, client: Client) -> None:
+    contracts = _call(client, "ListContracts", pb.ListContractsRequest(tenant=args.tenant or "")).contracts
+    show_list(args, contracts, ("CONTRACT", "TENANT", "SIZE", "MODEL", "START", "END"), _contract_row)
 
 
-def _contract_delete(args: argparse.Namespace, conn: Connection) -> None:
-    _call(conn, "DeleteContract", pb.DeleteContractRequest(contract_id=args.contract_id))
-    _show(args, None, f"contract {args.contract_id} deleted")
+def _contract_row(c: pb.Contract) -> tuple[object, ...]:
+    size = f"{c.gpus} GPUs" if c.gpus else f"{c.power_w / 1e6:g} MW"
+    return c.contract_id, c.tenant, size, c.gpu_model or "any", fmt_time(c.start), fmt_time(c.end)
 
 
-def _set(args: argparse.Namespace, conn: Connection) -> None:
-    setting = _call(conn, "SetSetting", pb.SetSettingRequest(key=args.key, value=args.value))
-    _show(args, setting, f"{setting.key} = {setting.value}")
+def _contract_delete(args: argparse.Namespace, client: Client) -> None:
+    _call(client, "DeleteContract", pb.DeleteContractRequest(contract_id=args.contract_id))
+    show(args, None, f"contract {args.contract_id} deleted")
 
 
-def _settings(args: argparse.Namespace, conn: Connection) -> None:
-    settings = _call(conn, "GetSettings", pb.GetSettingsRequest()).settings
-    if args.json:
-        print_json(list(settings))
-        return
-    rows = [(s.key, s.value, "default" if s.is_default else "set", s.description) for s in settings]
-    print_table(("KEY", "VALUE", "", "MEANING"), rows)
+def _set(args: argparse.Namespace, client: Client) -> None:
+    setting = _call(client, "SetSetting", pb.SetSettingRequest(key=args.key, value=args.value))
+    show(args, setting, f"{setting.key} = {setting.value}")
 
 
-def _cordon(args: argparse.Namespace, conn: Connection) -> None:
-    cordon = _call(conn, "CordonNode", pb.CordonNodeRequest(node_id=args.node_id, reason=args.reason))
-    _show(args, cordon, f"node {args.node_id} cordoned")
+def _settings(args: argparse.Namespace, client: Client) -> None:
+    settings = _call(client, "GetSettings", pb.GetSettingsRequest()).settings
+    show_list(args, settings, ("KEY", "VALUE", "", "MEANING"), _setting_row)
 
 
-def _uncordon(args: argparse.Namespace, conn: Connection) -> None:
-    _call(conn, "UncordonNode", pb.UncordonNodeRequest(node_id=args.node_id))
-    _show(args, None, f"node {args.node_id} uncordoned")
+def _setting_row(s: pb.Setting) -> tuple[object, ...]:
+    return s.key, s.value, "default" if s.is_default else "set", s.description
 
 
-def _cordons(args: argparse.Namespace, conn: Connection) -> None:
-    cordons = _call(conn, "ListCordons", pb.ListCordonsRequest()).cordons
-    if args.json:
-        print_json(list(cordons))
-    else:
-        print_table(("NODE", "SINCE", "REASON"), [(c.node_id, fmt_time(c.at), c.reason) for c in cordons])
+def _cordon(args: argparse.Namespace, client: Client) -> None:
+    cordon = _call(client, "CordonNode", pb.CordonNodeRequest(node_id=args.node_id, reason=args.reason))
+    show(args, cordon, f"node {args.node_id} cordoned")
+
+
+def _uncordon(args: argparse.Namespace, client: Client) -> None:
+    _call(client, "UncordonNode", pb.UncordonNodeRequest(node_id=args.node_id))
+    show(args, None, f"node {args.node_id} uncordoned")
+
+
+def _cordons(args: argparse.Namespace, client: Client) -> None:
+    cordons = _call(client, "ListCordons", pb.ListCordonsRequest()).cordons
+    show_list(args, cordons, ("NODE", "SINCE", "REASON"), lambda c: (c.node_id, fmt_time(c.at), c.reason))

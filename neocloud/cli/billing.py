@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from neocloud.client import Connection, command, connection_options
+from neocloud.cli.common import EXIT_USAGE, command, connection_options
+from neocloud.client import Client
 from neocloud.domain.errors import NeocloudError
 from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.cloudevents import write_usage_events
@@ -69,6 +70,11 @@ def _local_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rate-card", help="with --db: the rate card YAML to rate with")
 
 
+def _refuse(name: str, why: str) -> int:
+    print(f"neocloud {name}: {why}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def _local(name: str, run: Callable[[Books], str]) -> Callable[[argparse.Namespace], int]:
     def main(args: argparse.Namespace) -> int:
         try:
@@ -76,8 +82,7 @@ def _local(name: str, run: Callable[[Books], str]) -> Callable[[argparse.Namespa
                 raise StoreError(f"no store at {args.db}: give the scheduler's --db path")
             out = run(Books(open_db(args.db), load_ratecard(args.rate_card) if args.rate_card else None))
         except (NeocloudError, StoreError, ValueError) as e:
-            print(f"neocloud {name}: {e}", file=sys.stderr)
-            return 2
+            return _refuse(name, str(e))
         print(out, end="" if out.endswith("\n") else "\n")
         return 0
 
@@ -96,13 +101,12 @@ def _invoice(args: argparse.Namespace) -> int:
 
         return _local("invoice", local)(args)
     if args.issue:
-        print("neocloud invoice: --issue needs --db, on the scheduler host", file=sys.stderr)
-        return 2
+        return _refuse("invoice", "--issue needs --db, on the scheduler host")
 
     @command
-    def remote(args: argparse.Namespace, conn: Connection) -> None:
-        reply = conn.usage.GetInvoice(
-            pb.GetInvoiceRequest(tenant=args.tenant, period=args.period), metadata=conn.metadata
+    def remote(args: argparse.Namespace, client: Client) -> None:
+        reply = client.usage.GetInvoice(
+            pb.GetInvoiceRequest(tenant=args.tenant, period=args.period), metadata=client.metadata
         )
         print(render(invoice_from_json(reply.invoice_json)), end="")
 
@@ -126,13 +130,12 @@ def _usage(args: argparse.Namespace) -> int:
 
         return _local("usage", local)(args)
     if args.cloudevents:
-        print("neocloud usage: --cloudevents needs --db, on the scheduler host", file=sys.stderr)
-        return 2
+        return _refuse("usage", "--cloudevents needs --db, on the scheduler host")
 
     @command
-    def remote(args: argparse.Namespace, conn: Connection) -> None:
+    def remote(args: argparse.Namespace, client: Client) -> None:
         request = pb.GetUsageRequest(tenant=args.tenant, period=args.period, group_by=GROUPING[args.by])
-        reply = conn.usage.GetUsage(request, metadata=conn.metadata)
+        reply = client.usage.GetUsage(request, metadata=client.metadata)
         groups = [
             {args.by: g.key, "gpu_hours": round(g.gpu_hours, 6), "energy_kwh": round(g.energy_kwh, 6),
              "utilised_gpu_hours": round(g.utilised_gpu_hours, 6)}

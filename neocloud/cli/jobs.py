@@ -9,9 +9,7 @@ import sys
 import uuid
 
 from neocloud.cli import admin as admin_cli
-from neocloud.client import (
-    CALL_TIMEOUT_S,
-    Connection,
+from neocloud.cli.common import (
     UsageError,
     command,
     connection_options,
@@ -19,8 +17,10 @@ from neocloud.client import (
     fmt_time,
     print_fields,
     print_json,
-    print_table,
+    show,
+    show_list,
 )
+from neocloud.client import CALL_TIMEOUT_S, Client
 from neocloud.v1 import jobs_pb2 as pb
 
 CLASSES = {
@@ -128,7 +128,7 @@ def _env_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _submit(args: argparse.Namespace, conn: Connection) -> None:
+def _submit(args: argparse.Namespace, client: Client) -> None:
     if bool(args.cmd) == bool(args.entrypoint):
         raise UsageError("give a command after `--` or --entrypoint PKG.MOD:FUNC (one of them)")
     spec = pb.JobSpec(
@@ -148,11 +148,8 @@ def _submit(args: argparse.Namespace, conn: Connection) -> None:
     if args.no_requeue:
         spec.requeue_on_preempt = False
     request = pb.SubmitJobRequest(spec=spec, client_request_id=args.request_id or str(uuid.uuid4()))
-    job = conn.jobs.Submit(request, metadata=conn.metadata, timeout=CALL_TIMEOUT_S)
-    if args.json:
-        print_json(job)
-    else:
-        print(f"{job.job_id} {_state(job)}")
+    job = client.jobs.Submit(request, metadata=client.metadata, timeout=CALL_TIMEOUT_S)
+    show(args, job, f"{job.job_id} {_state(job)}")
 
 
 def _state(job: pb.Job) -> str:
@@ -160,38 +157,27 @@ def _state(job: pb.Job) -> str:
     return word + " (cancel requested)" if job.cancel_requested and not job.HasField("ended_at") else word
 
 
-def _jobs(args: argparse.Namespace, conn: Connection) -> None:
+def _jobs(args: argparse.Namespace, client: Client) -> None:
     request = pb.ListJobsRequest(
         states=[STATES[s] for s in args.state or ()], limit=args.limit, tenant=args.tenant or "", all_tenants=args.all
     )
-    jobs = conn.jobs.List(request, metadata=conn.metadata, timeout=CALL_TIMEOUT_S).jobs
-    if args.json:
-        print_json(list(jobs))
-        return
-    rows = [
-        (
-            j.job_id,
-            j.tenant,
-            enum_word(pb.JobClass.Name(j.spec.job_class), "JOB_CLASS_"),
-            j.spec.gpus,
-            _state(j),
-            fmt_time(j.submitted_at),
-            j.requeues,
-            j.message[:60],
-        )
-        for j in jobs
-    ]
-    print_table(("JOB", "TENANT", "CLASS", "GPUS", "STATE", "SUBMITTED", "REQUEUES", "MESSAGE"), rows)
+    jobs = client.jobs.List(request, metadata=client.metadata, timeout=CALL_TIMEOUT_S).jobs
+    show_list(args, jobs, ("JOB", "TENANT", "CLASS", "GPUS", "STATE", "SUBMITTED", "REQUEUES", "MESSAGE"), _job_row)
 
 
-def _job(args: argparse.Namespace, conn: Connection) -> None:
-    job = conn.jobs.Get(pb.GetJobRequest(job_id=args.job_id), metadata=conn.metadata, timeout=CALL_TIMEOUT_S)
+def _job_row(j: pb.Job) -> tuple[object, ...]:
+    job_class = enum_word(pb.JobClass.Name(j.spec.job_class), "JOB_CLASS_")
+    return j.job_id, j.tenant, job_class, j.spec.gpus, _state(j), fmt_time(j.submitted_at), j.requeues, j.message[:60]
+
+
+def _job(args: argparse.Namespace, client: Client) -> None:
+    job = client.jobs.Get(pb.GetJobRequest(job_id=args.job_id), metadata=client.metadata, timeout=CALL_TIMEOUT_S)
     if args.json:
         print_json(job)
     else:
         _print_job(job)
     if args.watch:
-        for event in conn.jobs.Watch(pb.WatchJobRequest(job_id=args.job_id), metadata=conn.metadata):
+        for event in client.jobs.Watch(pb.WatchJobRequest(job_id=args.job_id), metadata=client.metadata):
             if args.json:
                 print_json(event)
             else:
@@ -229,20 +215,17 @@ def _print_job(job: pb.Job) -> None:
         print(f"  on {a.node_id}: {', '.join(a.gpu_uuids)} since {fmt_time(a.start)}")
 
 
-def _cancel(args: argparse.Namespace, conn: Connection) -> None:
-    job = conn.jobs.Cancel(pb.CancelJobRequest(job_id=args.job_id), metadata=conn.metadata, timeout=CALL_TIMEOUT_S)
-    if args.json:
-        print_json(job)
-    else:
-        print(f"{job.job_id} {_state(job)}")
+def _cancel(args: argparse.Namespace, client: Client) -> None:
+    job = client.jobs.Cancel(pb.CancelJobRequest(job_id=args.job_id), metadata=client.metadata, timeout=CALL_TIMEOUT_S)
+    show(args, job, f"{job.job_id} {_state(job)}")
 
 
-def _logs(args: argparse.Namespace, conn: Connection) -> None:
+def _logs(args: argparse.Namespace, client: Client) -> None:
     if args.offset < 0:
         raise UsageError("--offset must not be negative")
     request = pb.JobLogsRequest(job_id=args.job_id, offset=args.offset, follow=args.follow)
     out = sys.stdout.buffer
     sys.stdout.flush()
-    for chunk in conn.jobs.Logs(request, metadata=conn.metadata, timeout=None if args.follow else CALL_TIMEOUT_S):
+    for chunk in client.jobs.Logs(request, metadata=client.metadata, timeout=None if args.follow else CALL_TIMEOUT_S):
         out.write(chunk.data)
         out.flush()

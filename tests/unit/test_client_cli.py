@@ -99,18 +99,31 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
     assert "usage: neocloud" in capsys.readouterr().err
 
 
-def test_usage_the_server_never_sees_exits_2(run: Run, api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_usage_the_server_never_sees_exits_2(
+    run: Run, api: ApiServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run("acme", "submit", "--insecure", "--gpus", "8")
     assert code == 2 and "give a command after `--` or --entrypoint" in err
     code, _, err = run("acme", "submit", "--insecure", "--entrypoint", "a.b:c", "--", "python")
     assert code == 2
     code, _, err = run("acme", "jobs", "--server", "scheduler.example.com:7443", "--insecure")
-    assert code == 2 and "only allowed to a loopback scheduler" in err
+    assert (code, err) == (
+        2,
+        "neocloud: --insecure is only allowed to a loopback scheduler, not 'scheduler.example.com'; use TLS (--ca)\n",
+    )
     code, _, err = run("acme", "jobs", "--ca", "/nonexistent/ca.pem")
-    assert code == 2 and "/nonexistent/ca.pem" in err
+    assert code == 2 and err.startswith("neocloud: cannot read the CA certificate /nonexistent/ca.pem: ")
+    code, _, err = run("acme", "jobs", "--cert", "/nonexistent/c.pem", "--key", "/nonexistent/k.pem")
+    assert (code, err) == (2, "neocloud: a client certificate needs --ca, --cert and --key together\n")
+    code, _, err = run("acme", "jobs", "--server", "scheduler")
+    assert (code, err) == (2, "neocloud: --server: 'scheduler' is not HOST:PORT\n")
     monkeypatch.delenv("NEOCLOUD_TOKEN")
     args = build_parser().parse_args(["jobs", "--insecure"])
     assert args.func(args) == 2
+    assert (
+        capsys.readouterr().err
+        == "neocloud: no API token: pass --token or set NEOCLOUD_TOKEN (an operator makes one)\n"
+    )
     assert job_count(api) == 0
 
 
