@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from neocloud.scheduler.billing_runner import BillingRunner
-from neocloud.scheduler.controller import Controller
+from neocloud.scheduler.control.controller import Controller
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
 

@@ -23,7 +23,7 @@ from neocloud.scheduler.api.logs import ExecutorLogs, NoLogs
 from neocloud.scheduler.api.services import SERVICE_NAMES, add_api_services
 from neocloud.scheduler.billing.ratecard import load_ratecard
 from neocloud.scheduler.billing_runner import BillingRunner
-from neocloud.scheduler.controller import Controller
+from neocloud.scheduler.control.controller import Controller
 from neocloud.scheduler.executor.types import Executor
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService

@@ -9,8 +9,8 @@ import pytest
 
 from neocloud.agent.convert import build_batch, hello
 from neocloud.agent.gpu.sim import SimBackend
-from neocloud.scheduler import controller as controller_module
-from neocloud.scheduler.controller import Controller
+from neocloud.scheduler.control import reconcile
+from neocloud.scheduler.control.controller import Controller
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.metering.shortfall import undelivered_gpus
@@ -165,7 +165,7 @@ def test_reserved_gpus_the_fleet_cannot_deliver_are_recorded_for_credits(tmp_pat
 
 
 def test_gpus_waiting_for_nvml_are_not_preempted_for_twice(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(controller_module, "processes_gone", lambda *args: False)  # NVML still sees the victim
+    monkeypatch.setattr(reconcile, "processes_gone", lambda *args: False)  # NVML still sees the victim
     rig.store.set_setting("internal_floor_gpus", "8")
     first = rig.submit("acme", JobClass.SPOT, 8, rid="a")
     second = rig.submit("acme", JobClass.SPOT, 8, rid="b")
@@ -206,7 +206,7 @@ def test_a_reserved_job_ending_is_not_a_shortfall_of_its_contract(
     reserved = rig.store.submit(spec).job_id
     rig.step()
     assert {rig.store.get(j).state for j in (other, reserved)} == {JobState.RUNNING}
-    monkeypatch.setattr(controller_module, "processes_gone", lambda *args: False)  # its GPUs not yet confirmed free
+    monkeypatch.setattr(reconcile, "processes_gone", lambda *args: False)  # its GPUs not yet confirmed free
     rig.executor.exit(reserved, 0)
     for _ in range(3):
         rig.step()

@@ -1,0 +1,80 @@
+"""Carrying out a Decision: preemptions are noted in the store, then signalled;
+placements are recorded in the store, then started on the executor; reclaim
+warnings are sent once per reason; pending reasons go where the owner reads them."""
+
+from __future__ import annotations
+
+import logging
+
+from neocloud.domain.errors import NeocloudError
+from neocloud.scheduler.control.state import ControllerStats, ControlState, Tracking
+from neocloud.scheduler.executor.types import ExecJob, Executor
+from neocloud.scheduler.policy.types import Decision, NodeView
+from neocloud.scheduler.store.jobs import JobStore
+from neocloud.scheduler.store.records import JobState
+
+logger = logging.getLogger(__name__)
+
+
+class Enactor:
+    def __init__(self, store: JobStore, executor: Executor, state: ControlState, stats: ControllerStats) -> None:
+        self.store = store
+        self.executor = executor
+        self.state = state
+        self.stats = stats
+        self.pending: dict[str, str] = {}  # job id -> why it waits (from the last pass)
+        self.warned: dict[str, str] = {}  # job id -> reclaim warning
+
+    def enact(self, decision: Decision, now: float, views: tuple[NodeView, ...]) -> None:
+        self._preempt(decision, now)
+        self._place(decision, now, views)
+        self._warn(decision)
+        changed = {j: r for j, r in decision.pending.items() if self.pending.get(j) != r}
+        if changed:  # `neocloud job ID` shows it as the job's message
+            self.store.set_pending_reasons(changed)
+        self.pending = dict(decision.pending)
+
+    def _preempt(self, decision: Decision, now: float) -> None:
+        for preemption in decision.preemptions:
+            tracking = self.state.tracking(preemption.job_id)
+            if tracking.stopping:
+                continue
+            job = self.store.notify_preemption(preemption.job_id, now, preemption.reason)
+            tracking.stopping = True
+            self.executor.preempt(job.job_id, job.spec.grace_s)
+            self.stats.preemptions += 1
+            logger.info("preempting job %s: %s", job.job_id, preemption.reason)
+
+    def _place(self, decision: Decision, now: float, views: tuple[NodeView, ...]) -> None:
+        inventory = {v.node_id: list(v.gpus) for v in views}
+        for placement in decision.placements:
+            job = self.store.get(placement.job_id)
+            allocations = self.store.start(job.job_id, placement.placement, now)
+            self.state.jobs[job.job_id] = Tracking(ranks=len(allocations))
+            spec = job.spec
+            exec_job = ExecJob(
+                job_id=job.job_id,
+                command=list(spec.command) if spec.command else None,
+                entrypoint=spec.entrypoint,
+                env=dict(spec.env),
+                grace_s=spec.grace_s,
+                max_runtime_s=spec.max_runtime_s,
+            )
+            try:
+                self.executor.start(exec_job, [(n, list(u)) for n, u in placement.placement], inventory)
+            except NeocloudError as e:
+                logger.error("job %s could not start on Ray: %s", job.job_id, e)
+                self.store.finish(job.job_id, JobState.FAILED, None, f"could not start: {e}", now=now)
+                continue
+            self.stats.placements += 1
+
+    def _warn(self, decision: Decision) -> None:
+        for warning in decision.warnings:
+            if self.warned.get(warning.job_id) != warning.reason:
+                logger.info("reclaim warning for job %s: %s", warning.job_id, warning.reason)
+                self.stats.warnings += 1
+                try:
+                    self.executor.warn(warning.job_id, warning.reason)
+                except NeocloudError as e:  # gone meanwhile: the next pass knows
+                    logger.warning("job %s: reclaim warning not delivered: %s", warning.job_id, e)
+        self.warned = {w.job_id: w.reason for w in decision.warnings}

@@ -1,0 +1,182 @@
+"""Bringing the store and the controller's state in line with what Ray and NVML
+report: executor events (starts, exits, losses, checkpoints, releases), GPUs
+NVML shows free, Ray nodes alive or dead, cancellations the API recorded, and
+after a restart the jobs still running on Ray."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from neocloud.domain.errors import NeocloudError
+from neocloud.scheduler.control.state import Cleanup, ControlState, Running, Tracking
+from neocloud.scheduler.executor.types import (
+    END_CANCELLED,
+    END_EXITED,
+    END_LOST,
+    END_MAX_RUNTIME,
+    END_PREEMPTED,
+    Checkpoint,
+    Executor,
+    ExecutorEvent,
+    Exited,
+    JobLost,
+    NodeLost,
+    Released,
+    Started,
+)
+from neocloud.scheduler.ingest.fleet import Fleet
+from neocloud.scheduler.inventory import processes_gone
+from neocloud.scheduler.policy.types import RunningJob
+from neocloud.scheduler.store.jobs import JobStore
+from neocloud.scheduler.store.records import Job, JobState
+
+logger = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self, store: JobStore, fleet: Fleet, executor: Executor, state: ControlState, clock: Callable[[], float]
+    ) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.executor = executor
+        self.state = state
+        self.clock = clock
+
+    def recover(self) -> None:
+        """After a restart: re-attach to the jobs still running on Ray; the ones
+        gone while we were down are closed now and requeued."""
+        active = self.store.running()
+        found = self.executor.reattach([job.job_id for job, _ in active]) if active else set()
+        now = self.clock()
+        for job, allocations in active:
+            if job.job_id in found:
+                stopping = job.state is JobState.PREEMPTING
+                self.state.jobs[job.job_id] = Tracking(ranks=len(allocations), stopping=stopping)
+                logger.info("re-attached to job %s", job.job_id)
+            else:
+                logger.warning("job %s was running but is gone from Ray; requeueing it", job.job_id)
+                self._requeue_or_fail(job, now, END_LOST, "its runners were gone after a scheduler restart")
+
+    def free_cleaned_gpus(self) -> None:
+        """GPUs of released jobs whose node's NVML shows none of their processes become placeable."""
+        for job_id, c in list(self.state.cleanups.items()):
+            if c.released_us is not None and processes_gone(self.fleet, c.gpu_uuids, c.pids, c.released_us):
+                del self.state.cleanups[job_id]
+                logger.info("NVML shows no process of job %s left: its GPUs are free", job_id)
+
+    def apply_events(self) -> None:
+        events = self.executor.poll()
+        # Losses first: an exit in the same batch must know its node died.
+        for event in sorted(events, key=lambda e: not isinstance(e, NodeLost | JobLost)):
+            self._apply(event)
+
+    def carry_out_cancellations(self, running: Running) -> None:
+        for job, _ in running:
+            tracking = self.state.tracking(job.job_id)
+            if job.cancel_requested and not tracking.stopping:
+                tracking.stopping = True
+                self.executor.cancel(job.job_id, job.spec.grace_s)
+
+    def observe_nodes(self, now: float) -> None:
+        """The Ray nodes alive now (and since when the others are dead), and the operator's cordons."""
+        state = self.state
+        alive = frozenset(n for n, info in self.executor.nodes().items() if info.alive)
+        for node_id in (state.ray_nodes or frozenset()) - alive:
+            state.dead_nodes.setdefault(node_id, now)  # seen dead before the executor's NodeLost
+        for node_id in [n for n in state.dead_nodes if n in alive]:
+            del state.dead_nodes[node_id]  # it came back
+        state.ray_nodes = alive
+        state.cordoned = self.store.cordoned()
+
+    # --- executor events --------------------------------------------------------------------------
+
+    def _apply(self, event: ExecutorEvent) -> None:
+        logger.debug("executor event %s", event)
+        state = self.state
+        try:
+            if isinstance(event, Started):
+                state.tracking(event.job_id).pids.add(event.pid)
+                self.store.set_allocation_gpus(event.job_id, event.node_id, event.gpu_uuids)
+            elif isinstance(event, Exited):
+                tracking = state.tracking(event.job_id)
+                tracking.exits[event.rank] = event
+                if len(tracking.exits) >= tracking.ranks:
+                    self._ended(event.job_id, tracking)
+            elif isinstance(event, JobLost):
+                state.tracking(event.job_id).lost_at = event.at
+                logger.warning("job %s lost a rank: %s", event.job_id, event.reason)
+            elif isinstance(event, NodeLost):
+                state.dead_nodes[event.node_id] = min(event.at, state.dead_nodes.get(event.node_id, event.at))
+                logger.error("Ray node %s died at %s", event.node_id, event.at)
+            elif isinstance(event, Checkpoint):
+                self.store.record_checkpoint(event.job_id, event.at)
+            elif isinstance(event, Released):
+                self._released(event)
+        except NeocloudError as e:
+            logger.error("could not apply %s: %s", event, e)
+
+    def _ended(self, job_id: str, tracking: Tracking) -> None:
+        """Every rank has exited: settle the job in the store, then release it. Until
+        the release is done and NVML agrees, its GPUs and the job itself stay out of
+        the policy's reach (a requeued job must not start twice on Ray)."""
+        job = self.store.get(job_id)
+        open_allocations = self.store.allocations(job_id, open_only=True)
+        uuids = tuple(u for a in open_allocations for u in a.gpu_uuids)
+        placement = tuple((a.node_id, a.gpu_uuids) for a in open_allocations)
+        now = self.clock()
+        holder = RunningJob(
+            job_id, job.tenant, job.job_class, placement, job.started_at or now,
+            contract_id=job.spec.contract_id, preemption_notice_at=now,
+        )  # fmt: skip
+        self.state.cleanups[job_id] = Cleanup(uuids, frozenset(tracking.pids), None, holder)
+        # A rank on a node that died was lost, whatever stopped the others (the
+        # policy may have preempted the job for its vanished GPUs first).
+        dead_nodes = self.state.dead_nodes
+        died = [dead_nodes[a.node_id] for a in open_allocations if a.node_id in dead_nodes]
+        if died and tracking.lost_at is None:
+            tracking.lost_at = min(died)
+        exits = sorted(tracking.exits.values(), key=lambda e: e.rank)
+        reasons = {e.end_reason for e in exits}
+        at = min((e.at for e in exits if e.at is not None), default=self.clock())
+        if job.state in (JobState.RUNNING, JobState.PREEMPTING):
+            if tracking.lost_at is not None or END_LOST in reasons:
+                self._requeue_or_fail(job, tracking.lost_at or at, END_LOST, "its node was lost")
+            elif END_PREEMPTED in reasons:
+                self._requeue_or_fail(job, at, END_PREEMPTED, "preempted")
+            elif END_CANCELLED in reasons or job.cancel_requested:
+                self.store.finish(job_id, JobState.CANCELLED, None, "cancelled by request", now=at)
+            elif END_MAX_RUNTIME in reasons:
+                self.store.finish(job_id, JobState.FAILED, None, "stopped at its maximum run time", now=at)
+            else:
+                codes = [e.exit_code for e in exits]
+                ok = reasons == {END_EXITED} and all(c == 0 for c in codes)
+                state = JobState.SUCCEEDED if ok else JobState.FAILED
+                worst = next((c for c in codes if c != 0), 0)
+                self.store.finish(job_id, state, worst, "" if ok else f"exit codes {codes}", now=at)
+        self.executor.release(job_id)
+
+    def _requeue_or_fail(self, job: Job, at: float, end_reason: str, why: str) -> None:
+        self.store.close_allocations(job.job_id, at, end_reason)
+        limit = self.store.policy_config().max_requeues
+        if job.spec.requeue_on_preempt and job.requeues < limit:
+            self.store.requeue(job.job_id, now=at, reason=why)
+        else:
+            message = f"{why}; not requeued ({job.requeues} requeues of {limit} allowed)"
+            self.store.finish(job.job_id, JobState.FAILED, None, message, now=at)
+
+    def _released(self, event: Released) -> None:
+        tracking = self.state.jobs.pop(event.job_id, None)
+        pids = set(event.pids) | (tracking.pids if tracking else set())
+        pending = self.state.cleanups.get(event.job_id)
+        holder = None
+        if pending is None:  # released without our asking (e.g. reattached after a restart)
+            allocations = self.store.allocations(event.job_id)
+            last_start = max((a.start for a in allocations), default=0.0)
+            uuids = tuple(u for a in allocations if a.start == last_start for u in a.gpu_uuids)
+        else:
+            uuids, holder = pending.gpu_uuids, pending.holder
+        self.state.cleanups[event.job_id] = Cleanup(uuids, frozenset(pids), round(self.clock() * 1e6), holder)
+        if not event.verified:
+            logger.warning("job %s released without every runner checking its processes; NVML decides", event.job_id)

@@ -1,0 +1,69 @@
+"""What the controller knows between steps that the store does not hold: what the
+executor has reported about each running job, GPUs of released jobs still
+awaiting NVML's word that they are free, and the Ray nodes and cordons seen
+at the last step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from neocloud.scheduler.executor.types import Exited
+from neocloud.scheduler.policy.types import RunningJob
+from neocloud.scheduler.store.jobs import JobStore
+from neocloud.scheduler.store.records import Allocation, Job
+
+Running = list[tuple[Job, list[Allocation]]]  # what JobStore.running() returns
+
+
+@dataclass(slots=True)
+class Cleanup:
+    """GPUs a released job held, not placeable until NVML shows none of its pids."""
+
+    gpu_uuids: tuple[str, ...]
+    pids: frozenset[int]
+    released_us: int | None  # None until the executor reports the release
+    # The ended job as the policy sees it until its GPUs are confirmed free: under notice, so
+    # they count as freeing soon, not as lost capacity to preempt more work for (or, for a
+    # reserved job, as capacity its contract lacks).
+    holder: RunningJob | None = None
+
+
+@dataclass(slots=True)
+class Tracking:
+    """What the controller learns about a running job from the executor."""
+
+    ranks: int
+    pids: set[int] = field(default_factory=set)
+    exits: dict[int, Exited] = field(default_factory=dict)
+    lost_at: float | None = None
+    stopping: bool = False  # cancel or preemption already signalled
+
+
+@dataclass(slots=True)
+class ControllerStats:
+    steps: int = 0
+    placements: int = 0
+    preemptions: int = 0
+    warnings: int = 0
+    step_errors: int = 0
+    last_step_s: float = 0.0
+
+
+@dataclass(slots=True)
+class ControlState:
+    """The controller's memory across steps, shared by the parts of a step."""
+
+    store: JobStore
+    jobs: dict[str, Tracking] = field(default_factory=dict)
+    cleanups: dict[str, Cleanup] = field(default_factory=dict)
+    ray_nodes: frozenset[str] | None = None  # alive at the last step; None before the first
+    dead_nodes: dict[str, float] = field(default_factory=dict)  # node -> when its Ray node died
+    cordoned: frozenset[str] = frozenset()
+
+    def tracking(self, job_id: str) -> Tracking:
+        """The job's tracking, started from its open allocations if nothing was seen of it yet."""
+        tracking = self.jobs.get(job_id)
+        if tracking is None:
+            tracking = Tracking(ranks=max(1, len(self.store.allocations(job_id, open_only=True))))
+            self.jobs[job_id] = tracking
+        return tracking
