@@ -65,13 +65,11 @@ SPOT_VICTIMS = (SPOT,)
 
 
 def schedule(inp: PolicyInput) -> Decision:
-    """Placements, preemptions, warnings and pending reasons for one pass.
-
-    The cyclic garbage collector is paused for the pass: the pass allocates
-    many small objects next to a large, long-lived input, and a full
-    collection over that input would cost more than the pass itself. Nothing
-    the pass builds forms a reference cycle, so nothing is left for later.
-    """
+    """Placements, preemptions, warnings and pending reasons for one pass."""
+    # The cyclic GC is paused for the pass and no longer, as the pause is process-wide. It pays: a pass sets off
+    # ~70 young and ~0.6 full collections, each full one walking the large long-lived input (16 ms on the bench's);
+    # `neocloud bench schedule`'s pass takes 60 ms (median) paused, 90 ms not, and 75 / 66 ms paused only while
+    # building / only while running it. A pass leaves no cyclic garbage, so nothing is left for later.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
