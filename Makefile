@@ -4,16 +4,31 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/neocloud/v1/*.proto)
+# Exact versions, with hashes, of everything `.[dev]` pulls in: what CI and `make` install.
+# pyproject.toml keeps ranges for pip users; `make lock` rewrites this file from them.
+LOCK := requirements/ci.lock
 
-.PHONY: all demo test lint typecheck proto proto-check deploy-check unit integration bench clean
+.PHONY: all demo test lint typecheck proto proto-check deploy-check unit integration bench lock clean
 
 all: test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Regenerates $(LOCK) from pyproject.toml with pip-tools (in a throwaway venv): versions already in
+# the lock stay while they fit the ranges; `make lock LOCK_ARGS=--upgrade` takes the newest that fit,
+# `LOCK_ARGS='--upgrade-package ray'` one package. Python 3.11 on Linux x86_64, as CI.
+PIP_TOOLS := pip-tools>=7.5,<8
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp" && "$$tmp/bin/pip" install --quiet --upgrade pip '$(PIP_TOOLS)' && \
+	CUSTOM_COMPILE_COMMAND="make lock" "$$tmp/bin/pip-compile" --quiet --generate-hashes --extra dev \
+		--strip-extras --no-emit-index-url --no-emit-find-links --unsafe-package neocloud $(LOCK_ARGS) \
+		-o $(LOCK) pyproject.toml
 
 # Regenerates the committed protobuf/gRPC modules under neocloud/v1.
 proto: $(STAMP)
@@ -53,4 +68,4 @@ bench: $(STAMP)
 	$(VENV)/bin/neocloud bench agent
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
