@@ -1,4 +1,9 @@
-"""The `neocloud` command: one entry point, a subcommand per role."""
+"""The `neocloud` command: one entry point, a subcommand per role.
+
+Building the parser imports only what the base install has (grpcio, protobuf, cryptography,
+pyyaml): a tenant with `pip install neocloud` gets every command's --help and the client commands.
+The daemons' code is imported when their command runs; without its extra that command says which
+extra to install and exits 2."""
 
 from __future__ import annotations
 
@@ -8,12 +13,20 @@ import sys
 
 from neocloud import __version__
 
+# Command -> the extra it needs, and the modules only the extras install.
+COMMAND_EXTRAS = {"agent": "agent", "scheduler": "scheduler", "demo": "demo", "bench": "demo"}
+EXTRA_MODULES = frozenset({"ray", "pynvml", "prometheus_client", "grpc_health"})
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from neocloud.agent import main as agent_main
     from neocloud.bench import cli as bench_cli
+    from neocloud.cli import agent as agent_cli
+    from neocloud.cli import billing as billing_cli
     from neocloud.cli import certs as certs_cli
-    from neocloud.scheduler import server as scheduler_server
+    from neocloud.cli import demo as demo_cli
+    from neocloud.cli import jobs as client_cli
+    from neocloud.cli import meter as meter_cli
+    from neocloud.cli import scheduler as scheduler_cli
 
     parser = argparse.ArgumentParser(
         prog="neocloud",
@@ -29,20 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    agent_main.add_parser(subparsers)
-    scheduler_server.add_parser(subparsers)
+    agent_cli.add_parser(subparsers)
+    scheduler_cli.add_parser(subparsers)
     certs_cli.add_parser(subparsers)
     bench_cli.add_parser(subparsers)
-    from neocloud.cli import billing as billing_cli
-    from neocloud.cli import jobs as client_cli
-    from neocloud.cli import meter
-    from neocloud.demo import main as demo
-
     client_cli.add_parser(subparsers)
-    demo.add_parser(subparsers)
-    meter.add_parser(subparsers)
+    demo_cli.add_parser(subparsers)
+    meter_cli.add_parser(subparsers)
     billing_cli.add_parser(subparsers)
     return parser
+
+
+def missing_extra(command: str, error: ModuleNotFoundError) -> str | None:
+    """The line to print when `command` failed for want of its extra; None when the module
+    missing is not one an extra installs (a broken install, not a missing extra)."""
+    extra = COMMAND_EXTRAS.get(command)
+    module = (error.name or "").partition(".")[0]
+    if extra is None or module not in EXTRA_MODULES:
+        return None
+    return f"neocloud {command} needs the {extra} extra ({module} is not installed): pip install 'neocloud[{extra}]'"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,4 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+    except ModuleNotFoundError as e:
+        message = missing_extra(args.command, e)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        code = 2
+    sys.exit(code)

@@ -1,0 +1,28 @@
+"""Options that several command groups share, defined once: mTLS files and the --insecure
+escape hatch, and where /metrics listens. Imports nothing but argparse."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_mtls_options(
+    p: argparse.ArgumentParser, *, ca: str, own: str, insecure: str, cert_note: str = ""
+) -> argparse._ArgumentGroup:
+    """--ca/--cert/--key and --insecure, in a group the caller may add to. `ca`: whose certificates
+    the CA signed; `own`: whose certificate and key these are; `insecure`: where --insecure may go."""
+    g = p.add_argument_group("mTLS (make the files with `neocloud certs`)")
+    g.add_argument("--ca", metavar="PEM", help=f"CA certificate that signed {ca}")
+    g.add_argument("--cert", metavar="PEM", help=f"{own} certificate{cert_note}")
+    g.add_argument("--key", metavar="PEM", help=f"{own} private key")
+    g.add_argument("--insecure", action="store_true", help=f"plain-text gRPC {insecure}, for development")
+    return g
+
+
+def add_metrics_options(p: argparse.ArgumentParser, *, port: int) -> None:
+    """--metrics-host and --metrics-port for the Prometheus endpoint."""
+    g = p.add_argument_group("Prometheus")
+    g.add_argument("--metrics-host", default="0.0.0.0", help="address for /metrics (default: %(default)s)")
+    g.add_argument(
+        "--metrics-port", type=int, default=port, help="port for /metrics; 0 picks a free one (default: %(default)s)"
+    )

@@ -1,0 +1,121 @@
+"""`neocloud scheduler`: the control plane's options. The daemon (`neocloud.scheduler.server`:
+grpcio-health-checking, prometheus-client, and Ray where jobs run) is imported only when it runs,
+so `--help` works without the scheduler extra."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from neocloud.cli.options import add_metrics_options, add_mtls_options
+
+if TYPE_CHECKING:
+    from neocloud.scheduler.executor.types import Executor
+    from neocloud.scheduler.server import SchedulerConfig
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "scheduler",
+        help="run the scheduler: telemetry ingest, job and admin API, the policy, jobs on Ray",
+        description="Run the control plane: accept node agents' telemetry streams over mTLS, keep the fleet's "
+        "live state, jobs and allocations in SQLite, serve the job and admin API (bearer tokens; the first "
+        "start writes an operator token beside the store), place and preempt jobs by policy and run them on "
+        "Ray, and serve Prometheus metrics and gRPC health checks. Needs the scheduler extra: "
+        "pip install 'neocloud[scheduler]'.",
+    )
+    p.add_argument("--listen", default="0.0.0.0:7443", help="gRPC address (default: %(default)s)")
+    p.add_argument("--db", default="/var/lib/neocloud/scheduler.db", help="SQLite store (default: %(default)s)")
+    p.add_argument(
+        "--commit-interval",
+        type=float,
+        default=0.1,
+        help="seconds between durable commits; acks follow them (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default="embedded",
+        help="Ray cluster to run jobs on: an address (e.g. auto, ray://head:10001), 'embedded' to start one in "
+        "this process, or 'none' for telemetry and the API only (default: %(default)s). GPU nodes join with "
+        "`ray start --address HEAD --labels neocloud.io/node-id=NODE_ID`.",
+    )
+    p.add_argument(
+        "--rate-card",
+        help="rate card YAML (see deploy/config/ratecard.example.yaml): exports what each tenant is billed so far "
+        "this month as neocloud_tenant_billed_amount",
+    )
+    add_metrics_options(p, port=9401)
+    add_mtls_options(
+        p, ca="the nodes' certificates", own="the scheduler's", insecure="on a loopback address (--listen)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from neocloud.domain.errors import NeocloudError
+    from neocloud.scheduler.billing.ratecard import load_ratecard
+    from neocloud.scheduler.server import SchedulerConfig
+    from neocloud.scheduler.store.db import StoreError, open_db
+
+    config = SchedulerConfig(
+        listen=args.listen,
+        db_path=args.db,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        insecure=args.insecure,
+        ca_file=args.ca,
+        cert_file=args.cert,
+        key_file=args.key,
+        commit_interval_s=args.commit_interval,
+        rate_card_path=args.rate_card,
+    )
+    try:
+        open_db(config.db_path).close()  # a store it cannot use stops it before Ray starts
+        if config.rate_card_path:
+            load_ratecard(config.rate_card_path)  # and so does a rate card with an error in it
+    except (StoreError, NeocloudError) as e:
+        logger.error("scheduler cannot start: %s", e)
+        return 2
+    executor = None
+    if args.ray_address != "none":
+        from neocloud.scheduler.executor.ray_executor import RayExecutor  # Ray only where jobs run
+
+        log_dir = Path(args.db).with_name("job-logs")
+        address = None if args.ray_address == "embedded" else args.ray_address
+        try:
+            executor = RayExecutor(address=address, log_dir=log_dir)
+        except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the operator needs the message
+            logger.error("scheduler cannot reach Ray at %s: %s", args.ray_address, e)
+            return 2
+    try:
+        return asyncio.run(_serve(config, executor))
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+
+async def _serve(config: SchedulerConfig, executor: Executor | None) -> int:
+    from neocloud.scheduler.server import Scheduler
+    from neocloud.scheduler.store.db import StoreError
+    from neocloud.wire.tls import TlsConfigError
+
+    try:
+        scheduler = Scheduler(config, executor)
+        await scheduler.start()
+    except (StoreError, ValueError, OSError, TlsConfigError) as e:
+        logger.error("scheduler cannot start: %s", e)
+        return 2
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+    await stopped.wait()
+    logger.info("stopping scheduler")
+    await scheduler.stop()
+    return 0
