@@ -19,8 +19,8 @@ from neocloud.scheduler.billing.invoice import Invoice, Line, LineKind, parse_pe
 from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.billing.rating import invoice as rate_invoice
 from neocloud.scheduler.billing.render import invoice_from_json, render_json
-from neocloud.scheduler.metering.usage import ContractShortfall, UsageRow
-from neocloud.scheduler.store.records import ContractRecord
+from neocloud.scheduler.metering.usage import UsageRow
+from neocloud.scheduler.store.records import ContractRecord, ContractShortfall
 
 logger = logging.getLogger(__name__)
 

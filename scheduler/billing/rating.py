@@ -43,8 +43,8 @@ from neocloud.scheduler.billing.invoice import (
     shown,
 )
 from neocloud.scheduler.billing.ratecard import BILLABLE_CLASSES, INTERNAL, RESERVED, ContractTerms, RateCard
-from neocloud.scheduler.metering.usage import IDLE_CLASS, ContractShortfall, UsageRow
-from neocloud.scheduler.store.records import ContractRecord
+from neocloud.scheduler.metering.usage import IDLE_CLASS, UsageRow
+from neocloud.scheduler.store.records import ContractRecord, ContractShortfall
 
 logger = logging.getLogger(__name__)
 

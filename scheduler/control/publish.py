@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from neocloud.domain.hours import hour_of, hour_pieces
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.metering.book import AllocationBook
-from neocloud.scheduler.metering.usage import ContractShortfall
 from neocloud.scheduler.policy.types import PolicyInput
 from neocloud.scheduler.store.jobs import JobStore
+from neocloud.scheduler.store.records import ContractShortfall
 from neocloud.scheduler.store.shortfalls import ShortfallStore
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""What metering hands to billing: usage rows of the ledger and contract shortfalls.
+"""What metering hands to billing: the usage rows of the ledger (contract shortfalls,
+which the controller records, are `store.records.ContractShortfall`).
 
 A usage row is one (allocation, GPU model, hour) cell; idle GPU time is a row
 too (tenant "", class "idle"), so a fleet's rows add up to its wall time and its
@@ -35,14 +36,3 @@ def usage_id(allocation_id: str, gpu_model: str, hour: int) -> str:
     again replaces it instead of counting it twice. Readable, so an auditor can
     tell from an id alone what it counts."""
     return f"{allocation_id}/{hour}/{gpu_model}"
-
-
-@dataclass(frozen=True, slots=True)
-class ContractShortfall:
-    """Reserved capacity a contract promised but the fleet did not deliver in one hour
-    (its GPUs cordoned, unhealthy or lost while the tenant had demand for them)."""
-
-    contract_id: str
-    tenant: str
-    hour: int
-    undelivered_gpu_ms: int

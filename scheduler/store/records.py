@@ -166,3 +166,14 @@ class CordonRecord:
     node_id: str
     reason: str
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContractShortfall:
+    """Reserved capacity a contract promised but the fleet did not deliver in one hour
+    (its GPUs cordoned, unhealthy or lost while the tenant had demand for them)."""
+
+    contract_id: str
+    tenant: str
+    hour: int
+    undelivered_gpu_ms: int

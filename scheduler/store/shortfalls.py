@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from neocloud.scheduler.metering.usage import ContractShortfall
 from neocloud.scheduler.store.base import StoreBase
+from neocloud.scheduler.store.records import ContractShortfall
 
 
 class ShortfallStore(StoreBase):

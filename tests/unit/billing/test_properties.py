@@ -16,7 +16,8 @@ from neocloud.scheduler.billing.invoice import Invoice, LineKind
 from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.billing.rating import invoice
 from neocloud.scheduler.billing.render import invoice_from_json, render_json
-from neocloud.scheduler.metering.usage import ContractShortfall, UsageRow
+from neocloud.scheduler.metering.usage import UsageRow
+from neocloud.scheduler.store.records import ContractShortfall
 from tests.unit.billing.factories import H100, H200, HOUR_MS, NOV, NOV_START, card, contract, row
 
 CARDS = {k: card(increment_s=k) for k in (1, 60, 3600)}

@@ -9,7 +9,8 @@ import pytest
 from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.billing.invoice import BillingError, Invoice, LineKind, parse_period
 from neocloud.scheduler.billing.rating import invoice
-from neocloud.scheduler.metering.usage import ContractShortfall, UsageRow
+from neocloud.scheduler.metering.usage import UsageRow
+from neocloud.scheduler.store.records import ContractShortfall
 from tests.unit.billing.factories import (
     DEC_START,
     H100,

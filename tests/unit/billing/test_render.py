@@ -18,7 +18,7 @@ from neocloud.scheduler.billing.render import (
     render_json,
     render_table,
 )
-from neocloud.scheduler.metering.usage import ContractShortfall
+from neocloud.scheduler.store.records import ContractShortfall
 from tests.unit.billing.factories import DEC_START, H100, HOUR_MS, KWH_MJ, NOV, NOV_START, card, contract, row
 
 
