@@ -1,5 +1,6 @@
-"""One scheduling pass over a synthetic fleet at full scale: how long the pure
-policy takes (`schedule()` only; the input is built once, outside the timing).
+"""One scheduling pass over a synthetic fleet at full scale: how long the policy
+takes as the controller runs it (`decide()`: the pure `schedule()` with the cyclic
+GC paused; the input is built once, outside the timing).
 
 The fleet: `nodes` nodes of 8 GPUs (70 % H200, 30 % H100), about 60 % of the
 GPUs running internal / reserved / on-demand / spot jobs of 1, 2, 4, 8 and 16
@@ -18,7 +19,7 @@ import statistics
 import time
 from typing import Any
 
-from neocloud.scheduler.policy.engine import schedule
+from neocloud.scheduler.control.decide import decide
 from neocloud.scheduler.policy.types import (
     INTERNAL_TENANT,
     Contract,
@@ -192,15 +193,15 @@ def build_input(nodes: int = 28_800, queued: int = 10_000, seed: int = 0) -> Pol
 
 
 def policy_pass(nodes: int = 28_800, queued: int = 10_000, seed: int = 0) -> dict[str, Any]:
-    """Median wall time of one `schedule()` over 5 runs after a warm-up."""
+    """Median wall time of one `decide()` over 5 runs after a warm-up."""
     inp = build_input(nodes, queued, seed)
     gc.collect()  # the input is built: start the timed passes from a settled heap
-    decision = schedule(inp)  # warm-up
+    decision = decide(inp)  # warm-up
     times = []
     for _ in range(5):
         del decision  # free the last pass's output outside the timed region: it is not part of the next pass
         t0 = time.perf_counter()
-        decision = schedule(inp)
+        decision = decide(inp)
         times.append(time.perf_counter() - t0)
     return {
         "benchmark": "schedule",

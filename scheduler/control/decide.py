@@ -4,6 +4,8 @@ the pass itself."""
 
 from __future__ import annotations
 
+import gc
+
 from neocloud.scheduler.control.state import ControlState, Running
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.inventory import node_views
@@ -65,5 +67,15 @@ def policy_input(
 
 
 def decide(inp: PolicyInput) -> Decision:
-    """The policy's pass over `inp`."""
-    return schedule(inp)
+    """The policy's pass over `inp`, as the controller takes it."""
+    # The cyclic GC is paused for the pass and no longer: the pause is process-wide, so it is the controller's
+    # call, not the pure policy's. It pays: a pass sets off ~70 young and ~0.6 full collections, each full one
+    # walking the large long-lived input (16 ms on the bench's); `neocloud bench schedule`'s pass takes 60 ms
+    # (median) paused, 90 ms not. A pass leaves no cyclic garbage, so nothing is left for later.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return schedule(inp)
+    finally:
+        if was_enabled:
+            gc.enable()

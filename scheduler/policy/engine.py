@@ -30,7 +30,6 @@ since none of the power it waits for can be promised back without runtimes.
 
 from __future__ import annotations
 
-import gc
 import logging
 
 from neocloud.scheduler.policy import explain
@@ -66,17 +65,7 @@ SPOT_VICTIMS = (SPOT,)
 
 def schedule(inp: PolicyInput) -> Decision:
     """Placements, preemptions, warnings and pending reasons for one pass."""
-    # The cyclic GC is paused for the pass and no longer, as the pause is process-wide. It pays: a pass sets off
-    # ~70 young and ~0.6 full collections, each full one walking the large long-lived input (16 ms on the bench's);
-    # `neocloud bench schedule`'s pass takes 60 ms (median) paused, 90 ms not, and 75 / 66 ms paused only while
-    # building / only while running it. A pass leaves no cyclic garbage, so nothing is left for later.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _Pass(inp).run()
-    finally:
-        if was_enabled:
-            gc.enable()
+    return _Pass(inp).run()
 
 
 # A frozen dataclass's __init__ sets each field through object.__setattr__; a pass builds thousands of
