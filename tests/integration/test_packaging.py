@@ -10,7 +10,8 @@ run from a folder outside the checkout so that only the installed copy can be im
 - The wheel holds every package of the source tree (agent/ and scheduler/ as real folders under
   neocloud/), the package data and the type information.
 
-Slow for a test (about a minute: a wheel build and three pip runs); marked `wheel`."""
+Marked `wheel`: about 12 s here (a wheel build, two virtualenvs, three pip runs), with pip's cache
+empty too."""
 
 from __future__ import annotations
 
