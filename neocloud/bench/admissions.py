@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
-from neocloud.scheduler.store.records import Role
+from neocloud.scheduler.store import Role
 from neocloud.v1 import jobs_pb2 as pb
 from neocloud.v1 import jobs_pb2_grpc as pb_grpc
 

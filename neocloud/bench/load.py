@@ -10,7 +10,7 @@ import time
 import grpc
 
 from neocloud.agent.convert import build_batch, hello
-from neocloud.agent.gpu.sim import SimBackend
+from neocloud.agent.gpu import SimBackend
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
 

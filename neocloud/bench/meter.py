@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neocloud.scheduler.billing.books import Books
-from neocloud.scheduler.billing.ratecard import parse_ratecard
-from neocloud.scheduler.metering.ledger import Ledger
-from neocloud.scheduler.metering.usage import usage_id
-from neocloud.scheduler.store.db import open_db
+from neocloud.scheduler.billing import Books, parse_ratecard
+from neocloud.scheduler.metering import Ledger, usage_id
+from neocloud.scheduler.store import open_db
 
 HOUR = 1_795_000_000 // 3600 * 3600
 MONTH_START = 1_793_491_200  # 2026-11-01T00:00:00Z

@@ -19,8 +19,8 @@ import statistics
 import time
 from typing import Any
 
-from neocloud.scheduler.control.decide import decide
-from neocloud.scheduler.policy.types import (
+from neocloud.scheduler.control import decide
+from neocloud.scheduler.policy import (
     INTERNAL_TENANT,
     Contract,
     JobClass,

@@ -10,9 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from neocloud.scheduler.executor.local_cluster import LocalCluster
-from neocloud.scheduler.executor.ray_executor import RayExecutor
-from neocloud.scheduler.executor.types import ExecJob, ExecutorEvent, Exited, Released, Started
+from neocloud.scheduler.executor import ExecJob, ExecutorEvent, Exited, LocalCluster, RayExecutor, Released, Started
 
 POLL_S = 0.005
 

@@ -21,14 +21,20 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import TextIO
 
-from neocloud.scheduler.billing.books import Books
-from neocloud.scheduler.billing.invoice import Invoice, LineKind, parse_period
-from neocloud.scheduler.billing.ratecard import ContractTerms, RateCard, load_ratecard
-from neocloud.scheduler.billing.render import render_table
-from neocloud.scheduler.billing.reports import fleet_split
-from neocloud.scheduler.metering.usage import IDLE_CLASS, UsageRow
+from neocloud.scheduler.billing import (
+    Books,
+    ContractTerms,
+    Invoice,
+    LineKind,
+    RateCard,
+    fleet_split,
+    load_ratecard,
+    parse_period,
+    render_table,
+)
+from neocloud.scheduler.metering import IDLE_CLASS, UsageRow
 from neocloud.scheduler.server import Scheduler
-from neocloud.scheduler.store.db import open_db
+from neocloud.scheduler.store import open_db
 
 logger = logging.getLogger(__name__)
 

@@ -35,8 +35,7 @@ from neocloud.demo.player import INTERNAL, Player
 from neocloud.demo.site import GPUS_PER_NODE, Site
 from neocloud.domain.errors import NeocloudError
 from neocloud.scheduler.server import Scheduler
-from neocloud.scheduler.store.jobs import JobStore
-from neocloud.scheduler.store.records import JobState
+from neocloud.scheduler.store import JobState, JobStore
 from neocloud.wire import tls
 
 logger = logging.getLogger(__name__)

@@ -24,8 +24,7 @@ from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
 from neocloud.wire import tls
 
 if TYPE_CHECKING:
-    from neocloud.scheduler.executor.local_cluster import LocalCluster
-    from neocloud.scheduler.executor.ray_executor import RayExecutor
+    from neocloud.scheduler.executor import LocalCluster, RayExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +89,7 @@ class Site:
 
     def start(self) -> None:
         # Ray only where jobs run (as in `neocloud scheduler`): importing it costs seconds.
-        from neocloud.scheduler.executor.local_cluster import LocalCluster
-        from neocloud.scheduler.executor.ray_executor import RayExecutor
+        from neocloud.scheduler.executor import LocalCluster, RayExecutor
 
         work = self.work
         tls.write_ca(work)

@@ -12,7 +12,7 @@ Each step:
    usage); preemptions are noted in the store, then signalled; placements are
    recorded in the store, then started.
 
-Steps 1-3 are reconcile.py, the decision decide.py, carrying it out enact.py;
+Steps 1-3 are reconcile.py, the decision policy_pass.py, carrying it out enact.py;
 what the pass leaves for metering and the exporter, publish.py.
 """
 
@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from neocloud.scheduler.control.decide import decide, placeable, policy_input
 from neocloud.scheduler.control.enact import Enactor
+from neocloud.scheduler.control.policy_pass import decide, placeable, policy_input
 from neocloud.scheduler.control.publish import BookPublisher, ControllerView, ShortfallRecorder, view_of
 from neocloud.scheduler.control.reconcile import Reconciler
 from neocloud.scheduler.control.state import Cleanup, ControllerStats, ControlState, Running

@@ -52,6 +52,8 @@ def test_the_checkout_keeps_every_contract(tmp_path: Path) -> None:
         ("scheduler/store/jobs.py", "import neocloud.scheduler.ingest.fleet", "Scheduler layers"),
         ("domain/hours.py", "import neocloud.scheduler.store.db", "The shared domain imports nothing"),
         ("scheduler/api/jobs.py", "import ray", "Only the executor imports Ray"),
+        ("demo/main.py", "import neocloud.scheduler.store.jobs", "The demo and the benchmarks use the product only"),
+        ("bench/meter.py", "import neocloud.agent.gpu.nvml", "The demo and the benchmarks use the product only"),
     ],
 )
 def test_a_violation_fails_naming_the_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:

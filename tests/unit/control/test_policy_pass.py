@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from neocloud.scheduler.control import decide as decide_module
+from neocloud.scheduler.control import policy_pass
 from neocloud.scheduler.policy.engine import schedule
 from neocloud.scheduler.policy.types import Decision, PolicyInput
 from tests.unit.policy.factories import fleet, job, policy_input
@@ -31,16 +31,16 @@ def test_the_controller_pauses_gc_for_the_pass_only(monkeypatch: pytest.MonkeyPa
         seen.append(gc.isenabled())
         return schedule(inp)
 
-    monkeypatch.setattr(decide_module, "schedule", recording)
+    monkeypatch.setattr(policy_pass, "schedule", recording)
     assert gc.isenabled()
-    assert decide_module.decide(an_input()).placements
+    assert policy_pass.decide(an_input()).placements
     assert seen == [False]
     assert gc.isenabled()
 
     def failing(inp: PolicyInput) -> Decision:
         raise RuntimeError("a pass that fails")
 
-    monkeypatch.setattr(decide_module, "schedule", failing)
+    monkeypatch.setattr(policy_pass, "schedule", failing)
     with pytest.raises(RuntimeError):
-        decide_module.decide(an_input())
+        policy_pass.decide(an_input())
     assert gc.isenabled()  # restored even when the pass raises
