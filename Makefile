@@ -41,9 +41,11 @@ proto-check: $(STAMP)
 	diff -r -x __init__.py -x __pycache__ $$tmp/neocloud/v1 neocloud/v1 && rm -rf $$tmp && \
 	echo "proto-check: generated code matches proto/"
 
+# ruff, then the layer contracts in .importlinter (a broken one is named in the output).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy -p neocloud
