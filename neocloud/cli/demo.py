@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scenario",
         metavar="FILE",
-        help="scenario YAML (default: the one neocloud ships, a copy of deploy/config/demo-scenario.yaml)",
+        help="scenario YAML (default: the one in the package; deploy/config/demo-scenario.yaml in the repository)",
     )
     p.add_argument(
         "--work-dir",
