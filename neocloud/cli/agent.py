@@ -10,7 +10,7 @@ import socket
 import threading
 
 from neocloud.agent.spool import DEFAULT_MAX_BYTES
-from neocloud.cli.options import add_metrics_options, add_mtls_options
+from neocloud.cli.options import add_metrics_options, add_mtls_options, metrics_settings, mtls_settings
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +117,8 @@ def run(args: argparse.Namespace) -> int:
         batch_ticks=args.batch_ticks,
         spool_path=args.spool,
         spool_max_bytes=args.spool_max_mb * 2**20,
-        metrics_host=args.metrics_host,
-        metrics_port=args.metrics_port,
-        insecure=args.insecure,
-        ca_file=args.ca,
-        cert_file=args.cert,
-        key_file=args.key,
+        **metrics_settings(args),
+        **mtls_settings(args),
         server_name=args.server_name,
     )
     try:

@@ -4,6 +4,7 @@ escape hatch, and where /metrics listens. Imports nothing but argparse."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_mtls_options(
@@ -19,6 +20,11 @@ def add_mtls_options(
     return g
 
 
+def mtls_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What add_mtls_options parsed, under the names the daemons' configs use."""
+    return {"ca_file": args.ca, "cert_file": args.cert, "key_file": args.key, "insecure": args.insecure}
+
+
 def add_metrics_options(p: argparse.ArgumentParser, *, port: int) -> None:
     """--metrics-host and --metrics-port for the Prometheus endpoint."""
     g = p.add_argument_group("Prometheus")
@@ -26,3 +32,8 @@ def add_metrics_options(p: argparse.ArgumentParser, *, port: int) -> None:
     g.add_argument(
         "--metrics-port", type=int, default=port, help="port for /metrics; 0 picks a free one (default: %(default)s)"
     )
+
+
+def metrics_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What add_metrics_options parsed, under the names the daemons' configs use."""
+    return {"metrics_host": args.metrics_host, "metrics_port": args.metrics_port}

@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from neocloud.cli.options import add_metrics_options, add_mtls_options
+from neocloud.cli.options import add_metrics_options, add_mtls_options, metrics_settings, mtls_settings
 
 if TYPE_CHECKING:
     from neocloud.scheduler.executor.types import Executor
@@ -66,12 +66,8 @@ def run(args: argparse.Namespace) -> int:
     config = SchedulerConfig(
         listen=args.listen,
         db_path=args.db,
-        metrics_host=args.metrics_host,
-        metrics_port=args.metrics_port,
-        insecure=args.insecure,
-        ca_file=args.ca,
-        cert_file=args.cert,
-        key_file=args.key,
+        **metrics_settings(args),
+        **mtls_settings(args),
         commit_interval_s=args.commit_interval,
         rate_card_path=args.rate_card,
     )
