@@ -14,7 +14,7 @@ from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
 
 GPU_LABELS = ["node", "gpu", "uuid", "model"]
-REFUSAL_CODES = ("FAILED_PRECONDITION", "INVALID_ARGUMENT", "PERMISSION_DENIED")
+REFUSAL_CODES = ("ABORTED", "FAILED_PRECONDITION", "INVALID_ARGUMENT", "PERMISSION_DENIED")
 
 
 class SchedulerCollector(Collector):
@@ -154,6 +154,11 @@ class SchedulerCollector(Collector):
             "neocloud_ingest_commit_failures",
             "Commits that failed (nothing acked).",
             value=service.commit_failures_total,
+        )
+        yield CounterMetricFamily(
+            "neocloud_ingest_store_refusals",
+            "Nodes whose data the store refused on its own: their stream ended, every other node's data committed.",
+            value=service.store_refusals_total,
         )
         yield GaugeMetricFamily(
             "neocloud_ingest_last_commit_seconds", "Duration of the last commit.", value=service.last_commit_s

@@ -24,11 +24,11 @@ from neocloud.scheduler.control.controller import Controller
 from neocloud.scheduler.executor.types import Executor
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
+from neocloud.scheduler.ingest.service import add_to_server as add_telemetry_to_server
 from neocloud.scheduler.metrics import MeteringCollector, SchedulerCollector
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.shortfalls import ShortfallStore
-from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
 from neocloud.wire import tls
 from neocloud.wire.netaddr import is_loopback, split_host_port
 
@@ -127,7 +127,8 @@ class Scheduler:
     async def start(self) -> None:
         config = self.config
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor()])
-        pb_grpc.add_TelemetryServicer_to_server(self.telemetry, server)
+        # Not the generated add_TelemetryServicer_to_server: its deserializer raises on bad bytes.
+        add_telemetry_to_server(self.telemetry, server)
         add_api_services(
             server,
             self.jobs,

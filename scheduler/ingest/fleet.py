@@ -51,24 +51,45 @@ class Fleet:
         """The fleet as last committed, with the energy acknowledged before a restart
         but not yet attributed handed back to the attributor."""
         fleet = cls()
-        fleet.nodes, marks = telemetry_store.load(db)
-        for node in fleet.nodes.values():
-            for uuid, gpu in node.gpus.items():
-                fleet.gpu_owner[uuid] = node.node_id
-                acc = gpu.energy
-                if acc.last_mj is None:
-                    continue
-                # The unattributed rest is one span from the watermark to the last reading
-                # (split by duration at any boundary inside it: its samples are gone).
-                t0_us, attributed_mj = marks.get(uuid, (node.first_seen_us, 0.0))
-                fleet.attributor.restore(uuid, attributed_mj, t0_us, acc.last_us, acc.total_mj - attributed_mj)
-                if acc.total_mj > attributed_mj:
-                    logger.info(
-                        "GPU %s: %.1f J acknowledged before the restart to attribute",
-                        uuid,
-                        (acc.total_mj - attributed_mj) / 1e3,
-                    )
+        nodes, marks = telemetry_store.load(db)
+        for node in nodes.values():
+            fleet._adopt(node, marks)
         return fleet
+
+    def _adopt(self, node: NodeState, marks: dict[str, tuple[int, float]]) -> None:
+        """Take a node as the store has it."""
+        self.nodes[node.node_id] = node
+        for uuid, gpu in node.gpus.items():
+            self.gpu_owner[uuid] = node.node_id
+            acc = gpu.energy
+            if acc.last_mj is None:
+                continue
+            # The unattributed rest is one span from the watermark to the last reading
+            # (split by duration at any boundary inside it: its samples are gone).
+            t0_us, attributed_mj = marks.get(uuid, (node.first_seen_us, 0.0))
+            self.attributor.restore(uuid, attributed_mj, t0_us, acc.last_us, acc.total_mj - attributed_mj)
+            if acc.total_mj > attributed_mj:
+                logger.info(
+                    "GPU %s: %.1f J acknowledged before the restart to attribute",
+                    uuid,
+                    (acc.total_mj - attributed_mj) / 1e3,
+                )
+
+    def reset_node(self, node_id: str, committed: NodeState | None, marks: dict[str, tuple[int, float]]) -> None:
+        """The store refused this node's data: forget everything it sent since its
+        last commit and go back to the committed state (`committed`, None if the
+        node was never committed), so that nothing of it poisons a later commit."""
+        old = self.nodes.pop(node_id, None)
+        self.dirty_nodes.discard(node_id)
+        for uuid in old.gpus if old else ():
+            if self.gpu_owner.get(uuid) == node_id:
+                del self.gpu_owner[uuid]
+            self.attributor.forget(uuid)
+            self.dirty_gpus.discard(uuid)
+        if committed is not None:
+            for uuid in committed.gpus:
+                self.attributor.forget(uuid)
+            self._adopt(committed, marks)
 
     def snapshot_dirty(self) -> Snapshot:
         """What changed since the last snapshot, copied out so the write can run in

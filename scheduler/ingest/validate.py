@@ -12,6 +12,7 @@ from itertools import islice
 from operator import le
 
 from neocloud.domain.fleet import NodeState
+from neocloud.scheduler.ingest import bounds
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.wire.tls import validate_node_id
 
@@ -35,6 +36,9 @@ def validate_hello(hello: pb.Hello) -> str | None:
         return f"agent version {hello.agent_version[:64]!r} is not a version string"
     if hello.stream_epoch == 0:
         return "stream_epoch must be non-zero"
+    # Every integer within its declared range (bounds.py): SQLite holds no more than 2^63 - 1.
+    if reason := bounds.check(hello):
+        return reason
     if hello.backend not in ("nvml", "sim", "replay"):
         return f"backend {hello.backend[:32]!r} must be nvml, sim or replay"
     if not 1 <= len(hello.gpus) <= MAX_GPUS_PER_NODE:
@@ -52,7 +56,16 @@ def validate_hello(hello: pb.Hello) -> str | None:
     return None
 
 
+def validate_position(batch: pb.Batch) -> str | None:
+    """The batch's place in its stream, checked before it is used: a seq the store
+    cannot hold can be neither stored nor acknowledged, so it ends the stream."""
+    return bounds.check_field(batch, "stream_epoch") or bounds.check_field(batch, "seq")
+
+
 def validate_batch(batch: pb.Batch, node: NodeState) -> str | None:
+    # Every integer within its declared range (bounds.py), before any arithmetic on it.
+    if reason := bounds.check(batch):
+        return reason
     sealed_us = batch.agent_time_us
     for series in batch.gpus:
         uuid = series.uuid

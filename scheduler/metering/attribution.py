@@ -218,6 +218,16 @@ class Attributor:
         for uuid, mark in marks.items():
             self.watermarks[uuid] = max(mark, self.watermarks.get(uuid, mark))
 
+    def forget(self, uuid: str) -> None:
+        """Drop everything received for this GPU since its last commit (the store
+        refused its node's data); `restore` then starts it again from the store."""
+        m = self._meters.pop(uuid, None)
+        if m is not None:
+            self.pending_mj -= sum(span.delta_mj for span in m.spans)
+        self._waiting.discard(uuid)
+        self.cells = {key: cell for key, cell in self.cells.items() if key[0] != uuid}
+        self.watermarks.pop(uuid, None)
+
     def restore(self, uuid: str, attributed_mj: float, t0_us: int, t1_us: int, unattributed_mj: float) -> None:
         """After a restart: what was attributed before it, and the energy since the watermark."""
         m = self._meters.setdefault(uuid, _GpuMeter())

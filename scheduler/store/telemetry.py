@@ -72,13 +72,18 @@ def write(db: sqlite3.Connection, snap: Snapshot) -> None:
         raise
 
 
-def load(db: sqlite3.Connection) -> tuple[dict[str, NodeState], dict[str, tuple[int, float]]]:
-    """The nodes with their GPUs as last committed, and each GPU's attribution
-    watermark: (attributed up to µs, attributed total mJ)."""
+def load(
+    db: sqlite3.Connection, node_id: str | None = None
+) -> tuple[dict[str, NodeState], dict[str, tuple[int, float]]]:
+    """The nodes (or the one node `node_id`) with their GPUs as last committed, and
+    each GPU's attribution watermark: (attributed up to µs, attributed total mJ)."""
     nodes: dict[str, NodeState] = {}
+    one = "" if node_id is None else " WHERE node_id = ?"
+    args = () if node_id is None else (node_id,)
     for row in db.execute(
         "SELECT node_id, agent_version, backend, stream_epoch, last_seq, dropped_samples_total,"
-        " first_seen_us, last_seen_us FROM nodes"
+        " first_seen_us, last_seen_us FROM nodes" + one,
+        args,
     ):
         node = NodeState(row[0], row[1], row[2], row[3], row[4], {}, row[6], row[7], dropped_samples_total=row[5])
         node.durable_seq = node.last_seq
@@ -86,6 +91,8 @@ def load(db: sqlite3.Connection) -> tuple[dict[str, NodeState], dict[str, tuple[
     for row in db.execute(
         "SELECT uuid, node_id, gpu_index, model, memory_total_bytes, power_limit_mw, energy_last_mj,"
         " energy_last_us, energy_total_mj, energy_resets, last_power_mw, xid_errors_total, unhealthy_reason FROM gpus"
+        + one,
+        args,
     ):
         gpu = GpuState(
             node_id=row[1],
@@ -100,5 +107,9 @@ def load(db: sqlite3.Connection) -> tuple[dict[str, NodeState], dict[str, tuple[
             unhealthy_reason=row[12],
         )
         nodes[gpu.node_id].gpus[gpu.uuid] = gpu
-    marks = {str(r[0]): (int(r[1]), float(r[2])) for r in db.execute("SELECT * FROM meter_watermarks")}
+    marks = {
+        str(r[0]): (int(r[1]), float(r[2]))
+        for r in db.execute("SELECT uuid, attributed_to_us, attributed_total_mj FROM meter_watermarks")
+        if node_id is None or any(str(r[0]) in n.gpus for n in nodes.values())
+    }
     return nodes, marks
