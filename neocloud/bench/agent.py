@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
+from neocloud.wire.netaddr import free_loopback_port
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -20,23 +21,15 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run(seconds: float, warmup_s: float, scrape_interval_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="neocloud-bench-") as tmp:
         sched = BackgroundScheduler(
             SchedulerConfig(listen="127.0.0.1:0", db_path=str(Path(tmp) / "bench.db"), metrics_port=None, insecure=True)
         )
-        metrics_port = _free_port()
+        metrics_port = free_loopback_port()
         agent = subprocess.Popen(
             [
-                sys.executable, "-m", "neocloud.cli", "--log-level", "WARNING", "agent",
+                sys.executable, "-m", "neocloud", "--log-level", "WARNING", "agent",
                 "--node-id", "bench-agent", "--backend", "sim", "--sim-load", "0.6",
                 "--scheduler", f"127.0.0.1:{sched.port}", "--insecure",
                 "--spool", str(Path(tmp) / "spool.db"),
@@ -46,6 +39,7 @@ def run(seconds: float, warmup_s: float, scrape_interval_s: float) -> dict[str, 
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         scrapes = 0
         try:
+            _wait_for_metrics(url, agent)
             time.sleep(warmup_s)
             cpu0, wall0 = _process_cpu_s(agent.pid), time.monotonic()
             batches0 = sched.scheduler.telemetry.fleet.counters.batches_accepted
@@ -70,3 +64,19 @@ def run(seconds: float, warmup_s: float, scrape_interval_s: float) -> dict[str, 
         "batches_acked_by_scheduler": batches,
         "metrics_scrapes": scrapes,
     }
+
+
+def _wait_for_metrics(url: str, agent: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    """Until the agent's /metrics answers: its start (imports, backend, spool) is not part of the figure."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                response.read()
+            return
+        except OSError:
+            if agent.poll() is not None:
+                raise RuntimeError(f"the agent exited with {agent.returncode} before serving {url}") from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
 from neocloud.wire import tls
+from neocloud.wire.netaddr import free_loopback_port
 
 if TYPE_CHECKING:
     from neocloud.scheduler.executor import LocalCluster, RayExecutor
@@ -41,13 +41,6 @@ _AGENT_SHIM = (
     "from neocloud.cli import main\n"
     "main(sys.argv[2:])\n"
 )
-
-
-def _free_port() -> int:
-    """A free loopback port for an agent's /metrics (the agent does not report the one it picks)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Site:
@@ -121,7 +114,7 @@ class Site:
         self._wait_ready(executor)
 
     def _start_agent(self, node_id: str) -> None:
-        work, port = self.work, _free_port()
+        work, port = self.work, free_loopback_port()  # the agent does not report the port it picks
         cli = [
             "--log-level", "WARNING", "agent", "--node-id", node_id, "--backend", "sim", "--sim-follow-jobs",
             "--scheduler", self.address, "--ca", str(work / "ca.pem"), "--cert", str(work / f"node-{node_id}.pem"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -20,3 +21,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a child process that must be told its port in advance)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
