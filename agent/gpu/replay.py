@@ -18,7 +18,7 @@ from pathlib import Path
 from neocloud.agent.gpu.types import BackendError
 from neocloud.domain.clock import wall_clock_us
 from neocloud.domain.gpu import GpuInfo, Reading
-from neocloud.domain.trace import Trace, TraceError, add_record, load_trace
+from neocloud.domain.trace import Trace, TraceError, add_record, check_one_trace_per_gpu, load_trace
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +38,10 @@ class ReplayBackend:
             raise BackendError("replay needs at least one trace (--replay-trace FILE)")
         if speed <= 0:
             raise BackendError(f"--replay-speed must be positive, not {speed}")
-        uuids = [t.info.uuid for t in traces]
-        if len(set(uuids)) != len(uuids):
-            raise BackendError("two traces report the same GPU UUID; replay each GPU once")
+        try:
+            check_one_trace_per_gpu(traces)
+        except TraceError as e:
+            raise BackendError(str(e)) from e
         self._traces = list(traces)
         self._speed = speed
         self._clock_us = clock_us

@@ -121,8 +121,16 @@ def add_record(reading: Reading, uuid: str, stamp_us: int, r: TraceRecord) -> No
         reading.energy.append(EnergyReading(uuid, stamp_us, r.energy_mj))
 
 
+def check_one_trace_per_gpu(traces: Sequence[Trace]) -> None:
+    """Two recordings of one GPU cannot be told apart once they are readings."""
+    uuids = [t.info.uuid for t in traces]
+    if len(set(uuids)) != len(uuids):
+        raise TraceError("two traces report the same GPU UUID; replay each GPU once")
+
+
 def recorded_reading(traces: Sequence[Trace]) -> Reading:
-    """Every record of every trace at once, stamped with its recorded time."""
+    """Every record of every trace at once, stamped with its recorded time (each trace keeps its own)."""
+    check_one_trace_per_gpu(traces)
     reading = Reading()
     for trace in traces:
         for record in trace.records:

@@ -94,6 +94,46 @@ def test_cli_prints_json_and_refuses_bad_csv(tmp_path: Path, capsys: pytest.Capt
     assert read_allocations(good)[0].tenant == "acme"
 
 
+def test_several_traces_keep_their_own_times_and_each_gpu_is_recorded_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GPU b: the H200 recording again, 10 s later, under another UUID.
+    later = tmp_path / "b.jsonl"
+    later.write_text(
+        "".join(
+            json.dumps({**r, "t": r["t"] + 10}) + "\n" for r in map(json.loads, H200_TRACE.read_text().splitlines())
+        )
+    )
+    meta = json.loads(H200_TRACE.with_name("h200-two-procs.meta.json").read_text())
+    meta["device"]["uuid"] = "GPU-b"
+    (tmp_path / "b.meta.json").write_text(json.dumps(meta))
+    # The same 5 s of the recording on each GPU, each at its own recorded time.
+    rows = [
+        AllocationRow("ja", "acme", "spot", UUID, T0 + 5.5, T0 + 10.5),
+        AllocationRow("jb", "acme", "spot", "GPU-b", T0 + 15.5, T0 + 20.5),
+    ]
+    a, b = replay([H200_TRACE, later], rows)["allocations"]
+    assert a["gpu_seconds"] == pytest.approx(5) and b["gpu_seconds"] == pytest.approx(5)
+    assert b["energy_joules"] == pytest.approx(a["energy_joules"], rel=1e-3)
+    allocations = tmp_path / "allocs.csv"
+    allocations.write_text(f"job,tenant,class,gpu_uuid,start,end\nj1,acme,spot,{UUID},{T0 + 1},{T0 + 5}\n")
+    with pytest.raises(SystemExit) as done:
+        main(
+            [
+                "meter",
+                "replay",
+                "--trace",
+                str(H200_TRACE),
+                "--trace",
+                str(H200_TRACE),
+                "--allocations",
+                str(allocations),
+            ]
+        )
+    assert done.value.code == 2
+    assert "same GPU UUID" in capsys.readouterr().err
+
+
 @st.composite
 def books(draw: st.DrawFn) -> tuple[list[Interval], list[CounterReading], list[tuple[float, float]]]:
     n_reads = draw(st.integers(2, 8))
