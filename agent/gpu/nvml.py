@@ -1,4 +1,4 @@
-"""Reads real GPUs through NVML (pynvml), at the costs of DESIGN.md section 5.
+"""Reads real GPUs through NVML (pynvml), at the costs of docs/DESIGN.md section 5.
 
 Every per-GPU NVML call goes through `_query`: NotSupported becomes "no value
 for this field on this GPU, never ask again", other errors are logged once

@@ -1,4 +1,4 @@
-"""Simulated GPUs shaped after the real H200 traces (DESIGN.md section 5).
+"""Simulated GPUs shaped after the real H200 traces (docs/DESIGN.md section 5).
 
 Power follows a load you set per GPU: ~77 W with no CUDA context, ~115 W idle
 with a context, up to ~670 W flat out (700 W limit). The energy counter

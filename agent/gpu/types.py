@@ -25,7 +25,7 @@ class GpuBackend(Protocol):
         """Read every GPU once.
 
         The energy counter is read only when `read_energy` is true: on real
-        hardware it costs milliseconds per call (DESIGN.md section 5). A backend
+        hardware it costs milliseconds per call (docs/DESIGN.md section 5). A backend
         replaying a recording returns what the recording holds instead.
         """
         ...

@@ -1,4 +1,4 @@
-"""`neocloud submit | jobs | job | cancel | logs` (and, through admin_cli,
+"""`neocloud submit | jobs | job | cancel | logs` (and, through cli/admin.py,
 `neocloud admin ...`): the tenant's and operator's command line over gRPC."""
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """`neocloud demo`: a whole neocloud on this machine, playing a scenario.
 
 The scheduler (SQLite store, embedded multi-node Ray cluster), one simulated
-8-GPU node per --nodes with its agent streaming over mTLS (demo_site.py), and
+8-GPU node per --nodes with its agent streaming over mTLS (site.py), and
 the scenario's people submitting and cancelling jobs through the gRPC API
-(demo_player.py): the lab's internal demand declines, tenants buy the freed
+(player.py): the lab's internal demand declines, tenants buy the freed
 capacity (a reserved power contract, spot filling the rest), then an internal
-spike takes capacity back with preemption notices. A live view (demo_view.py)
+spike takes capacity back with preemption notices. A live view (view.py)
 shows it; at the end, each tenant's jobs and GPU-seconds, then the money
-(demo_billing.py): invoices rated from the ledger and the fleet split.
+(billing.py): invoices rated from the ledger and the fleet split.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ MAX_SPEED = 600.0  # a demo minute of 0.1 s: faster than the scheduler can follo
 EXIT_INTERRUPTED = 130
 
 
-# --- billing (demo_billing.py) ------------------------------------------------------------------
+# --- billing (billing.py) ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 One private CA signs a server certificate for the scheduler (serverAuth) and one client certificate per
 node (clientAuth) whose common name is the node id; the scheduler reads that name back from the
-handshake (`peer_node_id`) so that a node may report only for itself (DESIGN.md section 6).
+handshake (`peer_node_id`) so that a node may report only for itself (docs/DESIGN.md section 6).
 """
 
 from __future__ import annotations

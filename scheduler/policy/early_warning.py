@@ -1,5 +1,5 @@
 """Early reclaim warnings: tell running work it is about to be reclaimed
-before the preemption notice comes (DESIGN.md section 3; no public scheduler
+before the preemption notice comes (docs/DESIGN.md section 3; no public scheduler
 does this).
 
 The rule. A running job gets a ReclaimWarning in a pass when

@@ -1,4 +1,4 @@
-"""schedule(): one pure, deterministic scheduling pass (DESIGN.md section 3).
+"""schedule(): one pure, deterministic scheduling pass (docs/DESIGN.md section 3).
 
 Order of work in a pass:
 1. preempt work on GPUs that are no longer placeable, and reserved work whose

@@ -12,7 +12,7 @@ from enum import IntEnum
 
 
 class JobClass(IntEnum):
-    """Capacity classes; a larger value outranks a smaller one (DESIGN.md section 3)."""
+    """Capacity classes; a larger value outranks a smaller one (docs/DESIGN.md section 3)."""
 
     SPOT = 1
     ON_DEMAND = 2

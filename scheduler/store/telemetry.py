@@ -3,14 +3,11 @@ GPUs with their energy accumulators. A commit is what makes an ack true."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from neocloud.domain.fleet import Cell, CellKey, EnergyAccumulator, GpuState, NodeState
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ else:
 pytestmark = pytest.mark.gpu
 
 TICK_S = 0.1
-ENERGY_EVERY = 10  # ticks: the counter costs milliseconds (DESIGN.md section 5)
+ENERGY_EVERY = 10  # ticks: the counter costs milliseconds (docs/DESIGN.md section 5)
 ENERGY_READS = 6  # five seconds between the first and the last
 
 

@@ -150,7 +150,7 @@ def test_preemptions_follow_the_class_rules(inp: PolicyInput) -> None:
         if v.job_class == JobClass.ON_DEMAND:
             assert beneficiary.job_class == JobClass.INTERNAL and p.reason == "internal work reclaims its floor"
         if v.job_class == JobClass.INTERNAL:
-            # Internal above its floor yields only to a reserved contract (DESIGN.md section 3).
+            # Internal above its floor yields only to a reserved contract (docs/DESIGN.md section 3).
             assert beneficiary.job_class == JobClass.RESERVED
         else:
             assert v.job_class < beneficiary.job_class
