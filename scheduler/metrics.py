@@ -138,6 +138,12 @@ class SchedulerCollector(Collector):
         yield CounterMetricFamily(
             "neocloud_ingest_energy_readings", "Energy-counter readings accepted.", value=c.energy_readings
         )
+        yield CounterMetricFamily(
+            "neocloud_ingest_energy_capped",
+            "Energy readings whose credit was cut to the GPU model's rated power x span, or whose reset was past "
+            "the per-GPU rate limit.",
+            value=c.energy_capped,
+        )
         refused = CounterMetricFamily(
             "neocloud_ingest_streams_refused", "Streams ended with an error status.", labels=["code"]
         )

@@ -22,22 +22,39 @@ class EnergyAccumulator:
     resets: int = 0
 
     def add(
-        self, timestamp_us: int, energy_mj: int, counter_reset: bool, power_before_mw: int, power_after_mw: int
-    ) -> None:
+        self,
+        timestamp_us: int,
+        energy_mj: int,
+        counter_reset: bool,
+        power_before_mw: int,
+        power_after_mw: int,
+        max_credit_mj: int | None = None,
+        bridge: bool = True,
+    ) -> bool:
+        """Credit one reading. `max_credit_mj` caps what it may credit (ingest
+        passes the rated power x span); `bridge=False` makes a reset bridge
+        nothing (the new value becomes the baseline). True if the cap or a
+        refused bridge cut the credit."""
         if self.last_mj is None:
             self.last_mj, self.last_us = energy_mj, timestamp_us
-            return
+            return False
         if counter_reset or energy_mj < self.last_mj:
             # The counter restarted somewhere in between: what it counted since
             # is a lower bound, power over the span an estimate.
             span_s = max(0, timestamp_us - self.last_us) / 1e6
             estimate_mj = round((power_before_mw + power_after_mw) / 2 * span_s)
-            self.total_mj += max(energy_mj, estimate_mj)
+            wanted = max(energy_mj, estimate_mj)
+            credit = wanted if bridge else 0
             self.resets += 1
-            logger.warning("energy counter reset bridged with %.1f J", max(energy_mj, estimate_mj) / 1e3)
         else:
-            self.total_mj += energy_mj - self.last_mj
+            wanted = credit = energy_mj - self.last_mj
+        if max_credit_mj is not None:
+            credit = max(0, min(credit, max_credit_mj))
+        if counter_reset or energy_mj < self.last_mj:
+            logger.warning("energy counter reset bridged with %.1f J", credit / 1e3)
+        self.total_mj += credit
         self.last_mj, self.last_us = energy_mj, timestamp_us
+        return credit < wanted
 
 
 @dataclass(slots=True)
@@ -54,6 +71,8 @@ class GpuState:
     last_sample_us: int = 0
     xid_errors_total: int = 0
     unhealthy_reason: str | None = None
+    # Reading times of the resets bridged lately (ingest rate-limits them; not persisted).
+    bridged_resets_us: deque[int] = field(default_factory=deque)
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from neocloud.domain.fleet import GpuState, NodeState
+from neocloud.scheduler.ingest import rated
 from neocloud.scheduler.metering.attribution import Attributor
 from neocloud.scheduler.store import telemetry as telemetry_store
 from neocloud.scheduler.store.telemetry import Snapshot
@@ -34,6 +35,8 @@ class IngestCounters:
     batches_rejected: int = 0
     samples: int = 0
     energy_readings: int = 0
+    # Readings whose credit the rated-power cap or the reset rate limit cut (rated.py).
+    energy_capped: int = 0
     streams_refused: dict[str, int] = field(default_factory=dict)
 
 
@@ -184,7 +187,19 @@ class Fleet:
                 acc = gpu.energy
                 for e in series.energy:
                     first, total_before, t0_us = acc.last_mj is None, acc.total_mj, acc.last_us
-                    acc.add(e.timestamp_us, e.energy_mj, e.counter_reset, gpu.last_power_mw, power_now)
+                    bridge = True
+                    if not first and (e.counter_reset or e.energy_mj < acc.last_mj):  # type: ignore[operator]
+                        bridge = self._may_bridge(gpu, e.timestamp_us)
+                    cap = rated.max_credit_mj(gpu.model, e.timestamp_us - t0_us)
+                    if acc.add(e.timestamp_us, e.energy_mj, e.counter_reset, gpu.last_power_mw, power_now, cap, bridge):
+                        counters.energy_capped += 1
+                        logger.warning(
+                            "GPU %s on %s: energy credit cut to the %s's rated power x span (or a reset past the "
+                            "rate limit)",
+                            gpu.uuid,
+                            gpu.node_id,
+                            gpu.model[:96],
+                        )
                     if first:
                         self.attributor.on_first_reading(gpu.uuid, e.timestamp_us)
                     else:
@@ -203,6 +218,17 @@ class Fleet:
         node.clock_offsets_us.append(received_us - batch.agent_time_us)
         counters.batches_accepted += 1
         self.dirty_nodes.add(node.node_id)
+
+    @staticmethod
+    def _may_bridge(gpu: GpuState, t_us: int) -> bool:
+        """At most MAX_BRIDGED_RESETS_PER_HOUR resets of one GPU bridge a gap per hour."""
+        recent = gpu.bridged_resets_us
+        while recent and recent[0] <= t_us - rated.HOUR_US:
+            recent.popleft()
+        if len(recent) >= rated.MAX_BRIDGED_RESETS_PER_HOUR:
+            return False
+        recent.append(t_us)
+        return True
 
     def _health_event(self, gpu: GpuState, event: pb.HealthEvent) -> None:
         if event.kind == pb.HEALTH_EVENT_KIND_XID:

@@ -12,7 +12,7 @@ from itertools import islice
 from operator import le
 
 from neocloud.domain.fleet import NodeState
-from neocloud.scheduler.ingest import bounds
+from neocloud.scheduler.ingest import bounds, rated
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.wire.tls import validate_node_id
 
@@ -22,7 +22,8 @@ HARD_POWER_CAP_MW = 5_000_000  # no GPU draws 5 kW
 MAX_ENERGY_MJ = 2**62
 # Samples may not be stamped later than the batch that carries them.
 CLOCK_SLACK_US = 5_000_000
-# A counter may not rise faster than twice the power limit allows (plus 1 J).
+# A counter may not rise faster than twice the model's rated power allows (plus 1 J);
+# the credit is cut to rated.SLACK x rated power anyway (fleet.py).
 ENERGY_RATE_FACTOR = 2
 _VERSION = re.compile(r"^[\w.+-]{1,64}$")
 
@@ -51,8 +52,8 @@ def validate_hello(hello: pb.Hello) -> str | None:
             return f"GPU {g.index}: uuid {g.uuid[:96]!r} is not an NVML UUID"
         if not g.model or len(g.model) > 96:
             return f"GPU {g.index}: model name must be 1-96 characters"
-        if g.power_limit_mw > HARD_POWER_CAP_MW:
-            return f"GPU {g.index}: power limit {g.power_limit_mw} mW is absurd"
+        if not 0 < g.power_limit_mw <= HARD_POWER_CAP_MW:
+            return f"GPU {g.index}: power_limit_mw {g.power_limit_mw} is absurd (must be 1-{HARD_POWER_CAP_MW} mW)"
     return None
 
 
@@ -74,7 +75,7 @@ def validate_batch(batch: pb.Batch, node: NodeState) -> str | None:
             return f"GPU {uuid[:96]!r} is not in this node's inventory"
         reason = _check_series(series, gpu.power_limit_mw, gpu.memory_total_bytes, sealed_us, gpu.last_sample_us)
         if reason is None and (energy := series.energy):
-            reason = _check_energy(energy, gpu.power_limit_mw, gpu.energy.last_mj, gpu.energy.last_us)
+            reason = _check_energy(energy, gpu.model, gpu.energy.last_mj, gpu.energy.last_us)
         if reason is not None:
             return f"GPU {uuid}: {reason}"
     for event in batch.events:
@@ -149,19 +150,21 @@ def _check_series(series: pb.GpuSeries, limit_mw: int, memory_bytes: int, sealed
     return None
 
 
-def _check_energy(energy: Iterable[pb.EnergyReading], limit_mw: int, last_mj: int | None, last_us: int) -> str | None:
+def _check_energy(energy: Iterable[pb.EnergyReading], model: str, last_mj: int | None, last_us: int) -> str | None:
+    # The bound is the model's rated power (rated.py), never the limit the node reports.
+    limit_mw = rated.bound_mw(model)
     for e in energy:
         if e.energy_mj >= MAX_ENERGY_MJ:
             return f"energy counter {e.energy_mj} mJ is absurd"
         if e.timestamp_us < last_us:
             return f"energy reading at {e.timestamp_us} is older than the last one ({last_us})"
-        if last_mj is not None and not e.counter_reset and e.energy_mj >= last_mj and limit_mw:
+        if last_mj is not None and not e.counter_reset and e.energy_mj >= last_mj:
             span_s = (e.timestamp_us - last_us) / 1e6
             allowed_mj = ENERGY_RATE_FACTOR * limit_mw * span_s + 1000
             if e.energy_mj - last_mj > allowed_mj:
                 return (
                     f"energy counter rose {(e.energy_mj - last_mj) / 1e3:.0f} J in {span_s:.3f} s, "
-                    f"more than twice the power limit allows"
+                    f"more than twice the power limit allows ({model[:96]}: rated {limit_mw / 1e3:.0f} W)"
                 )
         last_mj, last_us = e.energy_mj, e.timestamp_us
     return None
