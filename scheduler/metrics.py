@@ -144,6 +144,11 @@ class SchedulerCollector(Collector):
             "the per-GPU rate limit.",
             value=c.energy_capped,
         )
+        yield CounterMetricFamily(
+            "neocloud_ingest_gpu_claims_refused",
+            "Hellos refused (PERMISSION_DENIED) for naming a GPU that another node registered first.",
+            value=c.gpu_claims_refused,
+        )
         refused = CounterMetricFamily(
             "neocloud_ingest_streams_refused", "Streams ended with an error status.", labels=["code"]
         )

@@ -38,6 +38,8 @@ class IngestCounters:
     # Readings whose credit the rated-power cap or the reset rate limit cut (rated.py).
     energy_capped: int = 0
     streams_refused: dict[str, int] = field(default_factory=dict)
+    # Hellos refused because they named a GPU another node registered first.
+    gpu_claims_refused: int = 0
 
 
 class Fleet:

@@ -138,6 +138,9 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self._clock_us = clock_us
         # SQLite is used from this one thread only; ingest never waits on disk.
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="neocloud-store")
+        # One commit at a time: a commit's snapshot is taken only after the previous
+        # one is written (or handed back), so commit() is a barrier for its caller.
+        self._commit_lock = asyncio.Lock()
         self.commits_total = 0
         self.commit_failures_total = 0
         # Nodes whose data the store refused on its own (each ended that node's stream).
@@ -215,10 +218,19 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 "a node reports only for itself",
             )
         for gpu in hello.gpus:
+            # A GPU belongs to the node that first registered it, connected or not
+            # (threat (e)): refused before anything is registered or applied.
             owner = self.fleet.gpu_owner.get(gpu.uuid)
-            if owner not in (None, hello.node_id) and owner in self.sessions:
+            if owner not in (None, hello.node_id):
+                self.fleet.counters.gpu_claims_refused += 1
+                logger.error(
+                    "node %s claimed GPU %s, which belongs to node %s: refused", hello.node_id, gpu.uuid, owner
+                )
                 raise StreamRefused(
-                    grpc.StatusCode.PERMISSION_DENIED, f"GPU {gpu.uuid} is reported by connected node {owner!r}"
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"GPU {gpu.uuid} belongs to node {owner!r}"
+                    f"{' (connected)' if owner in self.sessions else ''} and stays with it until an operator "
+                    "moves it",
                 )
         node = self.fleet.register(hello, self._clock_us())
         previous = self.sessions.get(node.node_id)
@@ -291,7 +303,14 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             await context.write(await session.acks.get())
 
     async def commit(self) -> None:
-        """Make what was applied durable, then acknowledge it."""
+        """Make what was applied durable, then acknowledge it. One commit at a time: when
+        this returns, all that was applied before the call is in the store, a commit
+        already under way included (a caller that commits to read the store after it
+        must not find that write still in flight)."""
+        async with self._commit_lock:
+            await self._commit()
+
+    async def _commit(self) -> None:
         loop = asyncio.get_running_loop()
         snap = self.fleet.snapshot_dirty()
         if not snap.empty():
