@@ -49,6 +49,8 @@ class BillingRunner:
         self.interval_s = interval_s
         self.summary = LedgerSummary()
         self._stop = threading.Event()
+        # One pass at a time on the one connection: the loop's and any caller's (demo, tests).
+        self._pass = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="neocloud-ledger", daemon=True)
 
     def start(self) -> None:
@@ -66,13 +68,15 @@ class BillingRunner:
             self.run_once()
 
     def run_once(self) -> None:
-        """One pass and its summary; a failure is logged and counted, never fatal."""
-        try:
-            self.ledger.run_pass()
-            self.summary = self._summarise()
-        except Exception:
-            self.ledger.stats.failures_total += 1
-            logger.exception("ledger pass failed; the next one retries")
+        """One pass and its summary; a failure is logged and counted, never fatal. A call
+        while the loop's pass runs waits for it, then makes its own."""
+        with self._pass:
+            try:
+                self.ledger.run_pass()
+                self.summary = self._summarise()
+            except Exception:
+                self.ledger.stats.failures_total += 1
+                logger.exception("ledger pass failed; the next one retries")
 
     def _summarise(self) -> LedgerSummary:
         db = self._db

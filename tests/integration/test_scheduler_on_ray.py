@@ -200,6 +200,8 @@ def test_a_job_is_invoiced_from_its_allocation_and_the_energy_counter(site: Site
         agent.stop()  # nothing more arrives: the ledger and the source can be compared exactly
     fleet = site.sched.scheduler.telemetry.fleet
     wait_until(lambda: fleet.attributor.pending_mj < 1, TIMEOUT_S, "the last readings to be attributed")
+    # The periodic commit that attributed the last readings may still be writing them: commit()
+    # waits for it. The ledger's own pass may be running too: run_once() waits for it.
     site.sched.call(site.sched.scheduler.telemetry.commit())
     site.sched.scheduler.metering.run_once()
 
@@ -216,7 +218,10 @@ def test_a_job_is_invoiced_from_its_allocation_and_the_energy_counter(site: Site
         rows = f"SELECT SUM(energy_mj) FROM usage WHERE allocation_id IN ({','.join('?' * 9)})"
         (rows_mj,) = raw.execute(rows, (alloc.allocation_id, *idle)).fetchone()
     lines = {(ln.kind.value, ln.job_class): ln for ln in inv.lines}
-    gpu_hours = Decimal(math.ceil(8 * (alloc.end - alloc.start))) / 3600  # per second, rounded up once
+    # The ledger keeps GPU-milliseconds; the invoice rounds them up to the second, once per allocation
+    # (ceil of the float seconds would bill 29 s for 28.0003, which the ledger holds as 28,000 ms).
+    gpu_ms = round(8 * (alloc.end - alloc.start) * 1000)
+    gpu_hours = Decimal(math.ceil(gpu_ms / 1000)) / 3600
     assert abs(lines[("usage", "spot")].quantity - gpu_hours) < Decimal("0.000001")
     assert abs(lines[("energy", "spot")].quantity - Decimal(job_mj) / Decimal(3_600_000_000)) < Decimal("0.000001")
     assert job_mj > 0

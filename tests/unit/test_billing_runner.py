@@ -3,6 +3,8 @@ tenant is billed so far, as Prometheus sees them."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -53,4 +55,37 @@ def test_energy_that_never_reaches_the_ledger_shows_as_a_gap(tmp_path: Path) -> 
     db.execute("DELETE FROM meter_dirty")  # ...whose re-metering mark is lost
     runner.run_once()
     assert runner.summary.gap["energy"] == pytest.approx(1 / 3, rel=1e-6)  # 600 of 1,800 s missing from the rows
+    runner.close()
+
+
+def test_a_pass_asked_for_while_the_loop_meters_waits_for_it(tmp_path: Path) -> None:
+    """The loop's pass and a caller's (the demo's close, a test) share one connection:
+    the caller's waits for the loop's, rather than failing inside its transaction
+    ("cannot start a transaction within a transaction") and metering nothing."""
+    path = tmp_path / "scheduler.db"
+    _, db, fleet = open_site(path)
+    fleet.attributor.book = AllocationBook()
+    ingest(db, fleet, [batch(1, HOUR, 1200)])
+    runner = BillingRunner(path, clock=lambda: HOUR + 1800)
+    read_cells, inside, release = runner.ledger._cells, threading.Event(), threading.Event()
+
+    def held_read(hour: int, held: Mapping[str, object]) -> dict[tuple[str, str], tuple[float, int, int, int, int]]:
+        if not inside.is_set():  # the loop's pass, held inside its read transaction
+            inside.set()
+            release.wait(10)
+        return read_cells(hour, held)
+
+    runner.ledger._cells = held_read  # type: ignore[method-assign]
+    loop_pass = threading.Thread(target=runner.run_once)
+    loop_pass.start()
+    assert inside.wait(10)
+    caller = threading.Thread(target=runner.run_once)
+    caller.start()
+    caller.join(0.5)  # a caller that does not wait has made its pass by now
+    release.set()
+    loop_pass.join(10)
+    caller.join(10)
+    assert runner.ledger.stats.failures_total == 0
+    assert runner.ledger.stats.passes_total == 2
+    assert runner.summary.gap == {"gpu_seconds": 0.0, "energy": 0.0}
     runner.close()
