@@ -20,3 +20,12 @@ def test_reads_in_chunks_and_says_when_it_reached_the_end(tmp_path: Path) -> Non
 def test_a_missing_log_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_chunk(tmp_path / "absent.log", 0, 10)
+
+
+def test_a_log_swapped_for_a_link_to_someone_elses_file_reads_as_no_log(tmp_path: Path) -> None:
+    secret = tmp_path / "other-tenant.log"
+    secret.write_bytes(b"the other tenant's output")
+    log = tmp_path / "rank-0.log"
+    log.symlink_to(secret)
+    with pytest.raises(FileNotFoundError, match="symbolic link"):
+        read_chunk(log, 0, 100)
