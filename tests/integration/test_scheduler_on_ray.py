@@ -105,7 +105,7 @@ def site(
     }
     store.set_setting("min_runtime_s", "0")
     fleet = sched.scheduler.telemetry.fleet
-    wait_until(lambda: all(a.config.node_id in fleet.nodes for a in agents), what="agents")
+    wait_until(lambda: all(a.config.node_id in fleet.nodes for a in agents), TIMEOUT_S, "agents")
     site = Site(sched, agents, tokens)
     yield site
     site.sched.stop()  # first, so its controller no longer polls the executor
