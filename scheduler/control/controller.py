@@ -28,11 +28,11 @@ from neocloud.scheduler.control.enact import Enactor
 from neocloud.scheduler.control.policy_pass import decide, placeable, policy_input
 from neocloud.scheduler.control.publish import BookPublisher, ControllerView, ShortfallRecorder, view_of
 from neocloud.scheduler.control.reconcile import Reconciler
-from neocloud.scheduler.control.state import Cleanup, ControllerStats, ControlState, Running
+from neocloud.scheduler.control.state import Cleanup, ControllerStats, ControlState
 from neocloud.scheduler.executor.types import Executor
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.metering.shortfall import undelivered_gpus
-from neocloud.scheduler.policy.types import Decision, NodeView
+from neocloud.scheduler.policy.types import Decision
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.shortfalls import ShortfallStore
 
@@ -104,11 +104,6 @@ class Controller:
                 logger.exception("controller step failed")
             await asyncio.sleep(self.interval_s)
 
-    def views(self, now: float, running: Running | None = None) -> tuple[NodeView, ...]:
-        """The inventory the policy may use now. GPUs of released jobs wait for
-        NVML, unless Ray has already given them to a running job."""
-        return placeable(self.fleet, self._state, now, self.store.running() if running is None else running)
-
     def step(self) -> Decision:
         started = time.monotonic()
         now = self.clock()
@@ -117,7 +112,7 @@ class Controller:
         running = self.store.running()
         self._reconciler.carry_out_cancellations(running)
         self._reconciler.observe_nodes(now)
-        views = self.views(now, running)
+        views = placeable(self.fleet, self._state, now, running)
         logger.debug("placeable GPUs: %s", {v.node_id: len(v.placeable) for v in views})
         inp = policy_input(self.store, self._state, now, views, running)
         decision = decide(inp)
