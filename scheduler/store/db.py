@@ -216,17 +216,40 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (tenant, period)
     );
     """,
+    # 4: the operators' audit trail (who did what to which subject, when and why)
+    """
+    CREATE TABLE admin_events (
+        event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX admin_events_by_subject ON admin_events(subject, event_id);
+    """,
 )
 
 
 class StoreError(RuntimeError):
-    """The store cannot be opened or is newer than this scheduler."""
+    """The store cannot be opened, is missing, or is newer than this scheduler."""
 
 
-def open_db(path: str | Path) -> sqlite3.Connection:
-    """Open (creating if needed) and migrate the store at `path`."""
+class StoreMissingError(StoreError):
+    """There is no store at the path and creating one was not asked for."""
+
+
+def open_db(path: str | Path, create: bool = True) -> sqlite3.Connection:
+    """Open and migrate the store at `path`. A missing store is created only with
+    `create`: a mistyped path must not become a new, empty site."""
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        where = Path(path).absolute()
+        if not create and not where.exists():
+            raise StoreMissingError(
+                f"no store at {where}: check --db, or pass --init to create a new, empty site there"
+            )
+        where.parent.mkdir(parents=True, exist_ok=True)
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
