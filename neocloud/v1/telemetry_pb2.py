@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bneocloud/v1/telemetry.proto\x12\x0bneocloud.v1\"`\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.neocloud.v1.HelloH\x00\x12#\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x12.neocloud.v1.BatchH\x00\x42\x06\n\x04kind\"z\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x14\n\x0cstream_epoch\x18\x03 \x01(\x04\x12\"\n\x04gpus\x18\x04 \x03(\x0b\x32\x14.neocloud.v1.GpuInfo\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\"i\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\x12\x16\n\x0epower_limit_mw\x18\x05 \x01(\r\"\xc1\x01\n\x05\x42\x61tch\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cstream_epoch\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x15\n\ragent_time_us\x18\x04 \x01(\x03\x12$\n\x04gpus\x18\x05 \x03(\x0b\x32\x16.neocloud.v1.GpuSeries\x12(\n\x06\x65vents\x18\x06 \x03(\x0b\x32\x18.neocloud.v1.HealthEvent\x12\x1d\n\x15\x64ropped_samples_total\x18\x07 \x01(\x04\"\xdc\x03\n\tGpuSeries\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x14\n\x0ctimestamp_us\x18\x02 \x03(\x03\x12\x10\n\x08power_mw\x18\x03 \x03(\r\x12\x18\n\x10gpu_util_percent\x18\x04 \x03(\r\x12\x1b\n\x13memory_util_percent\x18\x05 \x03(\r\x12\x19\n\x11memory_used_bytes\x18\x06 \x03(\x04\x12\x15\n\rtemperature_c\x18\x07 \x03(\x11\x12\x14\n\x0csm_clock_mhz\x18\x08 \x03(\r\x12\x18\n\x10throttle_reasons\x18\t \x03(\x04\x12*\n\x06\x65nergy\x18\n \x03(\x0b\x32\x1a.neocloud.v1.EnergyReading\x12\x17\n\x0fpower_sample_us\x18\x0b \x03(\x03\x12\x17\n\x0fpower_sample_mw\x18\x0c \x03(\r\x12*\n\tprocesses\x18\r \x03(\x0b\x32\x17.neocloud.v1.GpuProcess\x12 \n\x13\x65\x63\x63_corrected_total\x18\x0e \x01(\x04H\x00\x88\x01\x01\x12\"\n\x15\x65\x63\x63_uncorrected_total\x18\x0f \x01(\x04H\x01\x88\x01\x01\x42\x16\n\x14_ecc_corrected_totalB\x18\n\x16_ecc_uncorrected_total\"O\n\rEnergyReading\x12\x14\n\x0ctimestamp_us\x18\x01 \x01(\x03\x12\x11\n\tenergy_mj\x18\x02 \x01(\x04\x12\x15\n\rcounter_reset\x18\x03 \x01(\x08\"4\n\nGpuProcess\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x19\n\x11used_memory_bytes\x18\x02 \x01(\x04\"z\n\x0bHealthEvent\x12\x14\n\x0ctimestamp_us\x18\x01 \x01(\x03\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.neocloud.v1.HealthEventKind\x12\x0b\n\x03xid\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\";\n\x10SchedulerMessage\x12\x1f\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x10.neocloud.v1.AckH\x00\x42\x06\n\x04kind\"s\n\x03\x41\x63k\x12\x14\n\x0cstream_epoch\x18\x01 \x01(\x04\x12\x11\n\tacked_seq\x18\x02 \x01(\x04\x12\x19\n\x11scheduler_time_us\x18\x03 \x01(\x03\x12(\n\x08rejected\x18\x04 \x03(\x0b\x32\x16.neocloud.v1.Rejection\"(\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t*\x96\x01\n\x0fHealthEventKind\x12!\n\x1dHEALTH_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_EVENT_KIND_XID\x10\x01\x12%\n!HEALTH_EVENT_KIND_ECC_UNCORRECTED\x10\x02\x12\x1e\n\x1aHEALTH_EVENT_KIND_GPU_LOST\x10\x03\x32T\n\tTelemetry\x12G\n\x07\x43onnect\x12\x19.neocloud.v1.AgentMessage\x1a\x1d.neocloud.v1.SchedulerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bneocloud/v1/telemetry.proto\x12\x0bneocloud.v1\"`\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.neocloud.v1.HelloH\x00\x12#\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x12.neocloud.v1.BatchH\x00\x42\x06\n\x04kind\"z\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x14\n\x0cstream_epoch\x18\x03 \x01(\x04\x12\"\n\x04gpus\x18\x04 \x03(\x0b\x32\x14.neocloud.v1.GpuInfo\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\"i\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\x12\x16\n\x0epower_limit_mw\x18\x05 \x01(\r\"\xc1\x01\n\x05\x42\x61tch\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cstream_epoch\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x15\n\ragent_time_us\x18\x04 \x01(\x03\x12$\n\x04gpus\x18\x05 \x03(\x0b\x32\x16.neocloud.v1.GpuSeries\x12(\n\x06\x65vents\x18\x06 \x03(\x0b\x32\x18.neocloud.v1.HealthEvent\x12\x1d\n\x15\x64ropped_samples_total\x18\x07 \x01(\x04\"\xfb\x03\n\tGpuSeries\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x14\n\x0ctimestamp_us\x18\x02 \x03(\x03\x12\x10\n\x08power_mw\x18\x03 \x03(\r\x12\x18\n\x10gpu_util_percent\x18\x04 \x03(\r\x12\x1b\n\x13memory_util_percent\x18\x05 \x03(\r\x12\x19\n\x11memory_used_bytes\x18\x06 \x03(\x04\x12\x15\n\rtemperature_c\x18\x07 \x03(\x11\x12\x14\n\x0csm_clock_mhz\x18\x08 \x03(\r\x12\x18\n\x10throttle_reasons\x18\t \x03(\x04\x12*\n\x06\x65nergy\x18\n \x03(\x0b\x32\x1a.neocloud.v1.EnergyReading\x12\x17\n\x0fpower_sample_us\x18\x0b \x03(\x03\x12\x17\n\x0fpower_sample_mw\x18\x0c \x03(\r\x12*\n\tprocesses\x18\r \x03(\x0b\x32\x17.neocloud.v1.GpuProcess\x12 \n\x13\x65\x63\x63_corrected_total\x18\x0e \x01(\x04H\x00\x88\x01\x01\x12\"\n\x15\x65\x63\x63_uncorrected_total\x18\x0f \x01(\x04H\x01\x88\x01\x01\x12\x1d\n\x15processes_unavailable\x18\x10 \x01(\x08\x42\x16\n\x14_ecc_corrected_totalB\x18\n\x16_ecc_uncorrected_total\"O\n\rEnergyReading\x12\x14\n\x0ctimestamp_us\x18\x01 \x01(\x03\x12\x11\n\tenergy_mj\x18\x02 \x01(\x04\x12\x15\n\rcounter_reset\x18\x03 \x01(\x08\"c\n\nGpuProcess\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x19\n\x11used_memory_bytes\x18\x02 \x01(\x04\x12\x15\n\rpid_namespace\x18\x03 \x01(\x04\x12\x16\n\x0enamespace_pids\x18\x04 \x03(\r\"z\n\x0bHealthEvent\x12\x14\n\x0ctimestamp_us\x18\x01 \x01(\x03\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.neocloud.v1.HealthEventKind\x12\x0b\n\x03xid\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\";\n\x10SchedulerMessage\x12\x1f\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x10.neocloud.v1.AckH\x00\x42\x06\n\x04kind\"s\n\x03\x41\x63k\x12\x14\n\x0cstream_epoch\x18\x01 \x01(\x04\x12\x11\n\tacked_seq\x18\x02 \x01(\x04\x12\x19\n\x11scheduler_time_us\x18\x03 \x01(\x03\x12(\n\x08rejected\x18\x04 \x03(\x0b\x32\x16.neocloud.v1.Rejection\"(\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t*\x96\x01\n\x0fHealthEventKind\x12!\n\x1dHEALTH_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_EVENT_KIND_XID\x10\x01\x12%\n!HEALTH_EVENT_KIND_ECC_UNCORRECTED\x10\x02\x12\x1e\n\x1aHEALTH_EVENT_KIND_GPU_LOST\x10\x03\x32T\n\tTelemetry\x12G\n\x07\x43onnect\x12\x19.neocloud.v1.AgentMessage\x1a\x1d.neocloud.v1.SchedulerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'neocloud.v1.telemetry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEALTHEVENTKIND']._serialized_start=1528
-  _globals['_HEALTHEVENTKIND']._serialized_end=1678
+  _globals['_HEALTHEVENTKIND']._serialized_start=1606
+  _globals['_HEALTHEVENTKIND']._serialized_end=1756
   _globals['_AGENTMESSAGE']._serialized_start=44
   _globals['_AGENTMESSAGE']._serialized_end=140
   _globals['_HELLO']._serialized_start=142
@@ -42,19 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCH']._serialized_start=374
   _globals['_BATCH']._serialized_end=567
   _globals['_GPUSERIES']._serialized_start=570
-  _globals['_GPUSERIES']._serialized_end=1046
-  _globals['_ENERGYREADING']._serialized_start=1048
-  _globals['_ENERGYREADING']._serialized_end=1127
-  _globals['_GPUPROCESS']._serialized_start=1129
-  _globals['_GPUPROCESS']._serialized_end=1181
-  _globals['_HEALTHEVENT']._serialized_start=1183
-  _globals['_HEALTHEVENT']._serialized_end=1305
-  _globals['_SCHEDULERMESSAGE']._serialized_start=1307
-  _globals['_SCHEDULERMESSAGE']._serialized_end=1366
-  _globals['_ACK']._serialized_start=1368
-  _globals['_ACK']._serialized_end=1483
-  _globals['_REJECTION']._serialized_start=1485
-  _globals['_REJECTION']._serialized_end=1525
-  _globals['_TELEMETRY']._serialized_start=1680
-  _globals['_TELEMETRY']._serialized_end=1764
+  _globals['_GPUSERIES']._serialized_end=1077
+  _globals['_ENERGYREADING']._serialized_start=1079
+  _globals['_ENERGYREADING']._serialized_end=1158
+  _globals['_GPUPROCESS']._serialized_start=1160
+  _globals['_GPUPROCESS']._serialized_end=1259
+  _globals['_HEALTHEVENT']._serialized_start=1261
+  _globals['_HEALTHEVENT']._serialized_end=1383
+  _globals['_SCHEDULERMESSAGE']._serialized_start=1385
+  _globals['_SCHEDULERMESSAGE']._serialized_end=1444
+  _globals['_ACK']._serialized_start=1446
+  _globals['_ACK']._serialized_end=1561
+  _globals['_REJECTION']._serialized_start=1563
+  _globals['_REJECTION']._serialized_end=1603
+  _globals['_TELEMETRY']._serialized_start=1758
+  _globals['_TELEMETRY']._serialized_end=1842
 # @@protoc_insertion_point(module_scope)

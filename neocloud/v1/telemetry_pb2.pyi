@@ -73,7 +73,7 @@ class Batch(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., stream_epoch: _Optional[int] = ..., seq: _Optional[int] = ..., agent_time_us: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuSeries, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[HealthEvent, _Mapping]]] = ..., dropped_samples_total: _Optional[int] = ...) -> None: ...
 
 class GpuSeries(_message.Message):
-    __slots__ = ("uuid", "timestamp_us", "power_mw", "gpu_util_percent", "memory_util_percent", "memory_used_bytes", "temperature_c", "sm_clock_mhz", "throttle_reasons", "energy", "power_sample_us", "power_sample_mw", "processes", "ecc_corrected_total", "ecc_uncorrected_total")
+    __slots__ = ("uuid", "timestamp_us", "power_mw", "gpu_util_percent", "memory_util_percent", "memory_used_bytes", "temperature_c", "sm_clock_mhz", "throttle_reasons", "energy", "power_sample_us", "power_sample_mw", "processes", "ecc_corrected_total", "ecc_uncorrected_total", "processes_unavailable")
     UUID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
     POWER_MW_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class GpuSeries(_message.Message):
     PROCESSES_FIELD_NUMBER: _ClassVar[int]
     ECC_CORRECTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     ECC_UNCORRECTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     timestamp_us: _containers.RepeatedScalarFieldContainer[int]
     power_mw: _containers.RepeatedScalarFieldContainer[int]
@@ -104,7 +105,8 @@ class GpuSeries(_message.Message):
     processes: _containers.RepeatedCompositeFieldContainer[GpuProcess]
     ecc_corrected_total: int
     ecc_uncorrected_total: int
-    def __init__(self, uuid: _Optional[str] = ..., timestamp_us: _Optional[_Iterable[int]] = ..., power_mw: _Optional[_Iterable[int]] = ..., gpu_util_percent: _Optional[_Iterable[int]] = ..., memory_util_percent: _Optional[_Iterable[int]] = ..., memory_used_bytes: _Optional[_Iterable[int]] = ..., temperature_c: _Optional[_Iterable[int]] = ..., sm_clock_mhz: _Optional[_Iterable[int]] = ..., throttle_reasons: _Optional[_Iterable[int]] = ..., energy: _Optional[_Iterable[_Union[EnergyReading, _Mapping]]] = ..., power_sample_us: _Optional[_Iterable[int]] = ..., power_sample_mw: _Optional[_Iterable[int]] = ..., processes: _Optional[_Iterable[_Union[GpuProcess, _Mapping]]] = ..., ecc_corrected_total: _Optional[int] = ..., ecc_uncorrected_total: _Optional[int] = ...) -> None: ...
+    processes_unavailable: bool
+    def __init__(self, uuid: _Optional[str] = ..., timestamp_us: _Optional[_Iterable[int]] = ..., power_mw: _Optional[_Iterable[int]] = ..., gpu_util_percent: _Optional[_Iterable[int]] = ..., memory_util_percent: _Optional[_Iterable[int]] = ..., memory_used_bytes: _Optional[_Iterable[int]] = ..., temperature_c: _Optional[_Iterable[int]] = ..., sm_clock_mhz: _Optional[_Iterable[int]] = ..., throttle_reasons: _Optional[_Iterable[int]] = ..., energy: _Optional[_Iterable[_Union[EnergyReading, _Mapping]]] = ..., power_sample_us: _Optional[_Iterable[int]] = ..., power_sample_mw: _Optional[_Iterable[int]] = ..., processes: _Optional[_Iterable[_Union[GpuProcess, _Mapping]]] = ..., ecc_corrected_total: _Optional[int] = ..., ecc_uncorrected_total: _Optional[int] = ..., processes_unavailable: _Optional[bool] = ...) -> None: ...
 
 class EnergyReading(_message.Message):
     __slots__ = ("timestamp_us", "energy_mj", "counter_reset")
@@ -117,12 +119,16 @@ class EnergyReading(_message.Message):
     def __init__(self, timestamp_us: _Optional[int] = ..., energy_mj: _Optional[int] = ..., counter_reset: _Optional[bool] = ...) -> None: ...
 
 class GpuProcess(_message.Message):
-    __slots__ = ("pid", "used_memory_bytes")
+    __slots__ = ("pid", "used_memory_bytes", "pid_namespace", "namespace_pids")
     PID_FIELD_NUMBER: _ClassVar[int]
     USED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PID_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_PIDS_FIELD_NUMBER: _ClassVar[int]
     pid: int
     used_memory_bytes: int
-    def __init__(self, pid: _Optional[int] = ..., used_memory_bytes: _Optional[int] = ...) -> None: ...
+    pid_namespace: int
+    namespace_pids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, pid: _Optional[int] = ..., used_memory_bytes: _Optional[int] = ..., pid_namespace: _Optional[int] = ..., namespace_pids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class HealthEvent(_message.Message):
     __slots__ = ("timestamp_us", "uuid", "kind", "xid", "detail")

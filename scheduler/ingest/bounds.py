@@ -57,7 +57,13 @@ BOUNDS: Mapping[str, Mapping[str, tuple[int, int]]] = {
         "ecc_uncorrected_total": (0, INT64_MAX),
     },
     "EnergyReading": {"timestamp_us": (0, INT64_MAX), "energy_mj": (0, INT64_MAX)},
-    "GpuProcess": {"pid": (0, UINT32_MAX), "used_memory_bytes": (0, INT64_MAX)},
+    "GpuProcess": {
+        "pid": (0, UINT32_MAX),
+        "used_memory_bytes": (0, INT64_MAX),
+        # An nsfs inode; 0 = unknown. Its NSpid chain holds real pids only (validate.py checks the rest).
+        "pid_namespace": (0, INT64_MAX),
+        "namespace_pids": (1, UINT32_MAX),
+    },
     "HealthEvent": {"timestamp_us": (0, INT64_MAX), "kind": (INT32_MIN, INT32_MAX), "xid": (0, UINT32_MAX)},
     # Sent by the scheduler, never read from a node; bounded all the same.
     "Ack": {"stream_epoch": (0, INT64_MAX), "acked_seq": (0, INT64_MAX), "scheduler_time_us": (0, INT64_MAX)},
