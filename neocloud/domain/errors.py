@@ -30,3 +30,7 @@ class UnauthenticatedError(NeocloudError):
 
 class FailedPreconditionError(NeocloudError):
     """The request is valid but the system is not in a state to honour it."""
+
+
+class ResourceExhaustedError(NeocloudError):
+    """The caller has used up a limit (a rate, a count); it may retry later."""

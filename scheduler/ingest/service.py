@@ -88,8 +88,8 @@ def add_to_server(service: TelemetryService, server: grpc.aio.Server) -> None:
 class RateLimitedLog:
     """A token bucket for one kind of log line."""
 
-    def __init__(self, burst: int = LOG_BURST, every_s: float = LOG_EVERY_S) -> None:
-        self._burst, self._every_s = burst, every_s
+    def __init__(self, burst: int = LOG_BURST, every_s: float = LOG_EVERY_S, log: logging.Logger = logger) -> None:
+        self._burst, self._every_s, self._log = burst, every_s, log
         self._tokens = float(burst)
         self._at = time.monotonic()
         self.suppressed = 0
@@ -106,7 +106,7 @@ class RateLimitedLog:
             msg += " (%d similar lines left out)"
             args = (*args, self.suppressed)
             self.suppressed = 0
-        logger.warning(msg, *args)
+        self._log.warning(msg, *args)
 
 
 @dataclass(slots=True)
