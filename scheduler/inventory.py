@@ -6,17 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from neocloud.domain.fleet import NodeState
 from neocloud.scheduler.ingest.fleet import Fleet
+from neocloud.scheduler.liveness import NO_RESTART, Liveness
 from neocloud.scheduler.policy.types import NodeView
-
-# A node whose agent has been silent this long counts as lost: nothing is placed
-# there and the work on it is requeued (a short agent restart is not a loss).
-AGENT_LOST_AFTER_S = 60.0
-
-
-def agent_lost(node: NodeState, now: float) -> bool:
-    return not node.connected and now - node.last_seen_us / 1e6 > AGENT_LOST_AFTER_S
 
 
 def node_views(
@@ -25,11 +17,15 @@ def node_views(
     ray_nodes: Collection[str] | None,
     cordoned: Collection[str],
     awaiting_clean: Collection[str],
+    liveness: Liveness = NO_RESTART,
 ) -> tuple[NodeView, ...]:
     """One NodeView per node the agents reported, in node-id order.
 
     `ray_nodes` are the node ids whose Ray worker is alive (None: no executor,
     e.g. in tests of the policy wiring); a node without one cannot run jobs.
+    A node whose agent is lost (liveness.py) is unplaceable, so its work is
+    preempted; one still within a restart's grace is drained like a cordoned
+    node: nothing new is placed there and its work is left alone.
     """
     views = []
     for node_id in sorted(fleet.nodes):
@@ -37,7 +33,7 @@ def node_views(
         gpus = sorted(node.gpus.values(), key=lambda g: g.index)
         if not gpus:
             continue
-        usable = not agent_lost(node, now) and (ray_nodes is None or node_id in ray_nodes)
+        usable = not liveness.lost(node, now) and (ray_nodes is None or node_id in ray_nodes)
         placeable = frozenset(
             g.uuid for g in gpus if usable and g.unhealthy_reason is None and g.uuid not in awaiting_clean
         )
@@ -48,7 +44,7 @@ def node_views(
                 gpus=tuple(g.uuid for g in gpus),
                 placeable=placeable,
                 power_draw_w=sum(g.last_power_mw for g in gpus) / 1e3,
-                cordoned=node_id in cordoned,
+                cordoned=node_id in cordoned or liveness.awaiting(node, now),
             )
         )
     return tuple(views)

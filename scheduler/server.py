@@ -25,6 +25,7 @@ from neocloud.scheduler.executor.types import Executor
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.ingest.service import add_to_server as add_telemetry_to_server
+from neocloud.scheduler.liveness import Heartbeat
 from neocloud.scheduler.metrics import MeteringCollector, SchedulerCollector
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
@@ -86,6 +87,7 @@ class Scheduler:
                 executor,
                 interval_s=config.controller_interval_s,
                 shortfalls=ShortfallStore(open_db(config.db_path)) if config.db_path != ":memory:" else None,
+                heartbeat=Heartbeat(Path(f"{config.db_path}.heartbeat")) if config.db_path != ":memory:" else None,
             )
             if executor is not None
             else None

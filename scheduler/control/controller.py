@@ -31,6 +31,7 @@ from neocloud.scheduler.control.reconcile import Reconciler
 from neocloud.scheduler.control.state import Cleanup, ControllerStats, ControlState
 from neocloud.scheduler.executor.types import Executor
 from neocloud.scheduler.ingest.fleet import Fleet
+from neocloud.scheduler.liveness import NO_RESTART, Heartbeat, Liveness, last_sign_of_life
 from neocloud.scheduler.metering.shortfall import undelivered_gpus
 from neocloud.scheduler.policy.types import Decision
 from neocloud.scheduler.store.jobs import JobStore
@@ -50,6 +51,7 @@ class Controller:
         clock: Callable[[], float] = time.time,
         interval_s: float = 0.5,
         shortfalls: ShortfallStore | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.store = store
         self.fleet = fleet
@@ -57,6 +59,8 @@ class Controller:
         self.clock = clock
         self.interval_s = interval_s
         self.stats = ControllerStats()
+        self.heartbeat = heartbeat
+        self.liveness = NO_RESTART  # until recover() sets the restart's grace
         self.view = ControllerView()
         self._state = ControlState(store)
         self.cleanups: dict[str, Cleanup] = self._state.cleanups  # the same dict, for the exporter and demo
@@ -86,8 +90,11 @@ class Controller:
 
     def recover(self) -> None:
         """After a restart: re-attach to the jobs still running on Ray; the ones
-        gone while we were down are closed now and requeued."""
-        self._reconciler.recover()
+        gone while we were down are requeued; nodes get a grace to reconnect."""
+        now = self.clock()
+        last_alive = last_sign_of_life(self.heartbeat, list(self.fleet.nodes.values()))
+        self.liveness = Liveness.after_restart(last_alive, now)
+        self._reconciler.recover(self.liveness.stopped_by(now))
 
     async def run(self) -> None:
         """Step forever; each step runs on the controller's own thread (store and
@@ -107,12 +114,14 @@ class Controller:
     def step(self) -> Decision:
         started = time.monotonic()
         now = self.clock()
+        if self.heartbeat is not None:
+            self.heartbeat.beat(now)
         self._reconciler.free_cleaned_gpus()
         self._reconciler.apply_events()
         running = self.store.running()
         self._reconciler.carry_out_cancellations(running)
         self._reconciler.observe_nodes(now)
-        views = placeable(self.fleet, self._state, now, running)
+        views = placeable(self.fleet, self._state, now, running, self.liveness)
         logger.debug("placeable GPUs: %s", {v.node_id: len(v.placeable) for v in views})
         inp = policy_input(self.store, self._state, now, views, running)
         decision = decide(inp)

@@ -9,19 +9,22 @@ import gc
 from neocloud.scheduler.control.state import ControlState, Running
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.inventory import node_views
+from neocloud.scheduler.liveness import Liveness
 from neocloud.scheduler.policy.engine import schedule
 from neocloud.scheduler.policy.types import Decision, JobRequest, NodeView, PolicyInput, RunningJob
 from neocloud.scheduler.store.jobs import JobStore
 
 
-def placeable(fleet: Fleet, state: ControlState, now: float, running: Running) -> tuple[NodeView, ...]:
+def placeable(
+    fleet: Fleet, state: ControlState, now: float, running: Running, liveness: Liveness
+) -> tuple[NodeView, ...]:
     """The inventory the policy may use now. GPUs of released jobs wait for
     NVML, unless Ray has already given them to a running job."""
     held = {u for _, allocations in running for a in allocations for u in a.gpu_uuids}
     # GPUs of an ended job stay held by it, under notice, in the policy's view (policy_input);
     # those of a job released without our asking are simply not placeable.
     awaiting = {u for c in list(state.cleanups.values()) if c.holder is None for u in c.gpu_uuids} - held
-    return node_views(fleet, now, state.ray_nodes, state.cordoned, awaiting)
+    return node_views(fleet, now, state.ray_nodes, state.cordoned, awaiting, liveness)
 
 
 def policy_input(

@@ -44,12 +44,12 @@ class Reconciler:
         self.state = state
         self.clock = clock
 
-    def recover(self) -> None:
+    def recover(self, stopped_by: float) -> None:
         """After a restart: re-attach to the jobs still running on Ray; the ones
-        gone while we were down are closed now and requeued."""
+        gone while we were down are requeued, closed at `stopped_by` (the previous
+        run's last sign of life: the tenant pays for none of the downtime)."""
         active = self.store.running()
         found = self.executor.reattach([job.job_id for job, _ in active]) if active else set()
-        now = self.clock()
         for job, allocations in active:
             if job.job_id in found:
                 stopping = job.state is JobState.PREEMPTING
@@ -57,7 +57,7 @@ class Reconciler:
                 logger.info("re-attached to job %s", job.job_id)
             else:
                 logger.warning("job %s was running but is gone from Ray; requeueing it", job.job_id)
-                self._requeue_or_fail(job, now, END_LOST, "its runners were gone after a scheduler restart")
+                self._requeue_or_fail(job, stopped_by, END_LOST, "its runners were gone after a scheduler restart")
 
     def free_cleaned_gpus(self) -> None:
         """GPUs of released jobs whose node's NVML shows none of their processes become placeable."""

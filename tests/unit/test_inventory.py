@@ -3,7 +3,8 @@ from __future__ import annotations
 from neocloud.agent.convert import build_batch, hello
 from neocloud.agent.gpu.sim import SimBackend
 from neocloud.scheduler.ingest.fleet import Fleet
-from neocloud.scheduler.inventory import AGENT_LOST_AFTER_S, node_views, processes_gone
+from neocloud.scheduler.inventory import node_views, processes_gone
+from neocloud.scheduler.liveness import AGENT_LOST_AFTER_S, Liveness
 
 T0_US = 1_800_000_000_000_000
 
@@ -40,6 +41,17 @@ def test_a_lost_agent_makes_its_node_unplaceable_but_a_short_restart_does_not() 
     now = T0_US / 1e6
     assert len(node_views(fleet, now + 5, None, (), ())[0].placeable) == 4
     assert node_views(fleet, now + AGENT_LOST_AFTER_S + 1, None, (), ())[0].placeable == frozenset()
+
+
+def test_a_node_within_a_restart_grace_keeps_its_work_but_takes_nothing_new() -> None:
+    fleet, _ = fleet_with("n1")
+    fleet.nodes["n1"].connected = False
+    restart = T0_US / 1e6 + 600
+    liveness = Liveness.after_restart(T0_US / 1e6, restart)
+    (view,) = node_views(fleet, restart + AGENT_LOST_AFTER_S + 1, None, (), (), liveness)
+    assert len(view.placeable) == 4 and view.cordoned  # held GPUs stay placeable: no preemption
+    (view,) = node_views(fleet, restart + liveness.grace_s + 1, None, (), (), liveness)
+    assert view.placeable == frozenset() and not view.cordoned
 
 
 def test_processes_gone_needs_a_fresh_sample_without_the_pids() -> None:
