@@ -9,6 +9,14 @@ connection shows within the second. Roles: operator (everything, admin
 included), internal (the lab's own teams: class internal jobs only), tenant
 (its own jobs and contracts only). A job the caller may not see is reported as
 not found, so job ids of other tenants do not leak.
+
+A flood of made-up tokens costs little and pushes out nothing: live tokens
+are kept least-recently-used first out, refused ones in a bounded cache of
+their own (so a repeated bad token is refused without a store read), and a
+peer whose tokens the store refused more than FAILED_BURST times, faster
+than FAILED_PER_S, is refused with RESOURCE_EXHAUSTED before any store read
+until its budget refills. A caller with a remembered live token is never
+slowed by that.
 """
 
 from __future__ import annotations
@@ -16,11 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import grpc
 
-from neocloud.domain.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
+from neocloud.domain.errors import (
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+)
 from neocloud.scheduler.policy.types import INTERNAL_TENANT
 from neocloud.scheduler.store.admin import token_hash
 from neocloud.scheduler.store.jobs import JobStore
@@ -28,11 +43,15 @@ from neocloud.scheduler.store.records import Job, Principal, Role
 
 logger = logging.getLogger(__name__)
 
+_V = TypeVar("_V")
+
 METADATA_KEY = "authorization"
 _SCHEME = "bearer"
 TOKEN_TABLE = "api_tokens"
 CACHE_TTL_S = 1.0
-CACHE_MAX_TOKENS = 10_000
+CACHE_MAX_TOKENS = 10_000  # live tokens remembered; as many refused ones again
+FAILED_BURST = 20  # refused tokens a peer may try at once...
+FAILED_PER_S = 2.0  # ...and then this many a second
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
@@ -56,42 +75,95 @@ class Authenticator:
         ttl_s: float = CACHE_TTL_S,
         max_tokens: int = CACHE_MAX_TOKENS,
         clock: Callable[[], float] = time.monotonic,
+        failed_burst: int = FAILED_BURST,
+        failed_per_s: float = FAILED_PER_S,
     ) -> None:
-        """Live tokens are remembered for `ttl_s` (0: not at all), at most `max_tokens` of them."""
+        """Tokens are remembered for `ttl_s` (0: not at all), at most `max_tokens` live
+        and as many refused ones; each peer may have `failed_burst` tokens refused at
+        once and `failed_per_s` a second after that."""
         self._store = store
         self._ttl_s = ttl_s
         self._max_tokens = max_tokens
         self._clock = clock
         # token hash -> (principal, the store's write count of the token table then, expiry)
-        self._live: dict[str, tuple[Principal, int, float]] = {}
+        self._live: OrderedDict[str, tuple[Principal, int, float]] = OrderedDict()
+        # token hash -> (write count, expiry) of tokens the store refused
+        self._refused: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._failures = _PeerBudget(failed_burst, failed_per_s, max_tokens, clock)
         store.write_count(TOKEN_TABLE)  # start counting now, not on a call's path
 
     async def principal(self, context: grpc.aio.ServicerContext) -> Principal:
-        """Who is calling; UnauthenticatedError for a missing, malformed, unknown or revoked token."""
+        """Who is calling; UnauthenticatedError for a missing, malformed, unknown or revoked
+        token, ResourceExhaustedError for a peer that had too many tokens refused of late."""
         token = bearer_token(context.invocation_metadata())
         key = token_hash(token)
         writes = self._store.write_count(TOKEN_TABLE)  # read before the store: a revoke after it shows
         now = self._clock()
         known = self._live.get(key)
         if known is not None and known[1] == writes and now < known[2]:
+            self._live.move_to_end(key)
             return known[0]
+        refused = self._refused.get(key)
+        if refused is not None and refused[0] == writes and now < refused[1]:
+            raise UnauthenticatedError(_REFUSED)
+        peer = peer_host(context.peer())
+        if not self._failures.has_budget(peer):
+            raise ResourceExhaustedError(
+                f"too many unknown or revoked tokens from {peer}: retry in {1 / self._failures.per_s:.1f} s"
+            )
         principal = await asyncio.to_thread(self._store.authenticate, token)
         if principal is None:
             self._live.pop(key, None)
+            self._failures.spend(peer)
             logger.info("refused a call from %s: unknown or revoked token", context.peer())
-            raise UnauthenticatedError("the token is unknown or revoked: ask your operator for a new one")
+            if self._ttl_s > 0:
+                _remember(self._refused, key, (writes, now + self._ttl_s), self._max_tokens)
+            raise UnauthenticatedError(_REFUSED)
+        self._refused.pop(key, None)
         if self._ttl_s > 0:
-            if len(self._live) >= self._max_tokens:
-                self._live = {k: v for k, v in self._live.items() if v[1] == writes and now < v[2]}
-                if len(self._live) >= self._max_tokens:
-                    self._live.clear()
-            self._live[key] = (principal, writes, now + self._ttl_s)
+            _remember(self._live, key, (principal, writes, now + self._ttl_s), self._max_tokens)
         return principal
 
     async def operator(self, context: grpc.aio.ServicerContext) -> Principal:
         principal = await self.principal(context)
         require_operator(principal)
         return principal
+
+
+_REFUSED = "the token is unknown or revoked: ask your operator for a new one"
+
+
+def _remember(cache: OrderedDict[str, _V], key: str, value: _V, most: int) -> None:
+    """Put `key` last; past `most` entries, the least recently used go."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > most:
+        cache.popitem(last=False)
+
+
+def peer_host(peer: str) -> str:
+    """ "ipv4:10.0.0.1:5000" -> "ipv4:10.0.0.1": a peer's connections share its budget."""
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() else peer
+
+
+class _PeerBudget:
+    """A token bucket of failures per peer, `burst` deep, refilling at `per_s`; at
+    most `most` peers are tracked, the one that failed longest ago first out."""
+
+    def __init__(self, burst: int, per_s: float, most: int, clock: Callable[[], float]) -> None:
+        self.burst, self.per_s, self._most, self._clock = burst, per_s, most, clock
+        self._peers: OrderedDict[str, tuple[float, float]] = OrderedDict()  # peer -> (tokens, at)
+
+    def _level(self, peer: str) -> float:
+        tokens, at = self._peers.get(peer, (self.burst, 0.0))
+        return min(self.burst, tokens + (self._clock() - at) * self.per_s)
+
+    def has_budget(self, peer: str) -> bool:
+        return self._level(peer) >= 1
+
+    def spend(self, peer: str) -> None:
+        _remember(self._peers, peer, (self._level(peer) - 1, self._clock()), self._most)
 
 
 def require_operator(principal: Principal) -> None:

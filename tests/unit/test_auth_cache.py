@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from neocloud.domain.errors import UnauthenticatedError
-from neocloud.scheduler.api.auth import Authenticator
+from neocloud.domain.errors import ResourceExhaustedError, UnauthenticatedError
+from neocloud.scheduler.api.auth import Authenticator, peer_host
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Principal, Role
@@ -29,14 +29,15 @@ class CountingStore(JobStore):
 class Context:
     """The two things the Authenticator asks of a grpc.aio.ServicerContext."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, peer: str = "ipv4:127.0.0.1:1") -> None:
         self._metadata = (("authorization", f"Bearer {token}"),)
+        self._peer = peer
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
 
     def peer(self) -> str:
-        return "ipv4:127.0.0.1:1"
+        return self._peer
 
 
 class Clock:
@@ -55,8 +56,8 @@ def store(tmp_path: Path) -> Iterator[CountingStore]:
     s.close()
 
 
-def who(auth: Authenticator, token: str) -> Principal:
-    return asyncio.run(auth.principal(Context(token)))  # type: ignore[arg-type]
+def who(auth: Authenticator, token: str, peer: str = "ipv4:127.0.0.1:1") -> Principal:
+    return asyncio.run(auth.principal(Context(token, peer)))  # type: ignore[arg-type]
 
 
 def test_a_live_token_is_read_once_per_ttl(store: CountingStore) -> None:
@@ -99,18 +100,56 @@ def test_a_revoke_through_another_connection_takes_effect_within_the_ttl(store: 
         who(auth, token)
 
 
-def test_unknown_tokens_are_not_remembered(store: CountingStore) -> None:
+def test_a_refused_token_is_remembered_as_refused_until_the_tokens_change(store: CountingStore) -> None:
     auth = Authenticator(store, clock=Clock())
     for _ in range(3):
         with pytest.raises(UnauthenticatedError):
             who(auth, "nct_not-a-real-token")
-    assert store.lookups == 3
+    assert store.lookups == 1
+    token = store.create_token(Role.TENANT, "acme-ci", tenant="acme")
+    assert who(auth, token).tenant == "acme"  # a write to the token table forgets the refusals
 
 
-def test_the_cache_is_bounded(store: CountingStore) -> None:
+def test_the_cache_is_bounded_and_keeps_the_recently_used(store: CountingStore) -> None:
     auth = Authenticator(store, max_tokens=2, clock=Clock())
-    tokens = [store.create_token(Role.TENANT, f"t{i}", tenant="acme") for i in range(3)]
-    for token in tokens:
-        who(auth, token)
-    assert len(auth._live) <= 2
-    assert {who(auth, t).token_name for t in tokens} == {"t0", "t1", "t2"}
+    t0, t1, t2 = (store.create_token(Role.TENANT, f"t{i}", tenant="acme") for i in range(3))
+    who(auth, t0)
+    who(auth, t1)
+    who(auth, t0)
+    who(auth, t2)  # the cache is full: t1, the least recently used, goes (it used to empty it all)
+    assert len(auth._live) == 2
+    before = store.lookups
+    assert who(auth, t0).token_name == "t0"
+    assert store.lookups == before
+    assert who(auth, t1).token_name == "t1"
+    assert store.lookups == before + 1
+
+
+def test_a_flood_of_bad_tokens_costs_a_bounded_number_of_store_reads(store: CountingStore) -> None:
+    clock = Clock()
+    auth = Authenticator(store, max_tokens=50, clock=clock, failed_burst=5, failed_per_s=2.0)
+    good = store.create_token(Role.TENANT, "acme-ci", tenant="acme")
+    flooder = "ipv4:10.0.0.66:4000"
+    who(auth, good, flooder)
+    outcomes = []
+    for i in range(200):
+        try:
+            who(auth, f"nct_made-up-{i}", f"ipv4:10.0.0.66:{4000 + i}")  # a new connection each time
+        except (UnauthenticatedError, ResourceExhaustedError) as e:
+            outcomes.append(type(e))
+    assert store.lookups == 1 + 5
+    assert outcomes.count(UnauthenticatedError) == 5 and outcomes.count(ResourceExhaustedError) == 195
+    assert who(auth, good, flooder).tenant == "acme"  # a remembered live token is not slowed
+    with pytest.raises(ResourceExhaustedError, match=r"retry in 0\.5 s"):
+        who(auth, store.create_token(Role.TENANT, "new", tenant="acme"), flooder)
+    assert who(auth, good, "ipv4:10.0.0.7:1").tenant == "acme"  # other peers are not affected
+    clock.now += 0.5
+    with pytest.raises(UnauthenticatedError):
+        who(auth, "nct_made-up-again", flooder)  # the budget refills
+    assert len(auth._refused) <= 50
+
+
+def test_peer_host_drops_the_port() -> None:
+    assert peer_host("ipv4:10.0.0.1:5000") == "ipv4:10.0.0.1"
+    assert peer_host("ipv6:[::1]:5000") == "ipv6:[::1]"
+    assert peer_host("unix:/run/neocloud.sock") == "unix:/run/neocloud.sock"
