@@ -35,11 +35,21 @@ from neocloud.wire.netaddr import is_loopback, split_host_port
 
 logger = logging.getLogger(__name__)
 
+# Server-wide limits (the README's reliability section lists them with their statuses).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # either way; larger: RESOURCE_EXHAUSTED
+# Calls in progress at once, telemetry streams and Watch/Logs streams included; the
+# next one gets RESOURCE_EXHAUSTED. One stream per node: far above any site's nodes.
+MAX_CONCURRENT_RPCS = 10_000
+# Calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client's
+# further calls wait for one to end, so one peer cannot take every slot over one connection.
+MAX_STREAMS_PER_CONNECTION = 100
 SERVER_OPTIONS = [
     # Agents ping every 20 s to notice a dead peer; allow it.
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
 ]
 
 
@@ -128,7 +138,9 @@ class Scheduler:
 
     async def start(self) -> None:
         config = self.config
-        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[ErrorInterceptor()])
+        server = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=[ErrorInterceptor()], maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS
+        )
         # Not the generated add_TelemetryServicer_to_server: its deserializer raises on bad bytes.
         add_telemetry_to_server(self.telemetry, server)
         add_api_services(

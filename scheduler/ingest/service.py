@@ -46,6 +46,9 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Telemetry"].full_name
 # of those left out), so that a fuzzer or a flapping node cannot flood the log.
 LOG_BURST = 10
 LOG_EVERY_S = 6.0
+# A stream must open with its Hello within this long, or it ends with DEADLINE_EXCEEDED:
+# a connection that opens streams and sends nothing holds no call slot for long.
+HELLO_TIMEOUT_S = 10.0
 
 
 class StreamRefused(Exception):
@@ -147,6 +150,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.store_refusals_total = 0
         self.last_commit_s = 0.0
         self._refusal_log = RateLimitedLog()
+        self.hello_timeout_s = HELLO_TIMEOUT_S
         self._rejection_log = RateLimitedLog()
 
     async def Connect(  # noqa: N802 (gRPC method name)
@@ -200,7 +204,12 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             session.task.cancel()
 
     async def _open(self, context: grpc.aio.ServicerContext) -> Session:
-        first = await context.read()
+        try:
+            first = await asyncio.wait_for(context.read(), self.hello_timeout_s)
+        except TimeoutError:
+            raise StreamRefused(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"no Hello within {self.hello_timeout_s:g} s of opening the stream"
+            ) from None
         if first is grpc.aio.EOF:
             raise StreamRefused(grpc.StatusCode.FAILED_PRECONDITION, "stream closed before its Hello")
         _refuse_undecodable(first)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from neocloud.agent.convert import build_batch, hello
 from neocloud.agent.gpu.sim import SimBackend
+from neocloud.scheduler import server
 from neocloud.scheduler.server import BackgroundScheduler
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
+from tests.helpers import wait_until
 
 EPOCH = 42
 
@@ -154,3 +158,58 @@ def test_garbage_bytes_do_not_hurt_the_server(sched: BackgroundScheduler, backen
     stream.send(batch(backend, 1))
     assert stream.recv().ack.acked_seq == 1
     stream.close()
+
+
+def test_a_stream_that_sends_no_hello_ends_with_deadline_exceeded(sched: BackgroundScheduler) -> None:
+    sched.scheduler.telemetry.hello_timeout_s = 0.3
+    quiet = threading.Event()
+    channel = grpc.insecure_channel(f"127.0.0.1:{sched.port}")
+    # The client's own deadline only keeps a server without the Hello deadline from hanging the test.
+    call = pb_grpc.TelemetryStub(channel).Connect(iter(quiet.wait, True), timeout=10)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            next(call)
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "no Hello within 0.3 s" in info.value.details()
+    finally:
+        quiet.set()
+        channel.close()
+
+
+def test_the_concurrent_call_limit_is_resource_exhausted(
+    scheduler_factory: Callable[..., BackgroundScheduler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "MAX_CONCURRENT_RPCS", 2)
+    sched = scheduler_factory()
+    idle = [RawStream(sched.port) for _ in range(2)]  # each holds a call open, waiting for its Hello
+    channel = grpc.insecure_channel(f"127.0.0.1:{sched.port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        wait_until(lambda: _exhausted(health), timeout_s=10, what="the third call to be refused")
+        for stream in idle:
+            stream.close()
+        wait_until(lambda: not _exhausted(health), timeout_s=10, what="a slot to free up")
+    finally:
+        channel.close()
+
+
+def _exhausted(health: health_pb2_grpc.HealthStub) -> bool:
+    try:
+        health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    except grpc.RpcError as e:
+        assert e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, e
+        return True
+    return False
+
+
+def test_a_message_over_16_mib_is_resource_exhausted(sched: BackgroundScheduler) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{sched.port}", options=[("grpc.max_send_message_length", -1)])
+    submit = channel.unary_unary(
+        "/neocloud.v1.JobService/Submit", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            submit(b"\x12" + b"\x00" * (server.MAX_MESSAGE_BYTES + 1), timeout=20)
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        channel.close()
