@@ -149,6 +149,7 @@ class Scheduler:
             ExecutorLogs(self.executor) if self.executor else NoLogs(),
             usage_db=self._usage_db,
             card=self.card,
+            telemetry=self.telemetry,  # a GPU move changes the live fleet with the store
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if config.insecure:

@@ -1,5 +1,5 @@
-"""`neocloud admin ...`: tenants, API tokens, contracts, settings and cordons
-(operator tokens; a tenant may list its own contracts)."""
+"""`neocloud admin ...`: tenants, API tokens, contracts, settings, cordons, GPU
+ownership and the audit trail (operator tokens; a tenant may list its own contracts)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROLES = {"operator": pb.ROLE_OPERATOR, "internal": pb.ROLE_INTERNAL, "tenant": p
 def add_parser(subparsers: argparse._SubParsersAction, conn: argparse.ArgumentParser) -> None:
     admin = subparsers.add_parser(
         "admin",
-        help="operate the site: tenants, tokens, contracts, settings, cordons",
+        help="operate the site: tenants, tokens, contracts, settings, cordons, GPU moves, audit trail",
         description="Operator commands (they need an operator token).",
     )
     actions = admin.add_subparsers(dest="admin_action", metavar="ACTION")
@@ -84,6 +84,22 @@ def add_parser(subparsers: argparse._SubParsersAction, conn: argparse.ArgumentPa
     p.add_argument("node_id", metavar="NODE")
     p.set_defaults(func=command(_uncordon))
     leaf(actions, "cordons", "list cordoned nodes").set_defaults(func=command(_cordons))
+
+    node = actions.add_parser("node", help="node inventory: GPU ownership", description="Nodes and their GPUs.")
+    node_actions = node.add_subparsers(dest="node_action", metavar="ACTION", required=True)
+    p = leaf(
+        node_actions,
+        "move-gpu",
+        "give a GPU to another node after it moved between hosts (both agents stopped, no job on it; audited)",
+    )
+    p.add_argument("gpu_uuid", metavar="GPU_UUID", help="the GPU's NVML UUID (GPU-... or MIG-...)")
+    p.add_argument("--to", dest="to_node", metavar="NODE_ID", required=True, help="the node that has it now")
+    p.add_argument("--reason", default="", help="why, for the audit trail")
+    p.set_defaults(func=command(_move_gpu))
+    p = leaf(actions, "audit", "list what operators did (newest last)")
+    p.add_argument("--subject", help="one subject's events (a GPU UUID, ...)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many, the newest (default: %(default)s)")
+    p.set_defaults(func=command(_audit))
 
 
 def _call(client: Client, method: str, request: object) -> Any:
@@ -187,3 +203,28 @@ def _uncordon(args: argparse.Namespace, client: Client) -> None:
 def _cordons(args: argparse.Namespace, client: Client) -> None:
     cordons = _call(client, "ListCordons", pb.ListCordonsRequest()).cordons
     show_list(args, cordons, ("NODE", "SINCE", "REASON"), lambda c: (c.node_id, fmt_time(c.at), c.reason))
+
+
+def _move_gpu(args: argparse.Namespace, client: Client) -> None:
+    request = pb.MoveGpuRequest(gpu_uuid=args.gpu_uuid, to_node=args.to_node, reason=args.reason)
+    moved = _call(client, "MoveGpu", request)
+    show(
+        args,
+        moved,
+        f"GPU {moved.gpu_uuid} moved from node {moved.from_node} to node {moved.to_node} "
+        f"({moved.energy_total_mj / 1e3:.3f} J so far stay with {moved.from_node}'s allocations; "
+        f"audit event {moved.event.event_id})",
+    )
+
+
+def _audit(args: argparse.Namespace, client: Client) -> None:
+    if not 1 <= args.limit <= 1000:
+        raise UsageError("--limit must be between 1 and 1000")
+    request = pb.ListAuditEventsRequest(subject=args.subject or "", limit=args.limit)
+    events = _call(client, "ListAuditEvents", request).events
+    show_list(
+        args,
+        events,
+        ("EVENT", "AT", "BY", "ACTION", "SUBJECT", "DETAIL", "REASON"),
+        lambda e: (e.event_id, fmt_time(e.at), e.actor, e.action, e.subject, e.detail_json, e.reason or "-"),
+    )

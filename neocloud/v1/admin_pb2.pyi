@@ -225,3 +225,59 @@ class ListCordonsResponse(_message.Message):
     CORDONS_FIELD_NUMBER: _ClassVar[int]
     cordons: _containers.RepeatedCompositeFieldContainer[Cordon]
     def __init__(self, cordons: _Optional[_Iterable[_Union[Cordon, _Mapping]]] = ...) -> None: ...
+
+class MoveGpuRequest(_message.Message):
+    __slots__ = ("gpu_uuid", "to_node", "reason")
+    GPU_UUID_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    gpu_uuid: str
+    to_node: str
+    reason: str
+    def __init__(self, gpu_uuid: _Optional[str] = ..., to_node: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GpuMove(_message.Message):
+    __slots__ = ("gpu_uuid", "from_node", "to_node", "energy_total_mj", "event")
+    GPU_UUID_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_TOTAL_MJ_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    gpu_uuid: str
+    from_node: str
+    to_node: str
+    energy_total_mj: int
+    event: AuditEvent
+    def __init__(self, gpu_uuid: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., energy_total_mj: _Optional[int] = ..., event: _Optional[_Union[AuditEvent, _Mapping]] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("event_id", "at", "actor", "action", "subject", "detail_json", "reason")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    event_id: int
+    at: float
+    actor: str
+    action: str
+    subject: str
+    detail_json: str
+    reason: str
+    def __init__(self, event_id: _Optional[int] = ..., at: _Optional[float] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., subject: _Optional[str] = ..., detail_json: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsRequest(_message.Message):
+    __slots__ = ("subject", "limit")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    limit: int
+    def __init__(self, subject: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListAuditEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ...) -> None: ...

@@ -99,6 +99,16 @@ class AdminServiceStub:
                 request_serializer=neocloud_dot_v1_dot_admin__pb2.ListCordonsRequest.SerializeToString,
                 response_deserializer=neocloud_dot_v1_dot_admin__pb2.ListCordonsResponse.FromString,
                 _registered_method=True)
+        self.MoveGpu = channel.unary_unary(
+                '/neocloud.v1.AdminService/MoveGpu',
+                request_serializer=neocloud_dot_v1_dot_admin__pb2.MoveGpuRequest.SerializeToString,
+                response_deserializer=neocloud_dot_v1_dot_admin__pb2.GpuMove.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/neocloud.v1.AdminService/ListAuditEvents',
+                request_serializer=neocloud_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=neocloud_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -183,6 +193,22 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveGpu(self, request, context):
+        """Give a GPU to another known node (it moved between hosts): until then the
+        node that first registered it owns it and any other node naming it is
+        refused. FAILED_PRECONDITION while a job holds the GPU or while either
+        node's agent is connected; NOT_FOUND for an unknown GPU or node. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +276,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListCordons,
                     request_deserializer=neocloud_dot_v1_dot_admin__pb2.ListCordonsRequest.FromString,
                     response_serializer=neocloud_dot_v1_dot_admin__pb2.ListCordonsResponse.SerializeToString,
+            ),
+            'MoveGpu': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveGpu,
+                    request_deserializer=neocloud_dot_v1_dot_admin__pb2.MoveGpuRequest.FromString,
+                    response_serializer=neocloud_dot_v1_dot_admin__pb2.GpuMove.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=neocloud_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=neocloud_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -603,6 +639,60 @@ class AdminService:
             '/neocloud.v1.AdminService/ListCordons',
             neocloud_dot_v1_dot_admin__pb2.ListCordonsRequest.SerializeToString,
             neocloud_dot_v1_dot_admin__pb2.ListCordonsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveGpu(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neocloud.v1.AdminService/MoveGpu',
+            neocloud_dot_v1_dot_admin__pb2.MoveGpuRequest.SerializeToString,
+            neocloud_dot_v1_dot_admin__pb2.GpuMove.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neocloud.v1.AdminService/ListAuditEvents',
+            neocloud_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+            neocloud_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

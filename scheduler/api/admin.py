@@ -1,11 +1,12 @@
 """neocloud.v1.AdminService: operators manage tenants, tokens, contracts,
-settings and cordons. Everything needs an operator token, except that a
-tenant may list its own contracts (it names them when it submits reserved
-jobs)."""
+settings, cordons and GPU ownership, and read the audit trail. Everything
+needs an operator token, except that a tenant may list its own contracts (it
+names them when it submits reserved jobs)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,10 @@ import grpc
 from neocloud.domain.errors import PermissionDeniedError
 from neocloud.scheduler.api import convert
 from neocloud.scheduler.api.auth import Authenticator
+from neocloud.scheduler.ingest import ownership
+from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.store import settings as site_settings
+from neocloud.scheduler.store.admin import MAX_AUDIT_LIST, AdminEvent
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Role, TokenRecord
 from neocloud.v1 import admin_pb2 as pb
@@ -27,11 +31,28 @@ logger = logging.getLogger(__name__)
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
+def _event_to_proto(e: AdminEvent) -> pb.AuditEvent:
+    return pb.AuditEvent(
+        event_id=e.event_id,
+        at=e.at,
+        actor=e.actor,
+        action=e.action,
+        subject=e.subject,
+        detail_json=json.dumps(e.detail, sort_keys=True),
+        reason=e.reason,
+    )
+
+
 class AdminService(pb_grpc.AdminServiceServicer):
-    def __init__(self, store: JobStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: JobStore, clock: Callable[[], float] = time.time, telemetry: TelemetryService | None = None
+    ) -> None:
+        """`telemetry`: the running ingest, whose live fleet a GPU move changes with the store
+        (None on a server that ingests nothing: the store alone changes)."""
         self._store = store
         self._auth = Authenticator(store)
         self._clock = clock
+        self._telemetry = telemetry
 
     async def CreateTenant(self, request: pb.CreateTenantRequest, context: Context) -> pb.Tenant:  # noqa: N802
         await self._auth.operator(context)
@@ -143,3 +164,26 @@ class AdminService(pb_grpc.AdminServiceServicer):
         await self._auth.operator(context)
         cordons = await asyncio.to_thread(self._store.list_cordons)
         return pb.ListCordonsResponse(cordons=[convert.cordon_to_proto(c) for c in cordons])
+
+    async def MoveGpu(self, request: pb.MoveGpuRequest, context: Context) -> pb.GpuMove:  # noqa: N802
+        caller = await self._auth.operator(context)
+        args = (request.gpu_uuid, request.to_node, request.reason, caller.token_name, self._clock())
+        if self._telemetry is None:
+            moved = await asyncio.to_thread(self._store.move_gpu, *args)
+        else:
+            moved = await ownership.move_gpu(self._telemetry, self._store, *args)
+        return pb.GpuMove(
+            gpu_uuid=moved.uuid,
+            from_node=moved.from_node,
+            to_node=moved.to_node,
+            energy_total_mj=moved.energy_total_mj,
+            event=_event_to_proto(moved.event),
+        )
+
+    async def ListAuditEvents(  # noqa: N802
+        self, request: pb.ListAuditEventsRequest, context: Context
+    ) -> pb.ListAuditEventsResponse:
+        await self._auth.operator(context)
+        limit = request.limit or MAX_AUDIT_LIST
+        events = await asyncio.to_thread(self._store.audit_events, request.subject or None, limit)
+        return pb.ListAuditEventsResponse(events=[_event_to_proto(e) for e in events])

@@ -14,6 +14,7 @@ from neocloud.scheduler.api.jobs import JobService
 from neocloud.scheduler.api.logs import LogSource
 from neocloud.scheduler.api.usage import UsageService
 from neocloud.scheduler.billing.ratecard import RateCard
+from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, usage_pb2_grpc
 
@@ -30,13 +31,14 @@ def add_api_services(
     clock: Callable[[], float] = time.time,
     usage_db: sqlite3.Connection | None = None,
     card: RateCard | None = None,
+    telemetry: TelemetryService | None = None,
 ) -> None:
     """Add JobService, AdminService and (given a connection to read the ledger with)
     UsageService to `server`. The server must be made with
     `grpc.aio.server(interceptors=[ErrorInterceptor()])` (scheduler/api/errors.py)
     so that domain errors reach clients as status codes."""
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(store, logs, poll_interval_s, clock), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, clock), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, clock, telemetry), server)
     if usage_db is not None:
         usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(store, usage_db, card), server)
     logger.debug("added %s", ", ".join(SERVICE_NAMES))

@@ -1,12 +1,17 @@
 """What operators manage: tenants, API tokens (stored as SHA-256 only),
-reserved contracts, site settings and node cordons."""
+reserved contracts, site settings, node cordons and GPU ownership, and the
+audit trail of what they did."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import re
 import secrets
+import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
@@ -28,10 +33,52 @@ logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "nct_"
 _CONTRACT_COLUMNS = "contract_id, tenant, start, end, gpus, power_w, gpu_model, created_at"
+# What ingest accepts as an NVML UUID (scheduler/ingest/validate.py), printable and without spaces.
+_GPU_UUID = re.compile(r"(GPU|MIG)-[\x21-\x7e]{1,92}")
+MAX_AUDIT_LIST = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class AdminEvent:
+    """One line of the operators' audit trail."""
+
+    event_id: int
+    at: float
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GpuMove:
+    uuid: str
+    from_node: str
+    to_node: str
+    energy_total_mj: int  # what the GPU had accumulated on from_node; it stays in that node's ledger rows
+    event: AdminEvent
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _node_id(field: str, value: str) -> str:
+    try:
+        return tls.validate_node_id(value)
+    except ValueError as e:
+        raise InvalidArgumentError(f"{field}: {e}") from e
+
+
+def _audit(
+    db: sqlite3.Connection, at: float, actor: str, action: str, subject: str, detail: dict[str, Any], reason: str
+) -> AdminEvent:
+    cursor = db.execute(
+        "INSERT INTO admin_events (at, actor, action, subject, detail, reason) VALUES (?, ?, ?, ?, ?, ?)",
+        (at, actor, action, subject, json.dumps(detail, sort_keys=True), reason),
+    )
+    return AdminEvent(int(cursor.lastrowid or 0), at, actor, action, subject, detail, reason)
 
 
 def _contract(row: Sequence[Any]) -> ContractRecord:
@@ -243,10 +290,7 @@ class AdminStore(StoreBase):
 
     def cordon(self, node_id: str, reason: str, now: float | None = None) -> CordonRecord:
         """Stop placing new work on a node (running work stays); cordoning again updates the reason."""
-        try:
-            tls.validate_node_id(node_id)
-        except ValueError as e:
-            raise InvalidArgumentError(f"node_id: {e}") from e
+        _node_id("node_id", node_id)
         validate.text("reason", reason, validate.MAX_REASON)
         at = self._now(now)
         with self._write() as db:
@@ -273,3 +317,51 @@ class AdminStore(StoreBase):
         with self._read() as db:
             rows = db.execute("SELECT node_id, reason, at FROM node_cordons ORDER BY node_id").fetchall()
         return [CordonRecord(*row) for row in rows]
+
+    # --- GPU ownership ------------------------------------------------------------------------------
+
+    def move_gpu(self, uuid: str, to_node: str, reason: str, actor: str, now: float | None = None) -> GpuMove:
+        """Give a GPU to another known node, audited. Refused while a job holds it. The energy
+        counter's baseline is dropped (the new host's counter is another count and its clock another
+        clock, and the time the GPU was away is no one's), its total goes on: the ledger already attributed it, by
+        allocation, to the node it was earned on, and nothing of that is rewritten."""
+        if not _GPU_UUID.fullmatch(uuid):
+            raise InvalidArgumentError(f"gpu_uuid {uuid[:96]!r} is not an NVML UUID (GPU-... or MIG-...)")
+        _node_id("to_node", to_node)
+        validate.text("reason", reason, validate.MAX_REASON, required=False)
+        at = self._now(now)
+        with self._write() as db:
+            row = db.execute("SELECT node_id, energy_total_mj FROM gpus WHERE uuid = ?", (uuid,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no GPU {uuid!r}: no node ever registered it")
+            from_node, energy_mj = str(row[0]), int(row[1])
+            if not db.execute("SELECT 1 FROM nodes WHERE node_id = ?", (to_node,)).fetchone():
+                raise NotFoundError(f"no node {to_node!r}: a node is known once its agent has connected")
+            if from_node == to_node:
+                raise FailedPreconditionError(f"GPU {uuid} belongs to node {to_node} already")
+            held = db.execute(
+                "SELECT a.job_id FROM allocations a, json_each(a.gpu_uuids) g WHERE a.end IS NULL AND g.value = ?",
+                (uuid,),
+            ).fetchone()
+            if held:
+                raise FailedPreconditionError(
+                    f"job {held[0]} holds GPU {uuid}: cancel it or let it finish before moving the GPU"
+                )
+            db.execute(
+                "UPDATE gpus SET node_id = ?, energy_last_mj = NULL, energy_last_us = 0 WHERE uuid = ?", (to_node, uuid)
+            )
+            detail = {"from": from_node, "to": to_node, "energy_total_mj": energy_mj}
+            event = _audit(db, at, actor, "move-gpu", uuid, detail, reason)
+        logger.warning("GPU %s moved from node %s to node %s by %s: %s", uuid, from_node, to_node, actor, reason)
+        return GpuMove(uuid, from_node, to_node, energy_mj, event)
+
+    def audit_events(self, subject: str | None = None, limit: int = MAX_AUDIT_LIST) -> list[AdminEvent]:
+        """The newest `limit` audit events (of one subject, if given), oldest first."""
+        where, params = ("", ()) if not subject else (" WHERE subject = ?", (subject,))
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT event_id, at, actor, action, subject, detail, reason FROM admin_events"
+                f"{where} ORDER BY event_id DESC LIMIT ?",
+                (*params, max(1, min(limit, MAX_AUDIT_LIST))),
+            ).fetchall()
+        return [AdminEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in reversed(rows)]

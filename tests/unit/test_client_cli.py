@@ -22,7 +22,7 @@ SUBCOMMANDS = [
     ["admin", "token"], ["admin", "token", "create"], ["admin", "token", "list"], ["admin", "token", "revoke"],
     ["admin", "contract"], ["admin", "contract", "create"], ["admin", "contract", "list"],
     ["admin", "contract", "delete"], ["admin", "set"], ["admin", "settings"], ["admin", "cordon"],
-    ["admin", "uncordon"], ["admin", "cordons"],
+    ["admin", "uncordon"], ["admin", "cordons"], ["admin", "node"], ["admin", "node", "move-gpu"], ["admin", "audit"],
 ]  # fmt: skip
 
 
