@@ -36,6 +36,7 @@ LENGTHS: Mapping[str, int] = {
     "neocloud.v1.JobSpec.command": validate.MAX_COMMAND_ARG,  # each argument
     "neocloud.v1.JobSpec.EnvEntry.value": validate.MAX_ENV_VALUE,
     "neocloud.v1.CordonNodeRequest.reason": validate.MAX_REASON,
+    "neocloud.v1.MoveGpuRequest.reason": validate.MAX_REASON,
     # Settings are numbers and booleans ("0.5", "inf", "true").
     "neocloud.v1.SetSettingRequest.value": 64,
 }
