@@ -86,7 +86,13 @@ def _fill_series(
     if samples:
         last = samples[-1]
         for proc in last.processes:
-            series.processes.add(pid=proc.pid, used_memory_bytes=proc.used_memory_bytes)
+            series.processes.add(
+                pid=proc.pid,
+                used_memory_bytes=proc.used_memory_bytes,
+                pid_namespace=proc.pid_namespace,
+                namespace_pids=proc.namespace_pids,
+            )
+        series.processes_unavailable = last.processes_unavailable
         if last.ecc_corrected_total is not None:
             series.ecc_corrected_total = last.ecc_corrected_total
         if last.ecc_uncorrected_total is not None:
@@ -99,6 +105,13 @@ def strip_raw_samples(batch: pb.Batch) -> int:
     dropped = 0
     for series in batch.gpus:
         dropped += len(series.timestamp_us)
-        for column in ("timestamp_us", *SAMPLE_COLUMNS, "power_sample_us", "power_sample_mw", "processes"):
+        for column in (
+            "timestamp_us",
+            *SAMPLE_COLUMNS,
+            "power_sample_us",
+            "power_sample_mw",
+            "processes",
+            "processes_unavailable",
+        ):
             series.ClearField(column)
     return dropped

@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterable
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.liveness import NO_RESTART, Liveness
 from neocloud.scheduler.policy.types import NodeView
+from neocloud.v1 import telemetry_pb2 as pb
 
 
 def node_views(
@@ -50,14 +51,47 @@ def node_views(
     return tuple(views)
 
 
-def processes_gone(fleet: Fleet, gpu_uuids: Iterable[str], pids: Collection[int], since_us: int) -> bool:
-    """True once every GPU reported a sample taken after `since_us` with none
-    of `pids` among its compute processes (NVML's view, not Ray's)."""
+def processes_gone(
+    fleet: Fleet,
+    gpu_uuids: Iterable[str],
+    pids: Collection[int],
+    since_us: int,
+    namespaces: Collection[int] = (),
+) -> bool:
+    """True once every GPU reported a sample taken after `since_us` whose process
+    list NVML could give and holds nothing that may be one of `pids` (NVML's view,
+    not Ray's). `pids` are what the job's runners saw, in the PID namespaces
+    `namespaces` (inodes; see may_be_ours). A GPU whose list is unavailable is
+    never proven free: unknown is not gone."""
     for uuid in gpu_uuids:
         node = fleet.nodes.get(fleet.gpu_owner.get(uuid, ""))
         gpu = node.gpus.get(uuid) if node else None
         if gpu is None or gpu.last_series is None or gpu.last_sample_us <= since_us:
             return False
-        if any(p.pid in pids for p in gpu.last_series.processes):
+        series = gpu.last_series
+        if series.processes_unavailable:
+            return False
+        if any(may_be_ours(p, pids, namespaces) for p in series.processes):
             return False
     return True
+
+
+def may_be_ours(process: pb.GpuProcess, pids: Collection[int], namespaces: Collection[int]) -> bool:
+    """Whether a GPU process may be one of `pids`, pids a runner saw in one of the
+    PID `namespaces`; every doubt counts as yes (fail closed).
+
+    - Its namespace is one of the runners': it is theirs if its pid there (the
+      last of its NSpid chain) is one of `pids`. With the runner in the host's
+      namespace this is the host pid NVML reports, as before namespaces.
+    - Another namespace (one nested below a runner's, whose inode the agent
+      cannot see, or a stranger's): any pid of its chain among `pids` counts.
+      A stranger whose pid merely coincides keeps the GPU held until it exits.
+    - The agent could not read its identity (gone, no permission, agent not in
+      the host's PID namespace): it may be anyone's, so it counts.
+    """
+    chain = process.namespace_pids
+    if not process.pid_namespace or not chain:
+        return True
+    if process.pid_namespace in namespaces:
+        return chain[-1] in pids
+    return any(p in pids for p in chain)

@@ -4,6 +4,7 @@ Every per-GPU NVML call goes through `_query`: NotSupported becomes "no value
 for this field on this GPU, never ask again", other errors are logged once
 and give no value for that read, and a lost GPU becomes one health event. The
 pynvml module is passed in so tests hand in `tests/fakes/fake_pynvml.py`.
+A process list NVML cannot give is "unavailable", never "none" (fail closed).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import logging
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from neocloud.agent.gpu.pidns import host_pids
 from neocloud.agent.gpu.types import BackendError
 from neocloud.domain.clock import wall_clock_us
 from neocloud.domain.gpu import (
@@ -93,10 +96,16 @@ class NvmlBackend:
 
     name = "nvml"
 
-    def __init__(self, nvml: ModuleType | None = None, clock_us: Callable[[], int] = wall_clock_us) -> None:
+    def __init__(
+        self,
+        nvml: ModuleType | None = None,
+        clock_us: Callable[[], int] = wall_clock_us,
+        proc_root: str | Path = "/proc",
+    ) -> None:
         # pynvml has no type hints; treat the module as Any.
         self._nvml: Any = nvml if nvml is not None else _import_pynvml()
         self._clock_us = clock_us
+        self._pids = host_pids(proc_root)
         self._lock = threading.Lock()
         self._closed = False
         nv = self._nvml
@@ -235,7 +244,8 @@ class NvmlBackend:
 
     def _mark_unsupported(self, gpu: _Gpu, what: str, why: str) -> None:
         gpu.unsupported.add(what)
-        logger.info("GPU %d (%s) does not report %s (%s); not asking again", gpu.index, gpu.uuid, what, why)
+        level = logging.WARNING if what == "processes" else logging.INFO  # then its GPU is held after any job
+        logger.log(level, "GPU %d (%s) does not report %s (%s); not asking again", gpu.index, gpu.uuid, what, why)
 
     # -- reading ------------------------------------------------------------
 
@@ -277,6 +287,9 @@ class NvmlBackend:
         ecc_c = q(gpu, "ecc_corrected", ecc, h, nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, volatile)
         ecc_u = q(gpu, "ecc_uncorrected", ecc, h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, volatile)
         buffered = self._power_buffer(gpu)
+        # usedGpuMemory is None where the driver cannot tell (pynvml's WDDM case).
+        processes = tuple(GpuProcess(int(p.pid), int(p.usedGpuMemory or 0)) for p in procs or ())
+        processes = self._pids.annotate(processes) if self._pids is not None else processes
 
         reading.samples.append(
             GpuSample(
@@ -289,8 +302,8 @@ class NvmlBackend:
                 temperature_c=None if temperature is None else int(temperature),
                 sm_clock_mhz=None if sm_clock is None else int(sm_clock),
                 throttle_reasons=None if throttle is None else int(throttle),
-                # usedGpuMemory is None where the driver cannot tell (pynvml's WDDM case).
-                processes=tuple(GpuProcess(int(p.pid), int(p.usedGpuMemory or 0)) for p in procs or ()),
+                processes=processes,
+                processes_unavailable=procs is None,  # NotSupported or an error: unknown, not none
                 ecc_corrected_total=None if ecc_c is None else int(ecc_c),
                 ecc_uncorrected_total=None if ecc_u is None else int(ecc_u),
             )

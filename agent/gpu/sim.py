@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from neocloud.agent.gpu.pidns import INIT_PID_NAMESPACE, ProcPids
 from neocloud.domain.clock import wall_clock_us
 from neocloud.domain.gpu import EnergyReading, GpuInfo, GpuProcess, GpuSample, Reading
 
@@ -163,12 +164,14 @@ class RayJobProcesses:
         return {k: v for k, _, v in pairs}
 
 
-def _processes(gpu: _SimGpu, procs: Sequence[tuple[int, float]], load: float) -> tuple[GpuProcess, ...]:
+def _processes(gpu: _SimGpu, procs: Sequence[tuple[int, float]], load: float, pids: ProcPids) -> tuple[GpuProcess, ...]:
     memory = int(load * 0.8 * H200_MEMORY_BYTES)
     if procs:
-        return tuple(GpuProcess(pid, memory // len(procs)) for pid, _ in sorted(procs))
-    # set_load has no real process to show: a made-up pid per GPU stands in
-    return (GpuProcess(10_000 + gpu.info.index, memory),) if gpu.load is not None else ()
+        # Found in this agent's procfs, which names their namespaces too.
+        return pids.annotate(GpuProcess(pid, memory // len(procs)) for pid, _ in sorted(procs))
+    # set_load has no real process to show: a made-up host process per GPU stands in
+    pid = 10_000 + gpu.info.index
+    return (GpuProcess(pid, memory, INIT_PID_NAMESPACE, (pid,)),) if gpu.load is not None else ()
 
 
 def _load(text: str | None) -> float:
@@ -193,11 +196,13 @@ class SimBackend:
         clock_us: Callable[[], int] = wall_clock_us,
         energy_offset_mj: int = 3_482_120,
         jobs: JobProcesses | None = None,
+        proc_root: str | Path = "/proc",
     ) -> None:
         if not 1 <= count <= 64:
             raise ValueError(f"a simulated node has 1..64 GPUs, not {count}")
         self._clock_us = clock_us
         self._jobs = jobs
+        self._pids = ProcPids(proc_root)
         self._lock = threading.Lock()
         self._gpus = [
             _SimGpu(GpuInfo(i, sim_uuid(node_id, i), "NVIDIA H200", H200_MEMORY_BYTES, H200_POWER_LIMIT_MW))
@@ -250,7 +255,7 @@ class SimBackend:
                         temperature_c=30 + round(load * 45),
                         sm_clock_mhz=1980 if busy else 345,
                         throttle_reasons=0 if busy else 1,
-                        processes=_processes(gpu, procs, load),
+                        processes=_processes(gpu, procs, load, self._pids),
                         ecc_corrected_total=0,
                         ecc_uncorrected_total=0,
                     )

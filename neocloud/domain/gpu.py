@@ -19,10 +19,22 @@ class GpuInfo:
     power_limit_mw: int
 
 
+# The kernel nests PID namespaces at most 32 deep below the host's (MAX_PID_NS_LEVEL),
+# so an NSpid chain has at most 33 entries.
+MAX_NAMESPACE_PIDS = 33
+
+
 @dataclass(frozen=True, slots=True)
 class GpuProcess:
+    """A compute process on a GPU. `pid` is in the host's PID namespace (as NVML
+    reports it); `pid_namespace` is the inode of the process's own PID namespace
+    and `namespace_pids` its NSpid chain, host's pid first and its own last
+    (agent/gpu/pidns.py). 0 and (): unknown, so it may be anyone's."""
+
     pid: int
     used_memory_bytes: int
+    pid_namespace: int = 0
+    namespace_pids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,8 @@ class GpuSample:
     sm_clock_mhz: int | None = None
     throttle_reasons: int | None = None
     processes: tuple[GpuProcess, ...] = ()
+    # NVML could not list the processes: `processes` is then unknown, not empty.
+    processes_unavailable: bool = False
     ecc_corrected_total: int | None = None
     ecc_uncorrected_total: int | None = None
 

@@ -12,6 +12,7 @@ from itertools import islice
 from operator import le
 
 from neocloud.domain.fleet import NodeState
+from neocloud.domain.gpu import MAX_NAMESPACE_PIDS
 from neocloud.scheduler.ingest import bounds, rated
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.wire.tls import validate_node_id
@@ -144,9 +145,19 @@ def _check_series(series: pb.GpuSeries, limit_mw: int, memory_bytes: int, sealed
         return "temperature outside -40..150 °C"
     if clock and max(clock) > 10_000:
         return "SM clock above 10 GHz"
-    for proc in series.processes:
+    processes = series.processes
+    if processes and series.processes_unavailable:
+        return "processes listed although the list is marked unavailable"
+    for proc in processes:
         if proc.pid == 0 or (memory_bytes and proc.used_memory_bytes > memory_bytes):
             return f"process {proc.pid} is not a plausible GPU process"
+        # An identity is all or nothing, and starts from the host's pid NVML reported (agent/gpu/pidns.py).
+        chain = proc.namespace_pids
+        if chain:
+            if not proc.pid_namespace or chain[0] != proc.pid or len(chain) > MAX_NAMESPACE_PIDS:
+                return f"process {proc.pid}: NSpid {list(chain[:4])} in namespace {proc.pid_namespace} is impossible"
+        elif proc.pid_namespace:
+            return f"process {proc.pid}: PID namespace {proc.pid_namespace} without its NSpid"
     return None
 
 

@@ -6,16 +6,19 @@ import inspect
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pynvml
 import pytest
 
+from neocloud.agent.convert import build_batch, strip_raw_samples
 from neocloud.agent.gpu.nvml import NvmlBackend
 from neocloud.agent.gpu.types import BackendError
 from neocloud.domain.gpu import GpuProcess, HealthKind
 from tests.fakes import fake_pynvml as fp
 from tests.fakes.fake_pynvml import FakeGpu, FakeNvml
+from tests.fakes.procfs import CONTAINER_NS, add_process, host_proc
 
 UUIDS = ["GPU-00000000-1111-2222-3333-444444444444", "GPU-55555555-6666-7777-8888-999999999999"]
 
@@ -35,8 +38,14 @@ def fake() -> FakeNvml:
 
 
 @pytest.fixture
-def backend(fake: FakeNvml) -> Iterator[NvmlBackend]:
-    b = NvmlBackend(fake, clock_us=counting_clock())
+def proc(tmp_path: Path) -> Path:
+    """The agent's /proc: a fixture tree, so no real pid of this machine answers."""
+    return host_proc(tmp_path / "proc")
+
+
+@pytest.fixture
+def backend(fake: FakeNvml, proc: Path) -> Iterator[NvmlBackend]:
+    b = NvmlBackend(fake, clock_us=counting_clock(), proc_root=proc)
     yield b
     b.close()
 
@@ -111,6 +120,68 @@ def test_a_field_one_gpu_does_not_support_is_none_and_never_asked_again(
     assert fake.calls_by_gpu["nvmlDeviceGetTemperature", 1] == 3
     notes = [r for r in caplog.records if "not asking again" in r.getMessage()]
     assert len(notes) == 4 and all(r.levelno == logging.INFO for r in notes)
+
+
+@pytest.mark.parametrize("code", [fp.NVML_ERROR_UNKNOWN, fp.NVML_ERROR_NO_PERMISSION])
+def test_a_process_list_nvml_cannot_give_is_unavailable_not_empty(
+    fake: FakeNvml, backend: NvmlBackend, caplog: pytest.LogCaptureFixture, code: int
+) -> None:
+    fake.gpus[0].processes = [(4242, 8 << 30)]
+    fake.gpus[0].errors["nvmlDeviceGetComputeRunningProcesses"] = code
+    with caplog.at_level(logging.WARNING, logger="neocloud.agent.gpu.nvml"):
+        for _ in range(3):
+            first, second = backend.read(read_energy=False).samples
+            # Before, a failed query read as "no processes", and the scheduler freed the GPU.
+            assert first.processes == () and first.processes_unavailable
+            assert second.processes == () and not second.processes_unavailable
+    assert len(caplog.records) == 1 and "nvmlDeviceGetComputeRunningProcesses" in caplog.records[0].getMessage()
+    del fake.gpus[0].errors["nvmlDeviceGetComputeRunningProcesses"]
+    first, _ = backend.read(read_energy=False).samples
+    assert first.processes == (GpuProcess(4242, 8 << 30),) and not first.processes_unavailable
+
+
+def test_a_gpu_that_cannot_list_processes_says_so_in_every_sample_and_warns_once(
+    fake: FakeNvml, backend: NvmlBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.gpus[1].unsupported.add("nvmlDeviceGetComputeRunningProcesses")
+    with caplog.at_level(logging.INFO, logger="neocloud.agent.gpu.nvml"):
+        samples = [backend.read(read_energy=False).samples[1] for _ in range(3)]
+    assert all(s.processes == () and s.processes_unavailable for s in samples)
+    assert fake.calls_by_gpu["nvmlDeviceGetComputeRunningProcesses", 1] == 1  # NotSupported is for good
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "does not report processes" in warning.getMessage() and UUIDS[1] in warning.getMessage()
+
+
+def test_processes_carry_their_pid_namespace_from_the_agents_proc(
+    fake: FakeNvml, backend: NvmlBackend, proc: Path
+) -> None:
+    add_process(proc, 4242, CONTAINER_NS, (4242, 7))  # a job in a pod, pid 7 there
+    fake.gpus[0].processes = [(4242, 8 << 30), (4343, None)]  # 4343: gone from /proc already
+    first, _ = backend.read(read_energy=False).samples
+    assert first.processes == (GpuProcess(4242, 8 << 30, CONTAINER_NS, (4242, 7)), GpuProcess(4343, 0))
+    batch = build_batch("n1", backend.inventory(), [backend.read(read_energy=False)], 0)
+    (container, unknown) = batch.gpus[0].processes
+    assert (container.pid, container.pid_namespace, list(container.namespace_pids)) == (4242, CONTAINER_NS, [4242, 7])
+    assert (unknown.pid, unknown.pid_namespace, list(unknown.namespace_pids)) == (4343, 0, [])
+
+
+def test_an_agent_outside_the_host_pid_namespace_sends_no_identity(tmp_path: Path, fake: FakeNvml) -> None:
+    proc = host_proc(tmp_path / "pod-proc", agent_ns=CONTAINER_NS)  # deployed without hostPID
+    add_process(proc, 4242, CONTAINER_NS, (4242,))  # a process of the pod's that merely shares the number
+    fake.gpus[0].processes = [(4242, 1 << 30)]
+    b = NvmlBackend(fake, clock_us=counting_clock(), proc_root=proc)
+    assert b.read(read_energy=False).samples[0].processes == (GpuProcess(4242, 1 << 30),)
+    b.close()
+
+
+def test_unavailable_processes_reach_the_wire_and_leave_with_the_raw_samples(
+    fake: FakeNvml, backend: NvmlBackend
+) -> None:
+    fake.gpus[0].errors["nvmlDeviceGetComputeRunningProcesses"] = fp.NVML_ERROR_UNKNOWN
+    batch = build_batch("n1", backend.inventory(), [backend.read(read_energy=False)], 0)
+    assert [s.processes_unavailable for s in batch.gpus] == [True, False]
+    strip_raw_samples(batch)  # a spool under pressure: no sample, so nothing said about the last one
+    assert [s.processes_unavailable for s in batch.gpus] == [False, False]
 
 
 def test_throttle_reasons_fall_back_to_the_old_name_when_pynvml_lacks_the_new() -> None:
