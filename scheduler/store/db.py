@@ -229,6 +229,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX admin_events_by_subject ON admin_events(subject, event_id);
     """,
+    # 5: the controller's intents and the GPUs awaiting NVML's proof (store/intents.py)
+    """
+    CREATE TABLE intents (
+        job_id TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('start', 'stop')),
+        at REAL NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (job_id, action)
+    );
+    CREATE TABLE cleanups (
+        job_id TEXT PRIMARY KEY,
+        gpu_uuids TEXT NOT NULL,
+        pids TEXT NOT NULL,
+        released_us INTEGER,
+        holder TEXT,
+        pid_namespaces TEXT NOT NULL DEFAULT '[]'
+    );
+    """,
 )
 
 
