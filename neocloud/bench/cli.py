@@ -63,6 +63,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     meter.add_argument("--nodes", type=int, default=28_800, help="8-GPU nodes (default: %(default)s)")
     meter.add_argument("--tenants", type=int, default=1000, help="tenants to invoice (default: %(default)s)")
     meter.set_defaults(func=_meter)
+    chaos = kinds.add_parser(
+        "chaos",
+        help="telemetry: N agents through cuts, resets, blackholes and kill -9s; lost, double-counted, energy off",
+        description="Start a scheduler process (mTLS, on a fresh store) and agents in agent-host processes (25 "
+        "each), all through a proxy that cuts, resets and blackholes connections, while a schedule drawn from the "
+        "seed kill -9s agent hosts and the scheduler (each restarted on its spools or store), and a hostile node "
+        "sends garbage, absurd values and another node's GPU. Then every spool drains and the store is compared "
+        "with what the simulated GPUs produced. Prints one JSON line (progress on stderr every 10 s); exits 1 "
+        "if a sample was lost or counted twice or the energy differs by a millijoule.",
+    )
+    chaos.add_argument("--agents", type=int, default=100, help="agents, one node each (default: %(default)s)")
+    chaos.add_argument("--gpus-per-agent", type=int, default=2, help="simulated GPUs per agent (default: %(default)s)")
+    chaos.add_argument("--seconds", type=float, default=180.0, help="seconds of faults (default: %(default)s)")
+    chaos.add_argument("--seed", type=int, default=1, help="seed of the fault schedule (default: %(default)s)")
+    chaos.add_argument("--hostile", type=int, choices=(0, 1), default=1, help="a hostile node (default: %(default)s)")
+    chaos.add_argument(
+        "--fault-every", type=float, default=3.0, help="mean seconds between faults (default: %(default)s)"
+    )
+    chaos.add_argument("--tick", type=float, default=1.0, help="agents' sample interval, s (default: %(default)s)")
+    chaos.add_argument("--work-dir", help="keep the store, spools, truth logs and process logs here")
+    chaos.set_defaults(func=_chaos)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -91,6 +112,23 @@ def _schedule(args: argparse.Namespace) -> int:
         result.update(ray_timings())
     print(json.dumps(result))
     return 0
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from neocloud.bench import chaos
+    from neocloud.bench.verify import passed
+
+    if args.agents < 1 or not 1 <= args.gpus_per_agent <= 64 or args.seconds <= 0 or args.tick <= 0:
+        print("neocloud bench chaos: --agents >= 1, --gpus-per-agent 1..64, --seconds and --tick > 0", file=sys.stderr)
+        return 2
+    result = chaos.run(
+        chaos.Settings(
+            args.agents, args.gpus_per_agent, args.seconds, args.seed, bool(args.hostile), args.fault_every, args.tick
+        ),
+        args.work_dir,
+    )
+    print(json.dumps(result), flush=True)
+    return 0 if passed(result) else 1
 
 
 def _meter(args: argparse.Namespace) -> int:
