@@ -74,6 +74,9 @@ def short(details: str) -> str:
 
 async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception) -> NoReturn:
     mapped = status_for(error)
+    if isinstance(error, NotImplementedError):
+        # A method of the proto (generated servicer base) that this server does not implement.
+        mapped = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server"
     if mapped is None:
         incident = secrets.token_hex(4)
         logger.error("%s failed (incident %s)", method, incident, exc_info=error)

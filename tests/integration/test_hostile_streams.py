@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -213,3 +214,19 @@ def test_a_message_over_16_mib_is_resource_exhausted(sched: BackgroundScheduler)
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         channel.close()
+
+
+def test_a_method_without_an_implementation_is_unimplemented_without_a_traceback(
+    sched: BackgroundScheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    # grpc's async health servicer has no Health.List; its generated base raises NotImplementedError.
+    channel = grpc.insecure_channel(f"127.0.0.1:{sched.port}")
+    try:
+        with caplog.at_level(logging.DEBUG), pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary(
+                "/grpc.health.v1.Health/List", request_serializer=lambda b: b, response_deserializer=lambda b: b
+            )(b"", timeout=10)
+    finally:
+        channel.close()
+    assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert not [r for r in caplog.records if r.exc_info]
