@@ -67,6 +67,24 @@ class SchedulerConfig:
     controller_interval_s: float = 0.5
     meter_interval_s: float = 10.0
     rate_card_path: str | None = None  # prices for the billed-amount metrics (neocloud invoice takes its own)
+    # Create the store when db_path does not exist (`--init`). Off unless asked for, here as on the
+    # command line: a path that is not there is more often a mistake than a new site, and a program
+    # that makes throwaway sites (tests, demo, benchmarks) says so once.
+    init: bool = False
+
+
+def write_bootstrap_token(store: JobStore, db_path: str) -> Path | None:
+    """The first start (or `--init-only`) makes an operator token and leaves it, readable
+    by the scheduler's user only, beside the store (never in the log)."""
+    token = store.bootstrap_operator_token("bootstrap")
+    if token is None or db_path == ":memory:":
+        return None
+    path = Path(db_path).with_name("operator-token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    logger.warning("first start: an operator token was written to %s (use it, then store it safely)", path)
+    return path
 
 
 class Scheduler:
@@ -80,7 +98,7 @@ class Scheduler:
         if not config.insecure and not (config.ca_file and config.cert_file and config.key_file):
             raise ValueError("mTLS needs --ca, --cert and --key (make them with `neocloud certs`), or --insecure")
         self.config = config
-        self.db = open_db(config.db_path)
+        self.db = open_db(config.db_path, create=config.init)
         self.telemetry = TelemetryService(
             Fleet.load(self.db),
             self.db,
@@ -102,7 +120,7 @@ class Scheduler:
             if executor is not None
             else None
         )
-        self.bootstrap_token_file = self._bootstrap_operator_token()
+        self.bootstrap_token_file = write_bootstrap_token(self.jobs, config.db_path)
         self.card = load_ratecard(config.rate_card_path) if config.rate_card_path else None
         # The ledger and the usage API read the store through connections of their own; an
         # in-memory store has no second one.
@@ -122,19 +140,6 @@ class Scheduler:
         self._commits: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
         self._health = HealthServicer()
-
-    def _bootstrap_operator_token(self) -> Path | None:
-        """The first start makes an operator token and leaves it, readable by the
-        scheduler's user only, beside the store (never in the log)."""
-        token = self.jobs.bootstrap_operator_token("bootstrap")
-        if token is None or self.config.db_path == ":memory:":
-            return None
-        path = Path(self.config.db_path).with_name("operator-token")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        logger.warning("first start: an operator token was written to %s (use it, then store it safely)", path)
-        return path
 
     async def start(self) -> None:
         config = self.config

@@ -24,7 +24,9 @@ from neocloud.v1 import jobs_pb2_grpc as pb_grpc
 def admissions(seconds: float = 10.0, clients: int = 8) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="neocloud-bench-") as tmp:
         sched = BackgroundScheduler(
-            SchedulerConfig(listen="127.0.0.1:0", db_path=str(Path(tmp) / "bench.db"), metrics_port=None, insecure=True)
+            SchedulerConfig(
+                listen="127.0.0.1:0", db_path=str(Path(tmp) / "bench.db"), metrics_port=None, insecure=True, init=True
+            )
         )
         store = sched.scheduler.jobs
         store.create_tenant("bench")

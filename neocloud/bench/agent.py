@@ -24,7 +24,9 @@ def _process_cpu_s(pid: int) -> float:
 def run(seconds: float, warmup_s: float, scrape_interval_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="neocloud-bench-") as tmp:
         sched = BackgroundScheduler(
-            SchedulerConfig(listen="127.0.0.1:0", db_path=str(Path(tmp) / "bench.db"), metrics_port=None, insecure=True)
+            SchedulerConfig(
+                listen="127.0.0.1:0", db_path=str(Path(tmp) / "bench.db"), metrics_port=None, insecure=True, init=True
+            )
         )
         metrics_port = free_loopback_port()
         agent = subprocess.Popen(

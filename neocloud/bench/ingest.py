@@ -30,6 +30,7 @@ def run(processes: int, streams: int, ticks: int, seconds: float, warmup_s: floa
                 metrics_port=None,
                 insecure=True,
                 meter_interval_s=3600.0,
+                init=True,
             )
         )
         counters = sched.scheduler.telemetry.fleet.counters

@@ -31,7 +31,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "pip install 'neocloud[scheduler]'.",
     )
     p.add_argument("--listen", default="0.0.0.0:7443", help="gRPC address (default: %(default)s)")
-    p.add_argument("--db", default="/var/lib/neocloud/scheduler.db", help="SQLite store (default: %(default)s)")
+    p.add_argument(
+        "--db",
+        default="/var/lib/neocloud/scheduler.db",
+        help="SQLite store; it must exist unless --init is given (default: %(default)s)",
+    )
+    init = p.add_mutually_exclusive_group()
+    init.add_argument(
+        "--init",
+        action="store_true",
+        help="create the store if --db does not exist (a new, empty site with a new operator token); "
+        "on an existing store it does nothing more than a plain start",
+    )
+    init.add_argument(
+        "--init-only",
+        action="store_true",
+        help="create the store and the first operator token if --db does not exist, then exit (for a first "
+        "start under systemd or in an init container)",
+    )
     p.add_argument(
         "--commit-interval",
         type=float,
@@ -63,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from neocloud.scheduler.server import SchedulerConfig
     from neocloud.scheduler.store.db import StoreError, open_db
 
+    db_path = Path(args.db).absolute()
+    if (args.init or args.init_only) and db_path.exists():
+        logger.info("the store at %s exists: --init has nothing to create", db_path)
     config = SchedulerConfig(
         listen=args.listen,
         db_path=args.db,
@@ -70,9 +90,12 @@ def run(args: argparse.Namespace) -> int:
         **mtls_settings(args),
         commit_interval_s=args.commit_interval,
         rate_card_path=args.rate_card,
+        init=args.init,
     )
     try:
-        open_db(config.db_path).close()  # a store it cannot use stops it before Ray starts
+        if args.init_only:
+            return _init_only(config.db_path)
+        open_db(config.db_path, create=config.init).close()  # a store it cannot use stops it before Ray starts
         if config.rate_card_path:
             load_ratecard(config.rate_card_path)  # and so does a rate card with an error in it
     except (StoreError, NeocloudError) as e:
@@ -94,6 +117,20 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if executor is not None:
             executor.shutdown()
+
+
+def _init_only(db_path: str) -> int:
+    from neocloud.scheduler.server import write_bootstrap_token
+    from neocloud.scheduler.store import JobStore, open_db
+
+    store = JobStore(open_db(db_path, create=True))
+    try:
+        token_file = write_bootstrap_token(store, db_path)
+    finally:
+        store.close()
+    where = Path(db_path).absolute()
+    print(f"store ready at {where}" + (f"; operator token in {token_file}" if token_file else ""))
+    return 0
 
 
 async def _serve(config: SchedulerConfig, executor: Executor | None) -> int:

@@ -106,6 +106,7 @@ class Site:
                 key_file=str(work / "scheduler-key.pem"),
                 controller_interval_s=self.controller_interval_s,
                 meter_interval_s=2.0,  # the live revenue follows the ledger
+                init=True,  # a new site in the work directory
             ),
             executor,
         )

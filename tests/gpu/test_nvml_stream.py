@@ -70,7 +70,9 @@ def test_nvml_agent_streams_energy_that_matches_the_counter(tmp_path: Path) -> N
     except Exception as e:  # noqa: BLE001 - any NVML failure means "no GPU here"
         pytest.skip(f"NVML is not usable here: {e}")
     sched = BackgroundScheduler(
-        SchedulerConfig(listen="127.0.0.1:0", db_path=str(tmp_path / "s.db"), metrics_port=None, insecure=True)
+        SchedulerConfig(
+            listen="127.0.0.1:0", db_path=str(tmp_path / "s.db"), metrics_port=None, insecure=True, init=True
+        )
     )
     config = AgentConfig(
         node_id="gpu-node",

@@ -23,6 +23,7 @@ def scheduler_factory(tmp_path: Path) -> Iterator[Callable[..., BackgroundSchedu
             "metrics_port": None,
             "insecure": True,
             "commit_interval_s": 0.05,
+            "init": True,  # a new site in tmp_path; a restart on the same path finds it
         }
         executor = overrides.pop("executor", None)
         fields.update(overrides)

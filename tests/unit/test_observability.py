@@ -114,6 +114,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
             metrics_port=0,
             insecure=True,
             commit_interval_s=0.05,
+            init=True,
         ),
         FakeExecutor(("node-1",)),  # a controller, so its families are exported too
     )
