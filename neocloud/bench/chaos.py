@@ -170,6 +170,7 @@ class Soak:
         self.faults[kind] += 1
         live = self.proxy.live()
         some = self.rng.sample(live, max(1, len(live) // self.rng.choice((1, 4, 10)))) if live else []
+        what = f"{len(some)} of {len(live)} connections"
         if kind == "cut":
             self.proxy.cut(some)
         elif kind == "reset":
@@ -180,14 +181,16 @@ class Soak:
             self._blackholed = self.proxy.blackhole(some)
         elif kind == "agent_host_kill":
             host = self.rng.randrange(self.hosts)
+            what = f"agent host {host}"
             self._kill(f"host-{host}")
             time.sleep(self.rng.uniform(0.2, 2.0))
             self.start_host(host)
         else:
+            what = "the scheduler"
             self._kill("scheduler")
             time.sleep(self.rng.uniform(0.2, 2.0))
             self.start_scheduler(first=False)
-        logger.info("fault: %s (%d connections hit)", kind, len(some))
+        logger.info("fault: %s, %s", kind, what)
 
     def _progress(self, t0: float) -> None:
         print(

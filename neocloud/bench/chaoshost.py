@@ -89,10 +89,10 @@ class _ContinuedSim:
         self.sim.close()
 
 
-class _TruthSpool:
+class TruthSpool:
     """Stands in for the sampler's spool: logs what each batch holds, then appends it."""
 
-    def __init__(self, spool: Spool, log: _TruthLog) -> None:
+    def __init__(self, spool: Spool, log: TruthLog) -> None:
         self._spool = spool
         self._log = log
 
@@ -111,7 +111,7 @@ class _TruthSpool:
         return getattr(self._spool, name)
 
 
-class _TruthLog:
+class TruthLog:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._lock = threading.Lock()
@@ -137,7 +137,7 @@ def _offsets(truth: dict[tuple[str, int, int], dict[str, list[Any]]], node: str,
 def start_agents(args: argparse.Namespace) -> list[Agent]:
     work = Path(args.work)
     truth = read_truth(truth_path(work, args.host))
-    log = _TruthLog(truth_path(work, args.host))
+    log = TruthLog(truth_path(work, args.host))
     agents = []
     for index in range(args.first, args.first + args.count):
         node = node_id(index)
@@ -164,7 +164,7 @@ def start_agents(args: argparse.Namespace) -> list[Agent]:
         )
         agent = Agent(config, backend=_ContinuedSim(sim, offsets))
         # The sampler seals through the truth log (duck-typed: it only appends and reads stats).
-        agent.sampler.spool = _TruthSpool(agent.spool, log)  # type: ignore[assignment]
+        agent.sampler.spool = TruthSpool(agent.spool, log)  # type: ignore[assignment]
         agents.append(agent)
     for agent in agents:
         agent.start()
