@@ -415,3 +415,12 @@ def test_rule_files_indent_into_a_prometheus_rule_as_the_readme_does(rules: Path
     text = rules.read_text()
     wrapped = "spec:\n" + "".join(f"  {line}" for line in text.splitlines(keepends=True))
     assert yaml.safe_load(wrapped)["spec"] == yaml.safe_load(text)
+
+
+def test_the_store_is_made_by_an_init_container_on_the_claim_the_scheduler_uses() -> None:
+    (init,) = SCHED_POD["spec"]["initContainers"]
+    made, served = cli(init), cli(SCHEDULER)
+    assert made.init_only and not (served.init or served.init_only), "only the init container creates the store"
+    assert made.db == served.db
+    assert mount_for(init, SCHED_POD, made.db, SCHED_CLAIMS) == mount_for(SCHEDULER, SCHED_POD, served.db, SCHED_CLAIMS)
+    assert init["image"] == SCHEDULER["image"]

@@ -188,3 +188,16 @@ def test_units_are_installed_before_they_are_started(unit: str) -> None:
     started = [w for cmd in commands(*sections) for w in simple_commands(cmd) if w[:2] == ["sudo", "systemctl"]]
     assert ["sudo", "systemctl", "enable", unit] in started and ["sudo", "systemctl", "restart", unit] in started
     assert (SYSTEMD / f"{unit}.service").is_file()
+
+
+def test_the_head_makes_the_store_the_unit_refuses_to_start_without() -> None:
+    unit = parse(unit_exec_start("neocloud-scheduler.service")[1:])
+    assert not (unit.init or unit.init_only), "the unit never creates a store"
+    # `sudo -u neocloud /opt/neocloud/bin/neocloud scheduler ...` (and `install -o neocloud`) name the user too.
+    runs = {
+        shlex.join(a[a.index("scheduler") :])
+        for a in invocations("neocloud", "head_setup_commands")
+        if "scheduler" in a
+    }
+    (made,) = [parse(shlex.split(a)) for a in runs]
+    assert made.init_only and made.db == unit.db == parse(scheduler_argv()[1:]).db
