@@ -60,6 +60,7 @@ class Soak:
         self.hostile = settings.hostile
         self.work = work
         self.faults: Counter[str] = Counter()
+        self.crashes: Counter[str] = Counter()  # processes that died without being killed
         self._procs: dict[str, subprocess.Popen[str]] = {}
         self._logs: list[IO[str]] = []
         self.rng = random.Random(self.seed)
@@ -138,6 +139,7 @@ class Soak:
         result = compare(self.db, [chaoshost.truth_path(self.work, h) for h in range(self.hosts)], reports)
         result.update(
             faults={f: self.faults[f] for f in FAULTS},
+            crashes=dict(self.crashes),
             transport="mTLS",
             proxy_connections=self.proxy.connections,
             drain_s=round(drain_s, 1),
@@ -160,11 +162,25 @@ class Soak:
                 next_progress += PROGRESS_S
                 self._progress(t0)
                 continue
+            self._restart_crashed()
             if time.monotonic() >= end:
                 break
             self._fault(order.pop(0) if order else self.rng.choice(FAULTS))
         self.proxy.reset(self._blackholed)  # the path comes back; the ends' state is gone
         self._blackholed = []
+        self._restart_crashed()
+
+    def _restart_crashed(self) -> None:
+        """A process that died on its own is a finding (it fails the verdict); the soak goes on."""
+        for name, proc in list(self._procs.items()):
+            if proc.poll() is None:
+                continue
+            self.crashes[name] += 1
+            logger.error("%s exited on its own with %s; restarting it (see %s.log)", name, proc.returncode, name)
+            if name == "scheduler":
+                self.start_scheduler(first=False)
+            else:
+                self.start_host(int(name.removeprefix("host-")))
 
     def _fault(self, kind: str) -> None:
         self.faults[kind] += 1

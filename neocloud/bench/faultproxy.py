@@ -15,9 +15,12 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)  # close() then sends RST instead of FIN
 
@@ -121,7 +124,7 @@ class FaultProxy:
         self._live[conn.id] = conn
         return conn.client
 
-    def _call(self, coro):  # type: ignore[no-untyped-def]
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
 
     async def _apply(self, ids: Iterable[int] | None, action: str) -> list[int]:

@@ -87,6 +87,7 @@ def passed(result: dict[str, Any]) -> bool:
         or result["counter_went_back"]
         or result["gpus_taken_by_another_node"]
         or hostile.get("unexpected")
+        or result.get("crashes")
     )
 
 
