@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from neocloud.domain.errors import FailedPreconditionError
+from neocloud.domain.fleet import EnergyAccumulator
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.store.admin import AdminStore, GpuMove
 
@@ -45,10 +46,12 @@ async def move_gpu(
     gpu = old.gpus.pop(uuid, None) if old is not None else None
     new = fleet.nodes.get(moved.to_node)
     if gpu is not None and new is not None:
-        # The new host's counter is another count and its clock another clock: its first reading is a
-        # baseline (as the store has it), and its samples are not checked against the old host's times.
-        gpu.node_id, gpu.energy.last_mj, gpu.energy.last_us = moved.to_node, None, 0
+        # Afresh, as the store has it: no counter baseline, a total of 0, and samples not checked
+        # against the old host's clock.
+        gpu.node_id, gpu.energy = moved.to_node, EnergyAccumulator()
         gpu.last_sample_us, gpu.last_series = 0, None
         new.gpus[uuid] = gpu
+    # Everything it earned is attributed (the store checked); its metering starts again with the total.
+    fleet.attributor.forget(uuid)
     fleet.gpu_owner[uuid] = moved.to_node
     return moved

@@ -56,7 +56,7 @@ class GpuMove:
     uuid: str
     from_node: str
     to_node: str
-    energy_total_mj: int  # what the GPU had accumulated on from_node; it stays in that node's ledger rows
+    energy_total_mj: int  # what the GPU earned on from_node (the ledger keeps it there)
     event: AdminEvent
 
 
@@ -321,20 +321,27 @@ class AdminStore(StoreBase):
     # --- GPU ownership ------------------------------------------------------------------------------
 
     def move_gpu(self, uuid: str, to_node: str, reason: str, actor: str, now: float | None = None) -> GpuMove:
-        """Give a GPU to another known node, audited. Refused while a job holds it. The energy
-        counter's baseline is dropped (the new host's counter is another count and its clock another
-        clock, and the time the GPU was away is no one's), its total goes on: the ledger already attributed it, by
-        allocation, to the node it was earned on, and nothing of that is rewritten."""
+        """Give a GPU to another known node, audited. Refused while a job holds it, and while energy
+        it reported is not yet attributed (metering catches up within a controller pass or two).
+        The energy it earned stays with the node it was earned on: the ledger has it, by
+        allocation and idle time, and keeps it as it is; the audit event records the total. On
+        the new node the GPU starts afresh, with no counter baseline (the new host's counter is
+        another count and its clock another clock, and the time the GPU was away is no one's),
+        a total of 0 and no attribution watermark, so a restart attributes nothing twice."""
         if not _GPU_UUID.fullmatch(uuid):
             raise InvalidArgumentError(f"gpu_uuid {uuid[:96]!r} is not an NVML UUID (GPU-... or MIG-...)")
         _node_id("to_node", to_node)
         validate.text("reason", reason, validate.MAX_REASON, required=False)
         at = self._now(now)
         with self._write() as db:
-            row = db.execute("SELECT node_id, energy_total_mj FROM gpus WHERE uuid = ?", (uuid,)).fetchone()
+            row = db.execute(
+                "SELECT g.node_id, g.energy_total_mj, COALESCE(w.attributed_total_mj, 0) FROM gpus g"
+                " LEFT JOIN meter_watermarks w ON w.uuid = g.uuid WHERE g.uuid = ?",
+                (uuid,),
+            ).fetchone()
             if row is None:
                 raise NotFoundError(f"no GPU {uuid!r}: no node ever registered it")
-            from_node, energy_mj = str(row[0]), int(row[1])
+            from_node, energy_mj, attributed_mj = str(row[0]), int(row[1]), float(row[2])
             if not db.execute("SELECT 1 FROM nodes WHERE node_id = ?", (to_node,)).fetchone():
                 raise NotFoundError(f"no node {to_node!r}: a node is known once its agent has connected")
             if from_node == to_node:
@@ -347,9 +354,16 @@ class AdminStore(StoreBase):
                 raise FailedPreconditionError(
                     f"job {held[0]} holds GPU {uuid}: cancel it or let it finish before moving the GPU"
                 )
+            if energy_mj - attributed_mj > 0.5:
+                raise FailedPreconditionError(
+                    f"{(energy_mj - attributed_mj) / 1e3:.3f} J of GPU {uuid} are not metered yet: retry in a minute"
+                )
             db.execute(
-                "UPDATE gpus SET node_id = ?, energy_last_mj = NULL, energy_last_us = 0 WHERE uuid = ?", (to_node, uuid)
+                "UPDATE gpus SET node_id = ?, energy_last_mj = NULL, energy_last_us = 0, energy_total_mj = 0"
+                " WHERE uuid = ?",
+                (to_node, uuid),
             )
+            db.execute("DELETE FROM meter_watermarks WHERE uuid = ?", (uuid,))
             detail = {"from": from_node, "to": to_node, "energy_total_mj": energy_mj}
             event = _audit(db, at, actor, "move-gpu", uuid, detail, reason)
         logger.warning("GPU %s moved from node %s to node %s by %s: %s", uuid, from_node, to_node, actor, reason)

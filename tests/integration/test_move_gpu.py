@@ -9,7 +9,7 @@ import io
 import json
 import time
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import closing, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import grpc
@@ -20,6 +20,7 @@ from neocloud.agent.gpu.sim import SimBackend
 from neocloud.cli.main import main
 from neocloud.client import Client
 from neocloud.scheduler.server import BackgroundScheduler
+from neocloud.scheduler.store import open_db
 from neocloud.scheduler.store.records import Role
 from neocloud.v1 import admin_pb2 as pb
 from tests.helpers import wait_until
@@ -54,6 +55,19 @@ def refusal(sched: BackgroundScheduler, node: str, backend: SimBackend) -> tuple
     finally:
         stream.close()
     return code, details
+
+
+def ledger_mj(sched: BackgroundScheduler, uuid: str) -> float:
+    """The energy attributed to `uuid` (allocations and idle), as committed; checks on the way that
+    the GPU's attribution watermark matches its energy total, which a restart relies on."""
+    with closing(open_db(sched.scheduler.config.db_path, create=False)) as db:
+        total, attributed = db.execute(
+            "SELECT g.energy_total_mj, w.attributed_total_mj FROM gpus g JOIN meter_watermarks w USING (uuid)"
+            " WHERE uuid = ?",
+            (uuid,),
+        ).fetchone()
+        assert attributed == pytest.approx(total)
+        return float(db.execute("SELECT SUM(energy_mj) FROM meter_cells WHERE uuid = ?", (uuid,)).fetchone()[0])
 
 
 def cli(*words: str) -> tuple[int, str, str]:
@@ -121,9 +135,12 @@ def test_an_operator_moves_a_gpu_and_the_new_node_is_acked(
     assert code != 0 and "NOT_FOUND" in err
 
     # The new node's Hello with the GPU is acked and its batches counted; the old node's claim is refused.
-    stream_for(sched, "node-y", in_y, 2)
+    stream_for(sched, "node-y", in_y, 3)
     gpu = fleet.nodes["node-y"].gpus[moved_uuid]
-    assert gpu.node_id == "node-y" and gpu.energy.total_mj > earned_on_x  # the total goes on from x's
+    assert gpu.node_id == "node-y" and gpu.energy.total_mj > 0  # afresh on node-y
+    # The ledger holds what it earned on node-x and what it earned since, each once.
+    sched.call(sched.scheduler.telemetry.commit())
+    assert ledger_mj(sched, moved_uuid) == pytest.approx(earned_on_x + gpu.energy.total_mj)
     code, details = refusal(sched, "node-x", node_x)
     assert code == grpc.StatusCode.PERMISSION_DENIED and "belongs to node 'node-y'" in details
     assert moved_uuid not in fleet.nodes["node-x"].gpus
@@ -142,3 +159,7 @@ def test_an_operator_moves_a_gpu_and_the_new_node_is_acked(
     again = scheduler_factory(db_path=db_path)
     assert again.scheduler.telemetry.fleet.gpu_owner[moved_uuid] == "node-y"
     assert refusal(again, "node-x", node_x)[0] == grpc.StatusCode.PERMISSION_DENIED
+    stream_for(again, "node-y", in_y, 1)  # after the restart nothing is attributed twice
+    again.call(again.scheduler.telemetry.commit())
+    total_on_y = again.scheduler.telemetry.fleet.nodes["node-y"].gpus[moved_uuid].energy.total_mj
+    assert ledger_mj(again, moved_uuid) == pytest.approx(earned_on_x + total_on_y)

@@ -37,6 +37,9 @@ def store(tmp_path: Path) -> Iterator[JobStore]:
         " memory_peak_bytes) VALUES (?, '', 0, 123456, 0, 0, 0, 0)",
         (GPU,),
     )
+    db.execute(
+        "INSERT INTO meter_watermarks (uuid, attributed_to_us, attributed_total_mj) VALUES (?, 5, 123456)", (GPU,)
+    )
     yield s
     s.close()
 
@@ -49,9 +52,11 @@ def test_a_move_changes_the_owner_keeps_the_energy_and_is_audited(store: JobStor
     moved = store.move_gpu(GPU, "node-y", "swapped into y's chassis", "ops-alice", now=1_800_000_100.0)
     assert (moved.from_node, moved.to_node, moved.energy_total_mj) == ("node-x", "node-y", 123456)
     # Owner moves; the total goes on; the old host's counter reading is no baseline for the new one.
-    baseline = "SELECT node_id, energy_total_mj, energy_last_mj, energy_last_us FROM gpus WHERE uuid = ?"
-    assert row(store, baseline) == ("node-y", 123456, None, 0)
-    # Metering's history is not rewritten.
+    # On node-y it starts afresh: no baseline, no total, no watermark (a restart attributes nothing twice)...
+    afresh = "SELECT node_id, energy_total_mj, energy_last_mj, energy_last_us FROM gpus WHERE uuid = ?"
+    assert row(store, afresh) == ("node-y", 0, None, 0)
+    assert store._db.execute("SELECT COUNT(*) FROM meter_watermarks").fetchone() == (0,)
+    # ...and what it earned on node-x stays in the ledger as it was.
     assert row(store, "SELECT owner, energy_mj FROM meter_cells WHERE uuid = ?") == ("", 123456.0)
     [event] = store.audit_events(GPU)
     assert (event.actor, event.action, event.subject, event.at, event.reason) == (
@@ -100,3 +105,10 @@ def test_a_reason_is_checked(store: JobStore) -> None:
         store.move_gpu(GPU, "node-y", "x" * 1025, "ops")
     with pytest.raises(InvalidArgumentError, match="control"):
         store.move_gpu(GPU, "node-y", "a\nb", "ops")
+
+
+def test_a_gpu_whose_energy_is_not_metered_yet_does_not_move(store: JobStore) -> None:
+    store._db.execute("UPDATE meter_watermarks SET attributed_total_mj = 100000")
+    with pytest.raises(FailedPreconditionError, match=r"23\.456 J of GPU .* are not metered yet"):
+        store.move_gpu(GPU, "node-y", "", "ops")
+    assert row(store, "SELECT node_id, energy_total_mj FROM gpus WHERE uuid = ?") == ("node-x", 123456)
