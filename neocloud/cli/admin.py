@@ -212,7 +212,7 @@ def _move_gpu(args: argparse.Namespace, client: Client) -> None:
         args,
         moved,
         f"GPU {moved.gpu_uuid} moved from node {moved.from_node} to node {moved.to_node} "
-        f"({moved.energy_total_mj / 1e3:.3f} J so far stay with {moved.from_node}'s allocations; "
+        f"({moved.energy_total_mj / 1e3:.3f} J earned on {moved.from_node} stay in its ledger; "
         f"audit event {moved.event.event_id})",
     )
 
