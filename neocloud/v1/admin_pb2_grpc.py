@@ -196,8 +196,10 @@ class AdminServiceServicer:
     def MoveGpu(self, request, context):
         """Give a GPU to another known node (it moved between hosts): until then the
         node that first registered it owns it and any other node naming it is
-        refused. FAILED_PRECONDITION while a job holds the GPU or while either
-        node's agent is connected; NOT_FOUND for an unknown GPU or node. Audited.
+        refused. FAILED_PRECONDITION while a job holds the GPU, while either
+        node's agent is connected, or while energy it reported is not metered yet
+        (seconds); NOT_FOUND for an unknown GPU or node. On the new node the GPU's
+        energy total starts at 0; what it earned stays in the ledger. Audited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
