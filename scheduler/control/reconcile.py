@@ -62,7 +62,9 @@ class Reconciler:
     def free_cleaned_gpus(self) -> None:
         """GPUs of released jobs whose node's NVML shows none of their processes become placeable."""
         for job_id, c in list(self.state.cleanups.items()):
-            if c.released_us is not None and processes_gone(self.fleet, c.gpu_uuids, c.pids, c.released_us):
+            if c.released_us is not None and processes_gone(
+                self.fleet, c.gpu_uuids, c.pids, c.released_us, c.pid_namespaces
+            ):
                 del self.state.cleanups[job_id]
                 logger.info("NVML shows no process of job %s left: its GPUs are free", job_id)
 
@@ -177,6 +179,9 @@ class Reconciler:
             uuids = tuple(u for a in allocations if a.start == last_start for u in a.gpu_uuids)
         else:
             uuids, holder = pending.gpu_uuids, pending.holder
-        self.state.cleanups[event.job_id] = Cleanup(uuids, frozenset(pids), round(self.clock() * 1e6), holder)
+        namespaces = frozenset(event.pid_namespaces)
+        self.state.cleanups[event.job_id] = Cleanup(
+            uuids, frozenset(pids), round(self.clock() * 1e6), holder, namespaces
+        )
         if not event.verified:
             logger.warning("job %s released without every runner checking its processes; NVML decides", event.job_id)

@@ -26,6 +26,8 @@ class Cleanup:
     # they count as freeing soon, not as lost capacity to preempt more work for (or, for a
     # reserved job, as capacity its contract lacks).
     holder: RunningJob | None = None
+    # The PID namespaces `pids` were seen in (Released.pid_namespaces); empty: match them in every one.
+    pid_namespaces: frozenset[int] = frozenset()
 
 
 @dataclass(slots=True)

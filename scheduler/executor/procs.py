@@ -79,6 +79,15 @@ def spawn(
         )
 
 
+def own_pid_namespace(proc_root: Path = Path("/proc")) -> int:
+    """The inode of this process's PID namespace, 0 if unreadable: the pids the
+    runner reports are in it, and NVML's (the host's) are matched through it."""
+    try:
+        return (proc_root / "self" / "ns" / "pid").stat().st_ino
+    except OSError:
+        return 0
+
+
 def _stat(proc_root: Path, pid: str) -> tuple[str, int, int, int] | None:
     """(state, ppid, pgrp, session) of one process, None if it is gone."""
     try:

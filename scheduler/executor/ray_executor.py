@@ -304,7 +304,8 @@ class RayExecutor:
         with contextlib.suppress(Exception):
             remove_placement_group(job.pg)
         del self._jobs[job.job_id]
-        events.append(Released(job.job_id, tuple(sorted(job.pids)), verified=not job.unverified))
+        namespaces = tuple(sorted(job.pid_namespaces))
+        events.append(Released(job.job_id, tuple(sorted(job.pids)), not job.unverified, namespaces))
         logger.info("job %s released (pids %s)", job.job_id, sorted(job.pids))
         return events
 

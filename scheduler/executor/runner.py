@@ -56,6 +56,7 @@ class RankStatus:
     gpu_uuids: tuple[str, ...] = ()
     pid: int | None = None
     pids: tuple[int, ...] = ()
+    pid_namespace: int = 0  # the inode of the PID namespace `pids` are in (0: unknown)
     started_at: float | None = None
     exit_code: int | None = None
     end_reason: str | None = None
@@ -124,6 +125,7 @@ class Runner:
         ray_ids: list[Any] = list(ray.get_gpu_ids())
         self._cuda_visible = ",".join(str(i) for i in ray_ids)
         self._indices, self._uuids = map_gpus(ray_ids, inventory)
+        self._pid_namespace = procs.own_pid_namespace()  # under Kubernetes, the pod's, not the host's
         self._port: int | None = None
         if not procs.become_subreaper():
             logger.warning("cannot become a child subreaper: a killed job's orphans are left to init to reap")
@@ -372,6 +374,7 @@ class Runner:
             gpu_uuids=self._uuids,
             pid=s.pid,
             pids=tuple(sorted(s.pids)),
+            pid_namespace=self._pid_namespace,
             started_at=s.started_at,
             exit_code=s.exit_code,
             end_reason=s.end_reason,

@@ -54,6 +54,7 @@ class JobRecord:
     unverified: bool = False  # a runner died, so its node's processes could not be checked
     last_checkpoint: float | None = None
     pids: set[int] = field(default_factory=set)
+    pid_namespaces: set[int] = field(default_factory=set)  # of the runners that saw `pids`
     master: Any = None  # ref to rank 0's (ip, port), the argument of every launch()
 
     @property
@@ -75,6 +76,8 @@ def apply_status(job: JobRecord, r: RankRecord, st: RankStatus) -> list[Executor
         return events  # an older report overtaken by a newer one
     r.status = st
     job.pids.update(st.pids)
+    if st.pid_namespace:
+        job.pid_namespaces.add(st.pid_namespace)
     if st.pid is not None and not r.started:
         r.started = True
         events.append(Started(job.job_id, r.rank, r.node_id, st.gpu_indices, st.gpu_uuids, st.pid, at=st.started_at))

@@ -142,11 +142,14 @@ class JobLost:
 class Released:
     """The job's placement group and runners are gone and no process of its groups
     survives (as far as its runners could check). `pids` are every process the job
-    was seen to have: the caller asks NVML that none is left on its GPUs."""
+    was seen to have, in the PID namespaces `pid_namespaces` its runners ran in
+    (inodes; a container's under Kubernetes, not the host's NVML reports): the
+    caller asks NVML that none is left on its GPUs (inventory.processes_gone)."""
 
     job_id: str
     pids: tuple[int, ...]
     verified: bool = True  # False: a runner was dead, so its node could not be checked
+    pid_namespaces: tuple[int, ...] = ()  # empty: unknown, pids are matched in every namespace
 
 
 ExecutorEvent = Started | Exited | Checkpoint | NodeLost | JobLost | Released
