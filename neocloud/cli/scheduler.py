@@ -58,9 +58,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ray-address",
         default="embedded",
-        help="Ray cluster to run jobs on: an address (e.g. auto, ray://head:10001), 'embedded' to start one in "
-        "this process, or 'none' for telemetry and the API only (default: %(default)s). GPU nodes join with "
-        "`ray start --address HEAD --labels neocloud.io/node-id=NODE_ID`.",
+        help="Ray cluster to run jobs on: an address (e.g. auto, ray://head:10001), 'embedded' for a head on this "
+        "host, or 'none' for telemetry and the API only (default: %(default)s). The embedded head is a process of "
+        "its own (`ray start --head --block`, Ray's files in the store's directory under ray/, its address in "
+        "DB.ray-head, its log in DB.ray-head.log, Ray's auth token in DB.ray-token): it outlives a scheduler "
+        "restart, and its jobs with it; stop it with --stop-ray-head. GPU nodes join with `ray start --address HEAD "
+        "--labels neocloud.io/node-id=NODE_ID` (for the embedded head with RAY_AUTH_MODE=token and "
+        "RAY_AUTH_TOKEN_PATH naming a copy of DB.ray-token in their environment).",
+    )
+    p.add_argument(
+        "--ray-head-port",
+        type=int,
+        default=6379,
+        help="the embedded Ray head's port, which GPU nodes join (default: %(default)s)",
+    )
+    p.add_argument(
+        "--stop-ray-head",
+        action="store_true",
+        help="stop the embedded Ray head of --db, and every job still running on it, then exit",
     )
     p.add_argument(
         "--rate-card",
@@ -75,6 +90,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stop_ray_head:
+        from neocloud.scheduler.executor.embedded_head import stop_head
+
+        if not stop_head(args.db):
+            logger.warning("no embedded Ray head of %s is running", args.db)
+        return 0
     from neocloud.domain.errors import NeocloudError
     from neocloud.scheduler.billing.ratecard import load_ratecard
     from neocloud.scheduler.server import SchedulerConfig
@@ -103,10 +124,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     executor = None
     if args.ray_address != "none":
+        from neocloud.scheduler.executor.embedded_head import EmbeddedHeadError, ensure_head
+
+        address = args.ray_address
+        if address == "embedded":
+            try:
+                address = ensure_head(args.db, args.ray_head_port)  # before Ray is imported: it sets Ray's auth
+            except EmbeddedHeadError as e:
+                logger.error("scheduler cannot start the embedded Ray head: %s", e)
+                return 2
         from neocloud.scheduler.executor.ray_executor import RayExecutor  # Ray only where jobs run
 
         log_dir = Path(args.db).with_name("job-logs")
-        address = None if args.ray_address == "embedded" else args.ray_address
         try:
             executor = RayExecutor(address=address, log_dir=log_dir)
         except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the operator needs the message
