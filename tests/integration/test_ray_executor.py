@@ -219,6 +219,8 @@ def test_a_job_ignoring_sigterm_is_killed_and_release_frees_its_gpus(ex: Env) ->
     assert (exited.exit_code, exited.end_reason) == (-9, "preempted")
     released = ex.release("stubborn")
     assert {leader, child} <= set(released.pids) and released.verified
+    # The namespace those pids are in, for the scheduler to match NVML's host pids through.
+    assert released.pid_namespaces == (os.stat("/proc/self/ns/pid").st_ino,)
     with pytest.raises(ProcessLookupError):
         os.killpg(leader, 0)
     assert not any(alive(pid) for pid in released.pids)
