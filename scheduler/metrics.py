@@ -95,6 +95,11 @@ class SchedulerCollector(Collector):
         yield CounterMetricFamily(
             "neocloud_scheduler_step_errors", "Controller passes that failed.", value=stats.step_errors
         )
+        yield CounterMetricFamily(
+            "neocloud_scheduler_repairs",
+            "Crash leftovers set right: starts rolled back, stops finished, orphans removed from Ray.",
+            value=stats.repairs,
+        )
         yield GaugeMetricFamily(
             "neocloud_scheduler_last_step_seconds", "Duration of the last controller pass.", value=stats.last_step_s
         )

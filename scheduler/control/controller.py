@@ -13,7 +13,10 @@ Each step:
    recorded in the store, then started.
 
 Steps 1-3 are reconcile.py, the decision policy_pass.py, carrying it out enact.py;
-what the pass leaves for metering and the exporter, publish.py.
+what the pass leaves for metering and the exporter, publish.py. Every multi-step
+action is written as an intent first (store/intents.py); repair.py finishes or
+rolls back what a crash cut short, at start, and removes orphans from Ray every
+so often.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from neocloud.scheduler.control.enact import Enactor
 from neocloud.scheduler.control.policy_pass import decide, placeable, policy_input
 from neocloud.scheduler.control.publish import BookPublisher, ControllerView, ShortfallRecorder, view_of
 from neocloud.scheduler.control.reconcile import Reconciler
+from neocloud.scheduler.control.repair import Repairer
 from neocloud.scheduler.control.state import Cleanup, ControllerStats, ControlState
 from neocloud.scheduler.executor.types import Executor
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.liveness import NO_RESTART, Heartbeat, Liveness, last_sign_of_life
 from neocloud.scheduler.metering.shortfall import undelivered_gpus
 from neocloud.scheduler.policy.types import Decision
+from neocloud.scheduler.store.intents import IntentStore
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.shortfalls import ShortfallStore
 
@@ -62,10 +67,11 @@ class Controller:
         self.heartbeat = heartbeat
         self.liveness = NO_RESTART  # until recover() sets the restart's grace
         self.view = ControllerView()
-        self._state = ControlState(store)
+        self._state = ControlState(store, IntentStore.beside(store))
         self.cleanups: dict[str, Cleanup] = self._state.cleanups  # the same dict, for the exporter and demo
         self._reconciler = Reconciler(store, fleet, executor, self._state, clock)
         self._enactor = Enactor(store, executor, self._state, self.stats)
+        self._repairer = Repairer(store, executor, self._state, self.stats, clock)
         self._book = BookPublisher(store, fleet)
         self._shortfalls = ShortfallRecorder(shortfalls)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="neocloud-controller")
@@ -94,6 +100,7 @@ class Controller:
         now = self.clock()
         last_alive = last_sign_of_life(self.heartbeat, list(self.fleet.nodes.values()))
         self.liveness = Liveness.after_restart(last_alive, now)
+        self._repairer.at_start()  # first: a half-done start must not be re-attached
         self._reconciler.recover(self.liveness.stopped_by(now))
 
     async def run(self) -> None:
@@ -117,6 +124,7 @@ class Controller:
         if self.heartbeat is not None:
             self.heartbeat.beat(now)
         self._reconciler.free_cleaned_gpus()
+        self._repairer.periodic()
         self._reconciler.apply_events()
         running = self.store.running()
         self._reconciler.carry_out_cancellations(running)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from neocloud.domain.errors import NeocloudError
+from neocloud.domain.faults import fault_point
 from neocloud.scheduler.control.state import ControllerStats, ControlState, Tracking
 from neocloud.scheduler.executor.types import ExecJob, Executor
 from neocloud.scheduler.policy.types import Decision, NodeView
@@ -49,7 +50,15 @@ class Enactor:
         inventory = {v.node_id: list(v.gpus) for v in views}
         for placement in decision.placements:
             job = self.store.get(placement.job_id)
-            allocations = self.store.start(job.job_id, placement.placement, now)
+            # Intent first: a crash before it is cleared is rolled back by repair.py, unbilled.
+            self.state.intents.begin_start(job.job_id, placement.placement, now)
+            fault_point("start.intent")
+            try:
+                allocations = self.store.start(job.job_id, placement.placement, now)
+            except NeocloudError:
+                self.state.intents.clear(job.job_id, "start")
+                raise
+            fault_point("start.store")
             self.state.jobs[job.job_id] = Tracking(ranks=len(allocations))
             spec = job.spec
             exec_job = ExecJob(
@@ -65,7 +74,10 @@ class Enactor:
             except NeocloudError as e:
                 logger.error("job %s could not start on Ray: %s", job.job_id, e)
                 self.store.finish(job.job_id, JobState.FAILED, None, f"could not start: {e}", now=now)
+                self.state.intents.clear(job.job_id, "start")
                 continue
+            fault_point("start.runners")
+            self.state.intents.clear(job.job_id, "start")
             self.stats.placements += 1
 
     def _warn(self, decision: Decision) -> None:

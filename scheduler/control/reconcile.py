@@ -9,13 +9,11 @@ import logging
 from collections.abc import Callable
 
 from neocloud.domain.errors import NeocloudError
+from neocloud.domain.faults import fault_point
+from neocloud.scheduler.control.settle import REQUEUE, ending, settle
 from neocloud.scheduler.control.state import Cleanup, ControlState, Running, Tracking
 from neocloud.scheduler.executor.types import (
-    END_CANCELLED,
-    END_EXITED,
     END_LOST,
-    END_MAX_RUNTIME,
-    END_PREEMPTED,
     Checkpoint,
     Executor,
     ExecutorEvent,
@@ -28,8 +26,9 @@ from neocloud.scheduler.executor.types import (
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.inventory import processes_gone
 from neocloud.scheduler.policy.types import RunningJob
+from neocloud.scheduler.store.intents import StopIntent
 from neocloud.scheduler.store.jobs import JobStore
-from neocloud.scheduler.store.records import Job, JobState
+from neocloud.scheduler.store.records import ACTIVE_STATES, JobState
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +56,8 @@ class Reconciler:
                 logger.info("re-attached to job %s", job.job_id)
             else:
                 logger.warning("job %s was running but is gone from Ray; requeueing it", job.job_id)
-                self._requeue_or_fail(job, stopped_by, END_LOST, "its runners were gone after a scheduler restart")
+                why = "its runners were gone after a scheduler restart"
+                settle(self.store, StopIntent(job.job_id, stopped_by, REQUEUE, END_LOST, why))
 
     def free_cleaned_gpus(self) -> None:
         """GPUs of released jobs whose node's NVML shows none of their processes become placeable."""
@@ -65,7 +65,7 @@ class Reconciler:
             if c.released_us is not None and processes_gone(
                 self.fleet, c.gpu_uuids, c.pids, c.released_us, c.pid_namespaces
             ):
-                del self.state.cleanups[job_id]
+                self.state.drop_cleanup(job_id)
                 logger.info("NVML shows no process of job %s left: its GPUs are free", job_id)
 
     def apply_events(self) -> None:
@@ -97,6 +97,8 @@ class Reconciler:
     def _apply(self, event: ExecutorEvent) -> None:
         logger.debug("executor event %s", event)
         state = self.state
+        if isinstance(event, Started | Exited | JobLost | Checkpoint) and event.job_id in state.removing:
+            return  # an orphan being removed (repair.py): only its release matters
         try:
             if isinstance(event, Started):
                 state.tracking(event.job_id).pids.add(event.pid)
@@ -132,7 +134,7 @@ class Reconciler:
             job_id, job.tenant, job.job_class, placement, job.started_at or now,
             contract_id=job.spec.contract_id, preemption_notice_at=now,
         )  # fmt: skip
-        self.state.cleanups[job_id] = Cleanup(uuids, frozenset(tracking.pids), None, holder)
+        cleanup = Cleanup(uuids, frozenset(tracking.pids), None, holder)
         # A rank on a node that died was lost, whatever stopped the others (the
         # policy may have preempted the job for its vanished GPUs first).
         dead_nodes = self.state.dead_nodes
@@ -140,33 +142,18 @@ class Reconciler:
         if died and tracking.lost_at is None:
             tracking.lost_at = min(died)
         exits = sorted(tracking.exits.values(), key=lambda e: e.rank)
-        reasons = {e.end_reason for e in exits}
-        at = min((e.at for e in exits if e.at is not None), default=self.clock())
-        if job.state in (JobState.RUNNING, JobState.PREEMPTING):
-            if tracking.lost_at is not None or END_LOST in reasons:
-                self._requeue_or_fail(job, tracking.lost_at or at, END_LOST, "its node was lost")
-            elif END_PREEMPTED in reasons:
-                self._requeue_or_fail(job, at, END_PREEMPTED, "preempted")
-            elif END_CANCELLED in reasons or job.cancel_requested:
-                self.store.finish(job_id, JobState.CANCELLED, None, "cancelled by request", now=at)
-            elif END_MAX_RUNTIME in reasons:
-                self.store.finish(job_id, JobState.FAILED, None, "stopped at its maximum run time", now=at)
-            else:
-                codes = [e.exit_code for e in exits]
-                ok = reasons == {END_EXITED} and all(c == 0 for c in codes)
-                state = JobState.SUCCEEDED if ok else JobState.FAILED
-                worst = next((c for c in codes if c != 0), 0)
-                self.store.finish(job_id, state, worst, "" if ok else f"exit codes {codes}", now=at)
-        self.executor.release(job_id)
-
-    def _requeue_or_fail(self, job: Job, at: float, end_reason: str, why: str) -> None:
-        self.store.close_allocations(job.job_id, at, end_reason)
-        limit = self.store.policy_config().max_requeues
-        if job.spec.requeue_on_preempt and job.requeues < limit:
-            self.store.requeue(job.job_id, now=at, reason=why)
+        at = min((e.at for e in exits if e.at is not None), default=now)
+        if job.state in ACTIVE_STATES:
+            # Intent first: a crash from here on is finished by repair.py with this outcome and end time.
+            intent = ending(job, exits, tracking.lost_at, at)
+            self.state.begin_stop(intent, cleanup)
+            fault_point("stop.intent")
+            settle(self.store, intent)
+            fault_point("stop.store")
         else:
-            message = f"{why}; not requeued ({job.requeues} requeues of {limit} allowed)"
-            self.store.finish(job.job_id, JobState.FAILED, None, message, now=at)
+            self.state.put_cleanup(job_id, cleanup)
+        self.executor.release(job_id)
+        fault_point("stop.release")
 
     def _released(self, event: Released) -> None:
         tracking = self.state.jobs.pop(event.job_id, None)
@@ -179,9 +166,9 @@ class Reconciler:
             uuids = tuple(u for a in allocations if a.start == last_start for u in a.gpu_uuids)
         else:
             uuids, holder = pending.gpu_uuids, pending.holder
-        namespaces = frozenset(event.pid_namespaces)
-        self.state.cleanups[event.job_id] = Cleanup(
-            uuids, frozenset(pids), round(self.clock() * 1e6), holder, namespaces
+        self.state.released(
+            event.job_id,
+            Cleanup(uuids, frozenset(pids), round(self.clock() * 1e6), holder, frozenset(event.pid_namespaces)),
         )
         if not event.verified:
             logger.warning("job %s released without every runner checking its processes; NVML decides", event.job_id)

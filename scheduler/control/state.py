@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from neocloud.scheduler.executor.types import Exited
 from neocloud.scheduler.policy.types import RunningJob
+from neocloud.scheduler.store.intents import CleanupRow, IntentStore, StopIntent
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Allocation, Job
 
@@ -48,16 +49,20 @@ class ControllerStats:
     preemptions: int = 0
     warnings: int = 0
     step_errors: int = 0
+    repairs: int = 0  # crash leftovers set right (repair.py)
     last_step_s: float = 0.0
 
 
 @dataclass(slots=True)
 class ControlState:
-    """The controller's memory across steps, shared by the parts of a step."""
+    """The controller's memory across steps, shared by the parts of a step. Cleanups are
+    written through to the store, so a restarted controller still waits for NVML."""
 
     store: JobStore
+    intents: IntentStore
     jobs: dict[str, Tracking] = field(default_factory=dict)
     cleanups: dict[str, Cleanup] = field(default_factory=dict)
+    removing: set[str] = field(default_factory=set)  # orphans whose release is under way
     ray_nodes: frozenset[str] | None = None  # alive at the last step; None before the first
     dead_nodes: dict[str, float] = field(default_factory=dict)  # node -> when its Ray node died
     cordoned: frozenset[str] = frozenset()
@@ -69,3 +74,33 @@ class ControlState:
             tracking = Tracking(ranks=max(1, len(self.store.allocations(job_id, open_only=True))))
             self.jobs[job_id] = tracking
         return tracking
+
+    def load_cleanups(self) -> None:
+        """After a restart: the GPUs the last run left awaiting NVML."""
+        for row in self.intents.cleanups():
+            self.cleanups[row.job_id] = Cleanup(
+                row.gpu_uuids, row.pids, row.released_us, row.holder, row.pid_namespaces
+            )
+
+    def put_cleanup(self, job_id: str, cleanup: Cleanup) -> None:
+        self.intents.put_cleanup(row_of(job_id, cleanup))
+        self.cleanups[job_id] = cleanup
+
+    def begin_stop(self, intent: StopIntent, cleanup: Cleanup) -> None:
+        """The stop's intent and the cleanup it leaves, durable together, before anything is stopped."""
+        self.intents.begin_stop(intent, row_of(intent.job_id, cleanup))
+        self.cleanups[intent.job_id] = cleanup
+
+    def released(self, job_id: str, cleanup: Cleanup) -> None:
+        """Ray reported the release: the stop is done, the GPUs wait for NVML."""
+        self.intents.released(row_of(job_id, cleanup))
+        self.cleanups[job_id] = cleanup
+        self.removing.discard(job_id)
+
+    def drop_cleanup(self, job_id: str) -> None:
+        self.intents.drop_cleanup(job_id)
+        del self.cleanups[job_id]
+
+
+def row_of(job_id: str, c: Cleanup) -> CleanupRow:
+    return CleanupRow(job_id, c.gpu_uuids, c.pids, c.released_us, c.holder, c.pid_namespaces)

@@ -25,6 +25,7 @@ from ray.util.placement_group import get_placement_group, placement_group, remov
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from neocloud.domain.faults import fault_point
 from neocloud.scheduler.executor import discovery, tracking
 from neocloud.scheduler.executor.logfile import read_chunk
 from neocloud.scheduler.executor.runner import RankStatus, RunnerActor
@@ -176,6 +177,7 @@ class RayExecutor:
                 lifetime="detached",
                 bundle_label_selector=[{NODE_LABEL: node_id} for node_id, _ in placement],
             )
+            fault_point("start.pg")
             ranks: list[RankRecord] = []
             try:
                 for rank, (node_id, gpus) in enumerate(placement):
@@ -301,6 +303,7 @@ class RayExecutor:
                 events.append(Exited(job.job_id, r.rank, st.exit_code if st else None, reason, at=now))
             with contextlib.suppress(Exception):
                 ray.kill(r.actor, no_restart=True)
+        fault_point("stop.pg")
         with contextlib.suppress(Exception):
             remove_placement_group(job.pg)
         del self._jobs[job.job_id]
@@ -431,6 +434,16 @@ class RayExecutor:
         """Job ids with a runner or a placement group on the cluster: what a
         restarted scheduler can reattach() (and then release())."""
         return discovery.job_ids_on_cluster()
+
+    def remove(self, job_id: str) -> bool:
+        """Release whatever the cluster holds for `job_id`, reattaching it first if this
+        executor does not track it (a crash's orphan: a placement group alone is enough).
+        Its runners kill what is left of its processes; poll() reports Released."""
+        with self._lock:
+            if job_id not in self._jobs and not self.reattach([job_id]):
+                return False
+            self.release(job_id)
+            return True
 
     def shutdown(self) -> None:
         """Disconnect (ending the embedded cluster, if this executor started one).

@@ -182,6 +182,15 @@ class Executor(Protocol):
 
     def reattach(self, job_ids: Sequence[str] | set[str]) -> set[str]: ...
 
+    def detached_jobs(self) -> set[str]:
+        """Job ids with a runner or a placement group on the cluster, whoever started them."""
+        ...
+
+    def remove(self, job_id: str) -> bool:
+        """Stop and release whatever the cluster holds for `job_id` (an orphan of a crash), found
+        by name if need be; Released follows from poll(). Idempotent: False if nothing is there."""
+        ...
+
     def shutdown(self) -> None: ...
 
 

@@ -143,7 +143,7 @@ def test_a_job_gone_during_the_downtime_is_billed_up_to_the_last_heartbeat(tmp_p
     rig.step()
     started = rig.store.allocations(job)[0].start
     crash = rig.clock.now + 20
-    del rig.executor.jobs[job]  # its runners died with the control plane
+    rig.executor.vanish(job)  # its runners died with the control plane
     rig.clock.now = crash + DOWN_S
     restarted(rig, tmp_path, crash)
     (allocation,) = rig.store.allocations(job)

@@ -46,7 +46,7 @@ class Rig:
         self.store = JobStore(open_db(tmp_path / "s.db"), clock=self.clock)
         self.store.create_tenant("acme")
         self.store.set_setting("min_runtime_s", "0")
-        self.executor = FakeExecutor(NODES)
+        self.executor = FakeExecutor(NODES, clock=self.clock)
         self.controller = Controller(self.store, self.fleet, self.executor, clock=self.clock)
 
     def report(self) -> None:
@@ -138,7 +138,8 @@ def test_restart_reattaches_running_jobs_and_requeues_vanished_ones(rig: Rig) ->
     kept = rig.submit("acme", JobClass.SPOT, 8, rid="k")
     vanished = rig.submit("acme", JobClass.SPOT, 8, rid="v")
     rig.step()
-    del rig.executor.jobs[vanished]  # its runners died with the old scheduler
+    rig.executor.vanish(vanished)  # its runners died with the old scheduler
+    rig.executor.restart()
     restarted = Controller(rig.store, rig.fleet, rig.executor, clock=rig.clock)
     restarted.recover()
     assert rig.store.get(kept).state is JobState.RUNNING
