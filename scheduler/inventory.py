@@ -84,14 +84,15 @@ def may_be_ours(process: pb.GpuProcess, pids: Collection[int], namespaces: Colle
       last of its NSpid chain) is one of `pids`. With the runner in the host's
       namespace this is the host pid NVML reports, as before namespaces.
     - Another namespace (one nested below a runner's, whose inode the agent
-      cannot see, or a stranger's): any pid of its chain among `pids` counts.
-      A stranger whose pid merely coincides keeps the GPU held until it exits.
-    - The agent could not read its identity (gone, no permission, agent not in
-      the host's PID namespace): it may be anyone's, so it counts.
+      cannot see, or a stranger's), or one the agent could not read (0): any
+      pid of its chain among `pids` counts. A stranger whose pid merely
+      coincides keeps the GPU held until it exits.
+    - No chain (the process is gone from /proc, or the agent is not in the
+      host's PID namespace): it may be anyone's, so it counts.
     """
     chain = process.namespace_pids
-    if not process.pid_namespace or not chain:
+    if not chain:
         return True
-    if process.pid_namespace in namespaces:
+    if process.pid_namespace and process.pid_namespace in namespaces:
         return chain[-1] in pids
     return any(p in pids for p in chain)

@@ -303,7 +303,7 @@ class NvmlBackend:
                 sm_clock_mhz=None if sm_clock is None else int(sm_clock),
                 throttle_reasons=None if throttle is None else int(throttle),
                 processes=processes,
-                processes_unavailable=procs is None,  # NotSupported or an error: unknown, not none
+                processes_unavailable=procs is None or self._pids is None,  # unknown, not none (pidns.host_pids)
                 ecc_corrected_total=None if ecc_c is None else int(ecc_c),
                 ecc_uncorrected_total=None if ecc_u is None else int(ecc_u),
             )

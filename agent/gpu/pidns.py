@@ -6,9 +6,12 @@ reported with the inode of its own PID namespace (/proc/<pid>/ns/pid) and its
 NSpid chain (its pid in every namespace from the host's down to its own), and
 the scheduler matches what the runner saw against that (inventory.py).
 
-Anything unreadable gives no identity (namespace 0), which the scheduler treats
-as "could be the job's" (fail closed). `proc_root` is injectable so tests point
-it at a fixture tree, as prometheus_client's ProcessCollector does.
+The NSpid line is world-readable; the namespace link needs ptrace access (root
+or CAP_SYS_PTRACE), so an unprivileged agent sends the chain alone (namespace
+0), which the scheduler matches at every level. No chain at all (the process is
+gone, or no NSpid line) is no identity, which counts as "could be the job's"
+(fail closed). `proc_root` is injectable so tests point it at a fixture tree,
+as prometheus_client's ProcessCollector does.
 """
 
 from __future__ import annotations
@@ -62,41 +65,45 @@ class ProcPids:
             return 0
 
     def identity(self, pid: int) -> tuple[int, tuple[int, ...]]:
-        """(namespace inode, NSpid chain) of `pid` as this procfs names it; (0, ()) if unreadable.
+        """(namespace inode or 0, NSpid chain) of `pid` as this procfs names it; (0, ())
+        if the chain is unreadable.
 
         A chain whose first entry is not `pid` belongs to a procfs mounted in
         another namespace than the pids given, so it identifies nothing.
         """
         base = self._root / str(pid)
         try:
-            # Reading another user's ns link needs ptrace access (root or CAP_SYS_PTRACE).
-            namespace = namespace_of(os.readlink(base / "ns" / "pid"))
             chain = nspid_chain((base / "status").read_bytes())
-        except OSError:  # gone since NVML listed it, or not ours to read
+        except OSError:  # gone since NVML listed it
             return 0, ()
-        if not namespace or not chain or chain[0] != pid:
+        if not chain or chain[0] != pid:
             return 0, ()
-        return namespace, chain
+        try:
+            return namespace_of(os.readlink(base / "ns" / "pid")), chain
+        except OSError:  # another user's, and no ptrace access to it
+            return 0, chain
 
     def annotate(self, processes: Iterable[GpuProcess]) -> tuple[GpuProcess, ...]:
         """`processes` with their namespace identity filled in where it can be read."""
         out = []
         for p in processes:
             namespace, chain = self.identity(p.pid)
-            out.append(replace(p, pid_namespace=namespace, namespace_pids=chain) if namespace else p)
+            out.append(replace(p, pid_namespace=namespace, namespace_pids=chain) if chain else p)
         return tuple(out)
 
 
 def host_pids(proc_root: str | Path = "/proc") -> ProcPids | None:
     """A reader for NVML's pids, which are the host's: None where this procfs is not
-    the host's PID namespace (it would name other processes by those numbers)."""
+    the host's PID namespace (it would name other processes by those numbers, and
+    NVML lists only the processes of the caller's namespace there)."""
     pids = ProcPids(proc_root)
     own = pids.own_namespace()
     if own == INIT_PID_NAMESPACE:
         return pids
     logger.warning(
-        "the agent is not in the host's PID namespace (it is in %d; run it with hostPID): GPU processes are "
-        "sent without their namespace, and any process on a finished job's GPU keeps that GPU held",
+        "the agent is not in the host's PID namespace (it is in %d; run it with hostPID): NVML hides other "
+        "namespaces' processes from it, so every process list is sent as incomplete and no finished job's GPU "
+        "is freed",
         own,
     )
     return None

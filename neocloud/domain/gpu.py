@@ -29,7 +29,7 @@ class GpuProcess:
     """A compute process on a GPU. `pid` is in the host's PID namespace (as NVML
     reports it); `pid_namespace` is the inode of the process's own PID namespace
     and `namespace_pids` its NSpid chain, host's pid first and its own last
-    (agent/gpu/pidns.py). 0 and (): unknown, so it may be anyone's."""
+    (agent/gpu/pidns.py). 0: namespace unknown; (): identity unknown, so it may be anyone's."""
 
     pid: int
     used_memory_bytes: int

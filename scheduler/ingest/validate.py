@@ -145,17 +145,14 @@ def _check_series(series: pb.GpuSeries, limit_mw: int, memory_bytes: int, sealed
         return "temperature outside -40..150 °C"
     if clock and max(clock) > 10_000:
         return "SM clock above 10 GHz"
-    processes = series.processes
-    if processes and series.processes_unavailable:
-        return "processes listed although the list is marked unavailable"
-    for proc in processes:
+    for proc in series.processes:
         if proc.pid == 0 or (memory_bytes and proc.used_memory_bytes > memory_bytes):
             return f"process {proc.pid} is not a plausible GPU process"
-        # An identity is all or nothing, and starts from the host's pid NVML reported (agent/gpu/pidns.py).
+        # A chain starts from the host's pid NVML reported (agent/gpu/pidns.py); a namespace comes with one.
         chain = proc.namespace_pids
         if chain:
-            if not proc.pid_namespace or chain[0] != proc.pid or len(chain) > MAX_NAMESPACE_PIDS:
-                return f"process {proc.pid}: NSpid {list(chain[:4])} in namespace {proc.pid_namespace} is impossible"
+            if chain[0] != proc.pid or len(chain) > MAX_NAMESPACE_PIDS:
+                return f"process {proc.pid}: NSpid {list(chain[:4])} is impossible"
         elif proc.pid_namespace:
             return f"process {proc.pid}: PID namespace {proc.pid_namespace} without its NSpid"
     return None

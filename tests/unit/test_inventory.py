@@ -98,6 +98,8 @@ def proc(pid: int, namespace: int = 0, *chain: int) -> pb.GpuProcess:
         (proc(4242, NESTED_NS, 4242, 7, 1), {7}, {POD_NS}, True),
         (proc(4242, OTHER_NS, 4242, 9), {7}, {POD_NS}, False),
         (proc(4242, POD_NS, 4242, 7), {7}, set(), True),  # runners' namespaces unknown
+        (proc(4242, 0, 4242, 7), {7}, {POD_NS}, True),  # its namespace unknown (an agent without ptrace access)
+        (proc(4242, 0, 4242, 7), {9}, {POD_NS}, False),
         # The agent could not read who it is: it may be the job's.
         (proc(4242), {7}, {POD_NS}, True),
         (proc(4242), set(), set(), True),

@@ -165,12 +165,17 @@ def test_processes_carry_their_pid_namespace_from_the_agents_proc(
     assert (unknown.pid, unknown.pid_namespace, list(unknown.namespace_pids)) == (4343, 0, [])
 
 
-def test_an_agent_outside_the_host_pid_namespace_sends_no_identity(tmp_path: Path, fake: FakeNvml) -> None:
+def test_an_agent_outside_the_host_pid_namespace_sends_incomplete_lists_without_identity(
+    tmp_path: Path, fake: FakeNvml
+) -> None:
     proc = host_proc(tmp_path / "pod-proc", agent_ns=CONTAINER_NS)  # deployed without hostPID
     add_process(proc, 4242, CONTAINER_NS, (4242,))  # a process of the pod's that merely shares the number
     fake.gpus[0].processes = [(4242, 1 << 30)]
     b = NvmlBackend(fake, clock_us=counting_clock(), proc_root=proc)
-    assert b.read(read_energy=False).samples[0].processes == (GpuProcess(4242, 1 << 30),)
+    first, second = b.read(read_energy=False).samples
+    # NVML shows such an agent only its own namespace's processes: an empty list there proves nothing.
+    assert first.processes == (GpuProcess(4242, 1 << 30),) and first.processes_unavailable
+    assert second.processes == () and second.processes_unavailable
     b.close()
 
 

@@ -36,10 +36,12 @@ def test_identity_of_host_and_container_processes(tmp_path: Path) -> None:
     assert got == (GpuProcess(4242, 1, CONTAINER_NS, (4242, 7)), GpuProcess(9999, 2))
 
 
-def test_an_unreadable_namespace_link_gives_no_identity(tmp_path: Path) -> None:
+def test_an_unreadable_namespace_link_still_gives_the_chain(tmp_path: Path) -> None:
     proc = host_proc(tmp_path / "proc")
     add_process(proc, 4242, CONTAINER_NS, (4242, 7))
-    (proc / "4242" / "ns" / "pid").unlink()  # what EACCES on another user's link amounts to
+    (proc / "4242" / "ns" / "pid").unlink()  # what EACCES on another user's link amounts to (no ptrace access)
+    assert ProcPids(proc).identity(4242) == (0, (4242, 7))
+    (proc / "4242" / "status").write_text("Name:\tpython\n")  # a kernel without NSpid
     assert ProcPids(proc).identity(4242) == (0, ())
 
 
