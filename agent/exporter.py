@@ -63,6 +63,16 @@ class AgentCollector(Collector):
             {u: len(s.processes) for u, s in samples.items()},
         )
         yield _per_gpu(
+            GaugeMetricFamily(
+                "neocloud_gpu_processes_unavailable",
+                "1 while the GPU's process list is unknown (NVML error or NotSupported, or the agent outside the "
+                "host's PID namespace): the scheduler then frees none of its GPUs after a job.",
+                labels=GPU_LABELS,
+            ),
+            labels,
+            {u: int(s.processes_unavailable) for u, s in samples.items()},
+        )
+        yield _per_gpu(
             CounterMetricFamily(
                 "neocloud_gpu_energy_joules", "Driver energy counter since driver load.", labels=GPU_LABELS
             ),

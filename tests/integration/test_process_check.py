@@ -4,6 +4,7 @@ scheduler whose controller runs jobs on the in-memory executor."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def test_released_gpus_stay_held_while_nvml_cannot_list_processes_or_lists_the_j
     assert controller is not None
     nvml = FakeNvml([FakeGpu(f"GPU-{i}0000000-1111-2222-3333-444444444444") for i in range(8)])
     proc = host_proc(tmp_path / "proc")
-    agent_factory(sched.port, backend=NvmlBackend(nvml, proc_root=proc))
+    agent = agent_factory(
+        sched.port, backend=NvmlBackend(nvml, proc_root=proc), metrics_port=0, metrics_host="127.0.0.1"
+    )
     gpus = sched.scheduler.telemetry.fleet.nodes
     wait_until(lambda: "node-1" in gpus, what="the agent's hello")
     store.create_tenant("acme")
@@ -65,6 +68,9 @@ def test_released_gpus_stay_held_while_nvml_cannot_list_processes_or_lists_the_j
     nvml.gpus[0].processes = []
     assert held_after_fresh_samples()
     assert gpus["node-1"].gpus[nvml.gpus[1].uuid].last_series.processes_unavailable
+    with urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics", timeout=10) as reply:
+        unavailable = [line for line in reply.read().decode().splitlines() if "processes_unavailable{" in line]
+    assert [line.endswith(" 1.0") for line in unavailable] == [i == 1 for i in range(8)], unavailable
     # NVML answers again and lists nothing of the job: its GPUs are free.
     del nvml.gpus[1].errors[QUERY]
     wait_until(lambda: job_id not in controller.cleanups, what="the GPUs to be freed")
