@@ -43,6 +43,9 @@ MAX_CONCURRENT_RPCS = 10_000
 # Calls at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client's
 # further calls wait for one to end, so one peer cannot take every slot over one connection.
 MAX_STREAMS_PER_CONNECTION = 100
+# Calls in progress from one host, over all its connections (scheduler/api/calls.py); the
+# next one gets RESOURCE_EXHAUSTED. Nodes behind one NAT or proxy count as one host.
+MAX_CALLS_PER_PEER = 1000
 SERVER_OPTIONS = [
     # Agents ping every 20 s to notice a dead peer; allow it.
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
@@ -144,7 +147,9 @@ class Scheduler:
     async def start(self) -> None:
         config = self.config
         server = grpc.aio.server(
-            options=SERVER_OPTIONS, interceptors=[ErrorInterceptor()], maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS
+            options=SERVER_OPTIONS,
+            interceptors=[ErrorInterceptor(max_calls_per_peer=MAX_CALLS_PER_PEER)],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
         # Not the generated add_TelemetryServicer_to_server: its deserializer raises on bad bytes.
         add_telemetry_to_server(self.telemetry, server)

@@ -36,6 +36,7 @@ from neocloud.domain.errors import (
     UnauthenticatedError,
 )
 from neocloud.scheduler.api import limits
+from neocloud.scheduler.api.calls import CallsPerPeer
 from neocloud.scheduler.ingest.service import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -127,35 +128,52 @@ async def _admit(method: str, request: Any, context: grpc.aio.ServicerContext) -
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, short(reason))
 
 
-def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    method: str, behavior: Callable[..., Awaitable[Any]], calls: CallsPerPeer
+) -> Callable[..., Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _admit(method, request, context)
+        host = await _enter(method, calls, context)
         try:
+            await _admit(method, request, context)
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
         except Exception as e:  # noqa: BLE001 (this is the one place that maps every error)
             await _abort(context, method, e)
+        finally:
+            calls.leave(host)
 
     return wrapped
 
 
-def _wrap_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_stream(method: str, behavior: Callable[..., Any], calls: CallsPerPeer) -> Callable[..., Any]:
     """Streaming responses: an async generator, or a coroutine writing with context.write."""
     if not inspect.isasyncgenfunction(behavior):
-        return _wrap_unary(method, behavior)
+        return _wrap_unary(method, behavior, calls)
 
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await _admit(method, request, context)
+        host = await _enter(method, calls, context)
         try:
+            await _admit(method, request, context)
             async for response in behavior(request, context):
                 yield response
         except grpc.aio.AbortError:
             raise
         except Exception as e:  # noqa: BLE001
             await _abort(context, method, e)
+        finally:
+            calls.leave(host)
 
     return wrapped
+
+
+async def _enter(method: str, calls: CallsPerPeer, context: grpc.aio.ServicerContext) -> str:
+    try:
+        return calls.enter(context.peer())
+    except ResourceExhaustedError as e:
+        _refusals.warning("refused a call to %s: %s", method, e)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        raise AssertionError("context.abort returned") from e  # pragma: no cover
 
 
 def _type_name(deserializer: Callable[[bytes], Any], method: str) -> str:
@@ -169,10 +187,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     `services` limits it to methods of those fully qualified services (e.g.
     "neocloud.v1.JobService"); None (the default) covers every service.
+    `max_calls_per_peer` bounds the calls one host has in progress (calls.py).
     """
 
-    def __init__(self, services: Collection[str] | None = None) -> None:
+    def __init__(self, services: Collection[str] | None = None, max_calls_per_peer: int | None = None) -> None:
         self._services = None if services is None else frozenset(services)
+        self.calls = CallsPerPeer(max_calls_per_peer)
 
     async def intercept_service(
         self,
@@ -192,11 +212,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 )
             )
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(method, handler.unary_unary))
+            return handler._replace(unary_unary=_wrap_unary(method, handler.unary_unary, self.calls))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_wrap_unary(method, handler.stream_unary))
+            return handler._replace(stream_unary=_wrap_unary(method, handler.stream_unary, self.calls))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(method, handler.unary_stream))
+            return handler._replace(unary_stream=_wrap_stream(method, handler.unary_stream, self.calls))
         if handler.stream_stream is not None:
-            return handler._replace(stream_stream=_wrap_stream(method, handler.stream_stream))
+            return handler._replace(stream_stream=_wrap_stream(method, handler.stream_stream, self.calls))
         return handler

@@ -194,11 +194,28 @@ def test_the_concurrent_call_limit_is_resource_exhausted(
         channel.close()
 
 
-def _exhausted(health: health_pb2_grpc.HealthStub) -> bool:
+def test_one_peer_holds_at_most_its_share_of_calls(
+    scheduler_factory: Callable[..., BackgroundScheduler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "MAX_CALLS_PER_PEER", 2)
+    sched = scheduler_factory()
+    idle = [RawStream(sched.port) for _ in range(2)]  # two connections, one host
+    channel = grpc.insecure_channel(f"127.0.0.1:{sched.port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        wait_until(lambda: _exhausted(health, "calls in progress"), timeout_s=10, what="the third call to be refused")
+        for stream in idle:
+            stream.close()
+        wait_until(lambda: not _exhausted(health), timeout_s=10, what="the peer's calls to end")
+    finally:
+        channel.close()
+
+
+def _exhausted(health: health_pb2_grpc.HealthStub, details: str = "") -> bool:
     try:
         health.Check(health_pb2.HealthCheckRequest(), timeout=5)
     except grpc.RpcError as e:
-        assert e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, e
+        assert e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and details in e.details(), e
         return True
     return False
 

@@ -15,7 +15,9 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from grpc_health.v1 import health_pb2
 
+from neocloud.domain.errors import ResourceExhaustedError
 from neocloud.scheduler.api import errors, limits
+from neocloud.scheduler.api.calls import CallsPerPeer
 from neocloud.scheduler.api.errors import MAX_DETAILS_BYTES, short
 from neocloud.scheduler.ingest.service import RateLimitedLog
 from neocloud.v1 import admin_pb2, jobs_pb2, telemetry_pb2, usage_pb2
@@ -170,3 +172,15 @@ def test_an_undecodable_message_in_a_request_stream_is_invalid_argument() -> Non
     error = asyncio.run(run())
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("request does not decode as grpc.health.v1.HealthCheckRequest (2 bytes)")
+
+
+def test_calls_are_counted_per_host_not_per_connection() -> None:
+    calls = CallsPerPeer(2)
+    a = [calls.enter(f"ipv4:10.0.0.1:{port}") for port in (1000, 1001)]
+    with pytest.raises(ResourceExhaustedError, match=r"ipv4:10\.0\.0\.1 has 2 calls in progress"):
+        calls.enter("ipv4:10.0.0.1:1002")
+    calls.enter("ipv4:10.0.0.2:1000")  # another host has its own share
+    calls.leave(a[0])
+    assert calls.held("ipv4:10.0.0.1:9") == 1
+    calls.enter("ipv4:10.0.0.1:1003")
+    assert CallsPerPeer(None).enter("ipv4:10.0.0.1:1") == "ipv4:10.0.0.1"  # no limit: counted only
