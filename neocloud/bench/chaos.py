@@ -86,8 +86,8 @@ class Soak:
             "--metrics-host", "127.0.0.1", "--metrics-port", "0",
             "--ca", str(ca), "--cert", str(cert), "--key", str(key),
         ]  # fmt: skip
-        if first and _scheduler_has_init():
-            argv.append("--init")  # a missing store is refused without it
+        if first:
+            argv.append("--init")  # restarts go without: the store must be there
         self._spawn("scheduler", argv)
         _wait_listening(self.port, self._procs["scheduler"])
 
@@ -235,13 +235,6 @@ class Soak:
         self.proxy.close()
         for log in self._logs:
             log.close()
-
-
-def _scheduler_has_init() -> bool:
-    out = subprocess.run(
-        [sys.executable, "-m", "neocloud", "scheduler", "--help"], capture_output=True, text=True, check=False
-    ).stdout
-    return "--init" in out
 
 
 def _wait_registered(db_path: Path, node: str, timeout_s: float = 60.0) -> None:

@@ -176,11 +176,18 @@ def drain(agents: list[Agent]) -> dict[str, dict[str, int]]:
     for agent in agents:
         agent.sampler.stop()
     deadline = time.monotonic() + DRAIN_S
-    while any(a.spool.stats().batches for a in agents) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    sealed: list[int] = []
+    # Done when every spool is empty and none grew for a second: a stopped sampler seals its
+    # last batch at once. Agent.stop's own drain is not enough: it gives up while a stream reconnects.
+    while time.monotonic() < deadline:
+        now = [a.spool.last_seq for a in agents]
+        if now == sealed and not any(a.spool.stats().batches for a in agents):
+            break
+        sealed = now
+        time.sleep(1.0)
     report = {}
     for agent in agents:
-        agent.stop(drain_s=5.0)  # joins the sampler, whose last flush may come after the wait above
+        agent.stop()
         stats = agent.spool.stats()
         report[agent.config.node_id] = {
             "epoch": agent.spool.epoch,
@@ -188,7 +195,6 @@ def drain(agents: list[Agent]) -> dict[str, dict[str, int]]:
             "unacked_batches": stats.batches,
             "rejected_batches": stats.rejected_batches_total,
             "dropped_samples": stats.dropped_samples_total,
-            "sessions": agent.stream.stats.sessions_total,
         }
     return report
 

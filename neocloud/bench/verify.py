@@ -73,7 +73,6 @@ def compare(db_path: Path, truth_paths: list[Path], reports: dict[str, dict[str,
         "unacked_batches": sum(r["unacked_batches"] for r in reports.values()),
         "rejected_batches": sum(r["rejected_batches"] for r in reports.values()),
         "dropped_samples": sum(r["dropped_samples"] for r in reports.values()),
-        "agent_sessions": sum(r["sessions"] for r in reports.values()),
     }
 
 

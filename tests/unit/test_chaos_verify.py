@@ -26,7 +26,7 @@ def _seal(tmp_path: Path, batches: int) -> tuple[Spool, chaoshost.TruthLog, dict
     for _ in range(batches):
         sealing.append(build_batch(NODE, sim.inventory(), [sim.read(True), sim.read(False)], sim.now_us()))
     report = {"epoch": spool.epoch, "last_seq": spool.last_seq, "unacked_batches": 0, "rejected_batches": 0}
-    return spool, log, {NODE: {**report, "dropped_samples": 0, "sessions": 1}}
+    return spool, log, {NODE: {**report, "dropped_samples": 0}}
 
 
 def _store(tmp_path: Path, truth: dict[tuple[str, int, int], dict[str, list[Any]]]) -> Path:
