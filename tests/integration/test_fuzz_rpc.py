@@ -1,4 +1,5 @@
-"""Every RPC of every service the scheduler serves, fuzzed over a real socket.
+"""Every RPC of every service the scheduler serves, fuzzed over a real socket
+with mTLS (the fuzzer presents a node certificate of its own).
 
 Each RPC gets a batch of generated messages with hostile values, the same
 mutated or truncated on the wire, and random bytes, as an operator, as a
@@ -42,6 +43,7 @@ from neocloud.v1 import admin_pb2, jobs_pb2, telemetry_pb2, usage_pb2
 from neocloud.v1 import jobs_pb2_grpc as jobs_grpc
 from neocloud.v1 import telemetry_pb2 as tpb
 from neocloud.v1 import telemetry_pb2_grpc as tpb_grpc
+from neocloud.wire import tls
 from tests.integration.fuzz_messages import payloads, texts
 
 EXAMPLES = int(os.environ.get("NEOCLOUD_FUZZ_EXAMPLES", "20"))
@@ -80,12 +82,12 @@ class Tracebacks(logging.Handler):
 class GoodNode:
     """A well-behaved node: a batch in, an ack out, between the fuzzer's batches."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, channel: grpc.Channel) -> None:
         ticks = iter(range(1, 10**9))
         self._backend = SimBackend(
             "good-node", 1, load=0.5, clock_us=lambda: 1_800_000_000_000_000 + next(ticks) * 10**6
         )
-        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self._channel = channel
         self._outbox: queue.Queue[tpb.AgentMessage] = queue.Queue()
         self._outbox.put(hello("good-node", 7, self._backend.inventory(), "sim"))
         self._call = tpb_grpc.TelemetryStub(self._channel).Connect(iter(self._outbox.get, None))
@@ -115,12 +117,22 @@ class Site:
             "globex": store.create_token(Role.TENANT, "fuzz-globex", tenant="globex"),
         }
         store.close()
-        config = SchedulerConfig(listen="127.0.0.1:0", db_path=self.db_path, metrics_port=None, insecure=True)
-        self.sched = BackgroundScheduler(config)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.sched.port}")
+        tls.write_ca(root)
+        tls.write_server(root, ["localhost"])
+        for node in ("good-node", "fuzz-node"):
+            tls.write_node(root, node)
+        self.sched = BackgroundScheduler(
+            SchedulerConfig(listen="127.0.0.1:0", db_path=self.db_path, metrics_port=None, ca_file=str(root / "ca.pem"),
+                            cert_file=str(root / "scheduler.pem"), key_file=str(root / "scheduler-key.pem"))
+        )  # fmt: skip
+        self.channel = self.connect(root, "fuzz-node")  # the fuzzer holds a node certificate, as a node would
         self.jobs = {who: self._submit(who) for who in ("acme", "globex")}
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.node = GoodNode(self.sched.port)
+        self.node = GoodNode(self.connect(root, "good-node"))
+
+    def connect(self, root: Path, node: str) -> grpc.Channel:
+        credentials = tls.channel_credentials(root / "ca.pem", root / f"node-{node}.pem", root / f"node-{node}-key.pem")
+        return grpc.secure_channel(f"localhost:{self.sched.port}", credentials)
 
     def _submit(self, who: str) -> str:
         spec = jobs_pb2.JobSpec(
