@@ -2,11 +2,13 @@
 
 Handlers raise NeocloudError subclasses (or let the store raise them); this
 interceptor turns them into the matching status with the error's message as
-the details. Anything else is a bug: the client gets INTERNAL with an incident
-id, and the traceback goes to the log under that id. Handlers need no
-try/except of their own.
+the details. A method of the proto the servicer does not implement gets
+UNIMPLEMENTED. Anything else is a bug: the client gets INTERNAL with an
+incident id, and the traceback goes to the log under that id. Handlers need
+no try/except of their own.
 
-Before a handler runs, its request is admitted here: bytes that do not decode
+Before a handler runs, its call is admitted here: a peer over its share of
+calls in progress (calls.py) gets RESOURCE_EXHAUSTED; bytes that do not decode
 as the request type, or a field over its limit (limits.py), end the call with
 INVALID_ARGUMENT and one log line at a bounded rate, never UNKNOWN with a
 traceback (grpc.aio turns a deserializer's exception into exactly that).
