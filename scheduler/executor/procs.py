@@ -19,6 +19,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from neocloud.scheduler.executor import sweeper
+
 logger = logging.getLogger(__name__)
 
 # Runs between the runner and the job: asks the kernel to SIGKILL the job's leader
@@ -67,7 +69,7 @@ def spawn(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid()), *argv]
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             shim,
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -77,6 +79,8 @@ def spawn(
             start_new_session=True,
             close_fds=True,
         )
+    sweeper.guard(proc.pid)  # the rest of the session dies with the runner too, not only the leader
+    return proc
 
 
 def own_pid_namespace(proc_root: Path = Path("/proc")) -> int:

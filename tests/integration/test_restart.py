@@ -1,6 +1,7 @@
 """Restarts that disturb nothing, on real Ray: the embedded head outlives a
 `kill -9` of the scheduler, the restarted scheduler re-attaches to the running
-job, which finishes normally, and nothing is left behind.
+job, which finishes normally, and nothing is left behind; and a job whose
+runner is killed is killed whole within a second, not only its leader.
 
 The scheduler runs as `neocloud scheduler --ray-address embedded` in a process
 of its own; a GPU node joins its head the way a real one does (`ray start
@@ -22,12 +23,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import ray
 
 from neocloud.agent.gpu.sim import SimBackend
 from neocloud.agent.main import Agent
 from neocloud.scheduler.executor import procs
 from neocloud.scheduler.executor.embedded_head import auth_env, running_head, stop_head
-from neocloud.scheduler.executor.types import NODE_LABEL
+from neocloud.scheduler.executor.local_cluster import LocalCluster
+from neocloud.scheduler.executor.ray_executor import RayExecutor
+from neocloud.scheduler.executor.types import NODE_LABEL, ExecJob, runner_name
 from neocloud.scheduler.liveness import Heartbeat
 from neocloud.scheduler.policy.types import JobClass
 from neocloud.scheduler.store.db import open_db
@@ -161,3 +165,22 @@ def test_a_killed_scheduler_comes_back_to_its_running_job_on_the_embedded_head(
     for session in (head_pid, node.pid):
         assert session is not None
         wait_until(lambda s=session: not procs.members(s), 15.0, f"no process left in session {session}")
+
+
+def test_a_job_whose_runner_is_killed_is_gone_within_seconds(tmp_path: Path) -> None:
+    """Old code: PR_SET_PDEATHSIG killed the leader only; its child ran on under init."""
+    pids: list[int] = []
+    with LocalCluster({NODE: 2}, cpus_per_node=2) as cluster:
+        executor = RayExecutor(address=cluster.address, log_dir=tmp_path / "logs")
+        try:
+            job = ExecJob("orphan", command=["sh", "-c", JOB.format(d=tmp_path)], grace_s=1.0)
+            executor.start(job, [(NODE, ["GPU-0", "GPU-1"])], {NODE: ["GPU-0", "GPU-1"]})
+            wait_until(lambda: (tmp_path / "child").exists(), TIMEOUT_S, "the job to start")
+            pids = [int((tmp_path / f).read_text()) for f in ("leader", "child")]
+            ray.kill(ray.get_actor(runner_name("orphan", 0), namespace="neocloud"))
+            wait_until(lambda: not _live_pids(pids), 3.0, "the job's processes to die with its runner")
+        finally:
+            for pid in _live_pids(pids):  # only if the test failed: leave nothing running
+                os.kill(pid, signal.SIGKILL)
+            executor.release("orphan")
+            executor.shutdown()
