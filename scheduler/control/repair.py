@@ -88,7 +88,9 @@ class Repairer:
         if running and job is not None and job.started_at == intent.at:
             # Closed where they opened: no GPU-second of a start that never finished is billed.
             self.store.close_allocations(job_id, intent.at, "start_interrupted")
-            self.store.requeue(job_id, now=intent.at, reason="its start was cut short by a scheduler crash")
+            self.store.requeue(
+                job_id, now=intent.at, reason="its start was cut short by a scheduler crash", counted=False
+            )
             running = False
         if job_id in on_ray and not running and job_id not in self.state.cleanups:
             uuids = tuple(u for _, node_uuids in intent.placement for u in node_uuids)

@@ -404,9 +404,11 @@ class JobStore(AdminStore):
             _get(db, job_id)
             return _close(db, job_id, at, end_reason)
 
-    def requeue(self, job_id: str, now: float | None = None, reason: str = "") -> Job:
+    def requeue(self, job_id: str, now: float | None = None, reason: str = "", counted: bool = True) -> Job:
         """running/preempting -> queued at its original place, requeues + 1, open allocations closed.
-        A job whose cancellation was requested ends as cancelled instead."""
+        A job whose cancellation was requested ends as cancelled instead. `counted=False` (a start the
+        control plane itself cut short) leaves `requeues` alone: the job's max_requeues is not spent on
+        the scheduler's crash."""
         now = self._now(now)
         with self._write() as db:
             job = _get(db, job_id)
@@ -416,9 +418,9 @@ class JobStore(AdminStore):
                 return self._finish(db, job, JobState.CANCELLED, None, "cancelled by request", now)
             _close(db, job_id, now, "requeued")
             db.execute(
-                "UPDATE jobs SET state = 'queued', requeues = requeues + 1, started_at = NULL,"
+                "UPDATE jobs SET state = 'queued', requeues = requeues + ?, started_at = NULL,"
                 " preemption_notice_at = NULL, message = ? WHERE job_id = ?",
-                (reason, job_id),
+                (int(counted), reason, job_id),
             )
             _event(db, job_id, now, "requeued", reason, JobState.QUEUED)
             return _get(db, job_id)

@@ -111,7 +111,7 @@ def test_a_crash_at_every_step_is_repaired_after_a_restart(tmp_path: Path, point
         assert rig.store.get(job).state is JobState.RUNNING  # rolled back, then placed again
     if point in ("start.store", "start.pg", "start.runners"):
         assert first.end == first.start and first.end_reason == "start_interrupted"
-        assert rig.store.get(job).requeues == 1
+        assert rig.store.get(job).requeues == 0  # the crash was ours: the job's max_requeues is not spent
     if point.startswith("stop."):
         assert rig.store.get(job).state is JobState.SUCCEEDED
         assert first.end_reason == "succeeded"
