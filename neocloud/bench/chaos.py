@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import random
+import select
 import signal
 import socket
 import sqlite3
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 AGENTS_PER_HOST = 25
 FAULTS = ("cut", "reset", "blackhole", "agent_host_kill", "scheduler_kill")
 PROGRESS_S = 10.0
+STARTUP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,11 @@ class Soak:
             "--tick", str(self.tick_s),
         ]  # fmt: skip
         self._spawn(f"host-{host}", argv, stdout=subprocess.PIPE)
+        proc = self._procs[f"host-{host}"]
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], STARTUP_S)
+        if not ready or proc.stdout.readline().strip() != "started":
+            raise RuntimeError(f"agent host {host} did not start; see {self.work}/host-{host}.log")
 
     def _kill(self, name: str) -> None:
         proc = self._procs[name]
@@ -254,7 +261,7 @@ def _wait_registered(db_path: Path, node: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
+def _wait_listening(port: int, proc: subprocess.Popen[str], timeout_s: float = STARTUP_S) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -8,7 +8,7 @@ to the host's truth log (one JSON line) *before* the spool commits it, so a
 The simulated counters continue across a restart from the last sealed reading,
 as a GPU's counter runs on while its agent is dead.
 
-On SIGTERM the host stops sampling, waits until every spool is acknowledged
+It prints "started" once its agents run. On SIGTERM the host stops sampling, waits until every spool is acknowledged
 (bounded), and prints one JSON object per node on stdout.
 """
 
@@ -123,11 +123,14 @@ class TruthLog:
             os.write(self._fd, data)
 
 
-def _offsets(truth: dict[tuple[str, int, int], dict[str, list[Any]]], node: str, spool: Spool) -> dict[str, int]:
-    """Each GPU's last sealed energy reading of `node` (what its counter showed last)."""
+def _offsets(
+    truth: dict[tuple[str, int, int], dict[str, list[Any]]], spools: dict[str, tuple[int, int]]
+) -> dict[str, int]:
+    """Each GPU's last sealed energy reading (what its counter showed last); `spools`: node ->
+    (epoch, last seq) of its spool, the batches that count."""
     last: dict[str, int] = {}
-    for (n, epoch, seq), gpus in sorted(truth.items()):
-        if n == node and epoch == spool.epoch and seq <= spool.last_seq:
+    for (node, epoch, seq), gpus in sorted(truth.items()):
+        if spools.get(node, (0, 0))[0] == epoch and seq <= spools[node][1]:
             for uuid, (_, _, energy) in gpus.items():
                 if energy:
                     last[uuid] = energy[-1]
@@ -138,13 +141,16 @@ def start_agents(args: argparse.Namespace) -> list[Agent]:
     work = Path(args.work)
     truth = read_truth(truth_path(work, args.host))
     log = TruthLog(truth_path(work, args.host))
-    agents = []
-    for index in range(args.first, args.first + args.count):
-        node = node_id(index)
-        spool_path = work / "spools" / f"{node}.db"
-        probe = Spool(spool_path)  # its epoch and last seq say which sealed readings count
-        offsets = _offsets(truth, node, probe)
+    nodes = [node_id(index) for index in range(args.first, args.first + args.count)]
+    spools = {}
+    for node in nodes:
+        probe = Spool(work / "spools" / f"{node}.db")  # its epoch and last seq say which sealed readings count
+        spools[node] = (probe.epoch, probe.last_seq)
         probe.close()
+    offsets = _offsets(truth, spools)
+    agents = []
+    for node in nodes:
+        spool_path = work / "spools" / f"{node}.db"
         sim = SimBackend(node, args.gpus, load=0.5, energy_offset_mj=0)
         mtls: dict[str, Any] = {"insecure": True}
         if args.pki:
@@ -212,6 +218,7 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     agents = start_agents(args)
+    print("started", flush=True)  # the orchestrator waits for it: a SIGTERM before the handler would kill us
     rng = random.Random(f"{args.seed}/{args.host}/{time.time_ns()}")
     while not stop.wait(LOAD_CHANGE_S * rng.uniform(0.5, 1.5)):
         for agent in agents:
