@@ -60,9 +60,9 @@ BOUNDS: Mapping[str, Mapping[str, tuple[int, int]]] = {
     "GpuProcess": {
         "pid": (0, UINT32_MAX),
         "used_memory_bytes": (0, INT64_MAX),
-        # An nsfs inode; 0 = unknown. Its NSpid chain holds real pids only (validate.py checks the rest).
+        # An nsfs inode; 0 = unknown. Zero pids (in the chain too) are refused in validate.py.
         "pid_namespace": (0, INT64_MAX),
-        "namespace_pids": (1, UINT32_MAX),
+        "namespace_pids": (0, UINT32_MAX),
     },
     "HealthEvent": {"timestamp_us": (0, INT64_MAX), "kind": (INT32_MIN, INT32_MAX), "xid": (0, UINT32_MAX)},
     # Sent by the scheduler, never read from a node; bounded all the same.

@@ -151,7 +151,7 @@ def _check_series(series: pb.GpuSeries, limit_mw: int, memory_bytes: int, sealed
         # A chain starts from the host's pid NVML reported (agent/gpu/pidns.py); a namespace comes with one.
         chain = proc.namespace_pids
         if chain:
-            if chain[0] != proc.pid or len(chain) > MAX_NAMESPACE_PIDS:
+            if chain[0] != proc.pid or len(chain) > MAX_NAMESPACE_PIDS or 0 in chain:
                 return f"process {proc.pid}: NSpid {list(chain[:4])} is impossible"
         elif proc.pid_namespace:
             return f"process {proc.pid}: PID namespace {proc.pid_namespace} without its NSpid"
