@@ -51,7 +51,7 @@ class GpuSample:
     sm_clock_mhz: int | None = None
     throttle_reasons: int | None = None
     processes: tuple[GpuProcess, ...] = ()
-    # NVML could not list the processes: `processes` is then unknown, not empty.
+    # `processes` is not known in full (NVML failed, or hides other PID namespaces): never "none left".
     processes_unavailable: bool = False
     ecc_corrected_total: int | None = None
     ecc_uncorrected_total: int | None = None
