@@ -17,6 +17,7 @@ SUBCOMMANDS = [
     ["bench", "agent"],
     ["bench", "schedule"],
     ["bench", "meter"],
+    ["bench", "chaos"],
     ["invoice"],
     ["usage"],
     ["demo"],
