@@ -40,7 +40,7 @@ def texts(extra: Callable[[], Sequence[str]]) -> st.SearchStrategy[str]:
         st.text(max_size=24),
         st.sampled_from(HOSTILE_TEXT),
         st.integers(0, 63).map(lambda i: _nth(extra(), i)),
-        st.tuples(st.characters(), st.sampled_from((63, 64, 65, 255, 256, 257, 1024, 4097, 10_000))).map(
+        st.tuples(st.characters(codec="utf-8"), st.sampled_from((63, 64, 65, 255, 256, 257, 1024, 4097, 10_000))).map(
             lambda cn: cn[0] * cn[1]
         ),
     )
