@@ -16,7 +16,8 @@ import logging
 from collections.abc import Iterable
 from decimal import Decimal
 
-from neocloud.scheduler.billing.invoice import BillingError, Invoice, Line, LineKind
+from neocloud.scheduler.billing.currency import zero
+from neocloud.scheduler.billing.invoice import BillingError, Invoice, Line, LineKind, Reason
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +28,18 @@ def adjustment_lines(issued: Invoice, recomputed: Invoice, *, already_adjusted: 
     `already_adjusted` are adjustment lines for the same period put on later
     invoices before (when a period is corrected twice): they count as billed.
     """
-    if (issued.tenant, issued.period, issued.currency) != (recomputed.tenant, recomputed.period, recomputed.currency):
+    if (issued.tenant, issued.period) != (recomputed.tenant, recomputed.period):
         raise BillingError(
-            f"cannot adjust {issued.tenant} {issued.period} ({issued.currency}) "
-            f"by {recomputed.tenant} {recomputed.period} ({recomputed.currency}): not the same invoice"
+            f"cannot adjust {issued.tenant} {issued.period} by {recomputed.tenant} {recomputed.period}: "
+            "not the same invoice"
         )
+    if issued.currency != recomputed.currency:
+        raise BillingError(
+            f"{issued.tenant}'s {issued.period} invoice was issued in {issued.currency}, and the rate card now "
+            f"rates in {recomputed.currency}: a correction cannot be carried across currencies",
+            Reason.CURRENCY,
+        )
+    nothing = zero(issued.currency)
     billed: dict[tuple[str, ...], tuple[Decimal, Decimal, Line]] = {}
     for line in _own(issued):
         billed[line.key] = (line.amount, line.quantity, line)
@@ -39,16 +47,16 @@ def adjustment_lines(issued: Invoice, recomputed: Invoice, *, already_adjusted: 
         if adj.kind is not LineKind.ADJUSTMENT or adj.ref_period != issued.period:
             raise BillingError(f"already_adjusted must be adjustment lines for {issued.period}")
         key = _original_key(adj)
-        amount, quantity, line = billed.get(key, (Decimal("0.00"), Decimal(0), adj))
+        amount, quantity, line = billed.get(key, (nothing, Decimal(0), adj))
         billed[key] = (amount + adj.amount, quantity + adj.quantity, line)
     now = {line.key: line for line in _own(recomputed)}
     for key, line in now.items():
-        billed.setdefault(key, (Decimal("0.00"), Decimal(0), line))  # new since issue: nothing billed yet
+        billed.setdefault(key, (nothing, Decimal(0), line))  # new since issue: nothing billed yet
 
     out: list[Line] = []
     for key, (was_amount, was_quantity, was) in billed.items():
         current = now.get(key)
-        new_amount = current.amount if current is not None else Decimal("0.00")
+        new_amount = current.amount if current is not None else nothing
         new_quantity = current.quantity if current is not None else Decimal(0)
         if new_amount == was_amount:
             continue
@@ -66,6 +74,7 @@ def adjustment_lines(issued: Invoice, recomputed: Invoice, *, already_adjusted: 
                 contract_id=ref.contract_id,
                 ref_period=issued.period,
                 ref_kind=(ref.ref_kind if ref.kind is LineKind.ADJUSTMENT else ref.kind.value),
+                rate_version=ref.rate_version,
             )
         )
     if out:
@@ -74,7 +83,7 @@ def adjustment_lines(issued: Invoice, recomputed: Invoice, *, already_adjusted: 
             issued.tenant,
             issued.period,
             len(out),
-            sum((a.amount for a in out), Decimal("0.00")),
+            sum((a.amount for a in out), nothing),
             issued.currency,
         )
     return out

@@ -4,11 +4,12 @@ Rounding (the one place it happens):
 - Intermediate quantities and products are exact rationals (`Fraction`): GPU-ms,
   mJ and seconds are integers and prices are `Decimal`, so nothing is lost
   before the end and no float ever touches money.
-- Each line's amount is its exact value rounded once to cents, half to even
-  (banker's rounding, `ROUND_HALF_EVEN`). Subtotal and total are sums of the
-  rounded line amounts, so they always add up to what the lines show.
-- A line's quantity is shown to 6 decimals (GPU-hours, kWh, months), half to
-  even; the amount comes from the exact quantity, not the shown one.
+- Each line's amount is its exact value rounded once to the currency's minor
+  unit (ISO 4217: USD 2 decimals, JPY 0, KWD 3), half away from zero
+  (currency.py). Subtotal and total are sums of the rounded line amounts, so
+  they always add up to what the lines show.
+- A line's quantity is shown to 6 decimals (GPU-hours, kWh, months), half away
+  from zero; the amount comes from the exact quantity, not the shown one.
 """
 
 from __future__ import annotations
@@ -22,17 +23,32 @@ from enum import StrEnum
 from fractions import Fraction
 
 from neocloud.domain.errors import FailedPreconditionError, InvalidArgumentError
+from neocloud.scheduler.billing.currency import round_half_away, zero
 
 logger = logging.getLogger(__name__)
 
 MS_PER_HOUR = 3_600_000
 MJ_PER_KWH = 3_600_000_000  # 1 kWh = 3.6 MJ = 3.6e9 mJ
 QUANTITY_PLACES = 6
-CENT = Decimal("0.01")
+
+
+class Reason(StrEnum):
+    """Why a tenant could not be rated: the `reason` label of neocloud_billing_errors_total."""
+
+    NO_TERMS = "no_terms"  # a contract without (usable) terms in the rate card
+    NO_PRICE = "no_price"  # a class or GPU model the rate card has no price for
+    BAD_USAGE = "bad_usage"  # a usage or shortfall row that cannot be billed as it is
+    CURRENCY = "currency"  # a currency without an ISO 4217 minor unit, or not the issued invoice's
+    INVALID = "invalid"  # inputs the caller put together wrongly (adjustments)
+    ERROR = "error"  # an unexpected exception while rating (a bug): see the log
 
 
 class BillingError(FailedPreconditionError):
     """The inputs cannot be rated as given (a price, contract or term is missing); the message says which."""
+
+    def __init__(self, message: str, reason: Reason = Reason.INVALID) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class LineKind(StrEnum):
@@ -54,12 +70,13 @@ class Line:
     quantity: Decimal  # in `unit`, shown to 6 decimals
     unit: str  # "GPU-h", "kWh", "month"
     unit_price: Decimal
-    amount: Decimal  # currency, cents
+    amount: Decimal  # in the invoice's currency, to its minor unit
     job_class: str = ""
     gpu_model: str = ""
     contract_id: str = ""
     ref_period: str = ""  # adjustments: the closed period they correct
     ref_kind: str = ""  # adjustments: the kind of line they correct
+    rate_version: str = ""  # the rate card the line was priced with (version.py); not part of the key
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -77,11 +94,11 @@ class Invoice:
     @property
     def subtotal(self) -> Decimal:
         """This period's own lines (credits included), before adjustments to earlier periods."""
-        return sum((ln.amount for ln in self.lines if ln.kind is not LineKind.ADJUSTMENT), Decimal("0.00"))
+        return sum((ln.amount for ln in self.lines if ln.kind is not LineKind.ADJUSTMENT), zero(self.currency))
 
     @property
     def adjustments(self) -> Decimal:
-        return sum((ln.amount for ln in self.lines if ln.kind is LineKind.ADJUSTMENT), Decimal("0.00"))
+        return sum((ln.amount for ln in self.lines if ln.kind is LineKind.ADJUSTMENT), zero(self.currency))
 
     @property
     def total(self) -> Decimal:
@@ -116,14 +133,9 @@ def parse_period(name: str) -> Period:
     return Period(name, start, end)
 
 
-def cents(value: Fraction) -> Decimal:
-    """The exact value rounded to cents, half to even (Python's round() on a Fraction)."""
-    return Decimal(round(value * 100)).scaleb(-2)
-
-
 def shown(value: Fraction) -> Decimal:
-    """A quantity rounded to 6 decimals, half to even, for display."""
-    return Decimal(round(value * 10**QUANTITY_PLACES)).scaleb(-QUANTITY_PLACES)
+    """A quantity rounded to 6 decimals, half away from zero, for display."""
+    return round_half_away(value, QUANTITY_PLACES)
 
 
 def exact(value: Decimal | float | int) -> Fraction:

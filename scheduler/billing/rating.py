@@ -4,8 +4,10 @@ What is billed, and how:
 - Rows of other tenants, rows whose hour lies outside the period, and idle rows
   are ignored (so a caller may pass a wider slice of the ledger); a row id seen
   twice, an unknown class, or negative quantities are errors, never guessed at.
-- GPU-time: each allocation's rows in the period are summed first, then rounded
-  up to the card's billing increment once (never per row or per hour).
+- GPU-time: each allocation's rows in the period (all its GPUs of one model,
+  every hour of this month) are summed first, then rounded up to the card's
+  billing increment once: per allocation and month, never per row, hour or GPU.
+  An allocation that crosses a month boundary is rounded up in each month.
 - internal / on_demand / spot: GPU-hours by class and model at the card's
   price (internal at its transfer price, on an invoice for tenant "internal").
 - reserved: each contract of the tenant that overlaps the period bills its
@@ -16,12 +18,14 @@ What is billed, and how:
   power_w / nominal_gpu_w GPUs x those hours.
 - energy: kWh per class at the card's pass-through price (lines at price 0 are left out).
 - SLA credits: undelivered reserved GPU-hours x the contract's credit price,
-  capped at its % of the period's commitment; negative.
-Rounding: see invoice.py (exact until each line, then cents half to even).
+  capped at its % of the period's (prorated) commitment; negative.
+Rounding: see invoice.py (exact until each line, then the currency's minor unit,
+half away from zero). Every line names the rate card's version (version.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
+from neocloud.scheduler.billing.currency import UnknownCurrencyError, money
 from neocloud.scheduler.billing.invoice import (
     MJ_PER_KWH,
     MS_PER_HOUR,
@@ -37,12 +42,13 @@ from neocloud.scheduler.billing.invoice import (
     Line,
     LineKind,
     Period,
-    cents,
+    Reason,
     exact,
     parse_period,
     shown,
 )
 from neocloud.scheduler.billing.ratecard import BILLABLE_CLASSES, INTERNAL, RESERVED, ContractTerms, RateCard
+from neocloud.scheduler.billing.version import card_version
 from neocloud.scheduler.metering.usage import IDLE_CLASS, UsageRow
 from neocloud.scheduler.store.records import ContractRecord, ContractShortfall
 
@@ -74,6 +80,11 @@ def invoice(
 ) -> Invoice:
     """The invoice of `tenant` for calendar month `period` ("YYYY-MM", UTC)."""
     p = parse_period(period)
+    cur = card.currency
+    try:
+        money(Fraction(0), cur)
+    except UnknownCurrencyError as e:
+        raise BillingError(f"{card.source}: {e}", Reason.CURRENCY) from e
     book = _book(tenant, p, contracts, card)
     usage_ms, energy_mj = _sum_usage(tenant, p, rows, book, card.billing_increment_s)
 
@@ -87,7 +98,7 @@ def invoice(
                 quantity=shown(c.fraction),
                 unit="month",
                 unit_price=c.terms.commitment_per_month,
-                amount=cents(c.commitment),
+                amount=money(c.commitment, cur),
                 job_class=RESERVED,
                 contract_id=cid,
             )
@@ -111,7 +122,7 @@ def invoice(
                     quantity=shown(hours),
                     unit="GPU-h",
                     unit_price=price,
-                    amount=cents(hours * exact(price)),
+                    amount=money(hours * exact(price), cur),
                     job_class=RESERVED,
                     contract_id=cid,
                 )
@@ -127,14 +138,16 @@ def invoice(
                     quantity=shown(kwh),
                     unit="kWh",
                     unit_price=price,
-                    amount=cents(kwh * exact(price)),
+                    amount=money(kwh * exact(price), cur),
                     job_class=cls,
                 )
             )
-    lines.extend(_credit_lines(tenant, p, shortfalls, book))
-    lines.extend(_checked_adjustments(p, adjustments))
-    logger.debug("invoice %s %s: %d line(s)", tenant, p.name, len(lines))
-    return Invoice(tenant=tenant, period=p.name, currency=card.currency, lines=tuple(lines))
+    lines.extend(_credit_lines(tenant, p, shortfalls, book, cur))
+    version = card_version(card)
+    lines = [dataclasses.replace(line, rate_version=version) for line in lines]
+    lines.extend(_checked_adjustments(p, adjustments))  # priced when their period was
+    logger.debug("invoice %s %s: %d line(s), rate card %s", tenant, p.name, len(lines), version)
+    return Invoice(tenant=tenant, period=p.name, currency=cur, lines=tuple(lines))
 
 
 def _book(tenant: str, p: Period, contracts: Iterable[ContractRecord], card: RateCard) -> dict[str, _Contract]:
@@ -159,7 +172,8 @@ def _contract(record: ContractRecord, p: Period, card: RateCard) -> _Contract | 
     if terms is None:
         raise BillingError(
             f"contract {record.contract_id} of tenant {record.tenant} has no terms in {card.source}: "
-            f"add contracts.{record.contract_id} (commitment_per_month, overage_per_gpu_hour, sla_credit_per_gpu_hour)"
+            f"add contracts.{record.contract_id} (commitment_per_month, overage_per_gpu_hour, sla_credit_per_gpu_hour)",
+            Reason.NO_TERMS,
         )
     fraction = overlap / p.seconds
     if terms.included_gpu_hours_per_month is not None:
@@ -171,10 +185,13 @@ def _contract(record: ContractRecord, p: Period, card: RateCard) -> _Contract | 
     elif record.power_w > 0:
         raise BillingError(
             f"contract {record.contract_id} is a power contract ({record.power_w:g} W): its terms "
-            f"({terms.where or card.source}) need included_gpu_hours_per_month or nominal_gpu_w"
+            f"({terms.where or card.source}) need included_gpu_hours_per_month or nominal_gpu_w",
+            Reason.NO_TERMS,
         )
     else:
-        raise BillingError(f"contract {record.contract_id} holds neither GPUs nor power: it cannot be billed")
+        raise BillingError(
+            f"contract {record.contract_id} holds neither GPUs nor power: it cannot be billed", Reason.NO_TERMS
+        )
     commitment = exact(terms.commitment_per_month) * fraction
     return _Contract(record, terms, fraction, included_ms, commitment)
 
@@ -192,19 +209,22 @@ def _sum_usage(
             ignored += 1
             continue
         if row.usage_id in seen:
-            raise BillingError(f"usage row {row.usage_id} appears twice: it would be billed twice")
+            raise BillingError(f"usage row {row.usage_id} appears twice: it would be billed twice", Reason.BAD_USAGE)
         seen.add(row.usage_id)
         if row.job_class not in BILLABLE_CLASSES:
-            raise BillingError(f"usage row {row.usage_id} has unknown class {row.job_class!r}")
+            raise BillingError(f"usage row {row.usage_id} has unknown class {row.job_class!r}", Reason.BAD_USAGE)
         if row.gpu_ms < 0 or row.energy_mj < 0:
-            raise BillingError(f"usage row {row.usage_id} has negative usage ({row.gpu_ms} ms, {row.energy_mj} mJ)")
+            raise BillingError(
+                f"usage row {row.usage_id} has negative usage ({row.gpu_ms} ms, {row.energy_mj} mJ)", Reason.BAD_USAGE
+            )
         cid = ""
         if row.job_class == RESERVED:
             cid = row.contract_id or ""
             if cid not in book:
                 raise BillingError(
                     f"usage row {row.usage_id} is reserved under contract {cid or '(none)'}, "
-                    f"which is not a contract of {tenant} active in {p.name}"
+                    f"which is not a contract of {tenant} active in {p.name}",
+                    Reason.BAD_USAGE,
                 )
         per_allocation[(row.allocation_id, row.job_class, row.gpu_model, cid)] += row.gpu_ms
         energy_mj[row.job_class] += row.energy_mj
@@ -231,7 +251,9 @@ def _usage_line(cls: str, model: str, cid: str, ms: int, card: RateCard) -> Line
     else:
         found = card.gpu_hour_price(cls, model)
         if found is None:
-            raise BillingError(f"{card.source} has no {cls} price for {model!r}: add prices.{cls}.'{model}' or '*'")
+            raise BillingError(
+                f"{card.source} has no {cls} price for {model!r}: add prices.{cls}.'{model}' or '*'", Reason.NO_PRICE
+            )
         price, description = found, f"{_CLASS_LABEL[cls]} {model} GPU-hours"
     return Line(
         kind=LineKind.USAGE,
@@ -239,7 +261,7 @@ def _usage_line(cls: str, model: str, cid: str, ms: int, card: RateCard) -> Line
         quantity=shown(hours),
         unit="GPU-h",
         unit_price=price,
-        amount=cents(hours * exact(price)),
+        amount=money(hours * exact(price), card.currency),
         job_class=cls,
         gpu_model=model,
         contract_id=cid,
@@ -247,7 +269,7 @@ def _usage_line(cls: str, model: str, cid: str, ms: int, card: RateCard) -> Line
 
 
 def _credit_lines(
-    tenant: str, p: Period, shortfalls: Iterable[ContractShortfall], book: dict[str, _Contract]
+    tenant: str, p: Period, shortfalls: Iterable[ContractShortfall], book: dict[str, _Contract], cur: str
 ) -> list[Line]:
     undelivered: dict[str, int] = defaultdict(int)
     for s in shortfalls:
@@ -255,10 +277,13 @@ def _credit_lines(
             continue
         if s.contract_id not in book:
             raise BillingError(
-                f"shortfall for contract {s.contract_id}, which is not a contract of {tenant} in {p.name}"
+                f"shortfall for contract {s.contract_id}, which is not a contract of {tenant} in {p.name}",
+                Reason.BAD_USAGE,
             )
         if s.undelivered_gpu_ms < 0:
-            raise BillingError(f"shortfall for contract {s.contract_id} is negative ({s.undelivered_gpu_ms} ms)")
+            raise BillingError(
+                f"shortfall for contract {s.contract_id} is negative ({s.undelivered_gpu_ms} ms)", Reason.BAD_USAGE
+            )
         undelivered[s.contract_id] += s.undelivered_gpu_ms
     lines = []
     for cid in sorted(undelivered):
@@ -266,10 +291,10 @@ def _credit_lines(
         hours = Fraction(undelivered[cid], MS_PER_HOUR)
         price = c.terms.sla_credit_per_gpu_hour
         credit = hours * exact(price)
-        cap = c.commitment * exact(c.terms.sla_credit_cap_pct) / 100
+        cap = c.commitment * exact(c.terms.sla_credit_cap_pct) / 100  # of this month's prorated commitment
         note = ""
         if credit > cap:
-            credit, note = cap, f", capped at {c.terms.sla_credit_cap_pct}% of commitment"
+            credit, note = cap, f", capped at {c.terms.sla_credit_cap_pct}% of this month's commitment"
         if hours > 0:
             lines.append(
                 Line(
@@ -278,7 +303,7 @@ def _credit_lines(
                     quantity=shown(hours),
                     unit="GPU-h",
                     unit_price=price,
-                    amount=cents(-credit),  # not -cents(): that would print "-0.00"
+                    amount=money(-credit, cur),
                     job_class=RESERVED,
                     contract_id=cid,
                 )

@@ -3,7 +3,8 @@
 JSON carries every Decimal as a string ("1234.50"), so no reader turns money
 into float on the way; keys come in a fixed order, so the same invoice always
 renders to the same bytes. `invoice_from_json` reads it back and checks the
-stated subtotal and total against the lines.
+stated subtotal and total against the lines. Format 2 added each line's
+`rate_version`; format 1 (invoices issued before it) reads back with it empty.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from neocloud.domain.errors import InvalidArgumentError
+from neocloud.scheduler.billing.currency import minor_units
 from neocloud.scheduler.billing.invoice import Invoice, Line, LineKind
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_FORMATS = frozenset({1, FORMAT_VERSION})
 LINE_FIELDS = (
     "kind",
     "description",
@@ -33,6 +36,7 @@ LINE_FIELDS = (
     "unit",
     "unit_price",
     "amount",
+    "rate_version",
 )
 _DECIMAL_FIELDS = frozenset({"quantity", "unit_price", "amount"})
 CSV_FIELDS = ("tenant", "period", "currency", *LINE_FIELDS)
@@ -63,12 +67,13 @@ def invoice_from_json(text: str) -> Invoice:
     """Read `render_json` output back; a total that disagrees with the lines is an error."""
     try:
         doc = json.loads(text)
-        if doc.get("format") != FORMAT_VERSION:
-            raise InvalidArgumentError(f"invoice JSON format {doc.get('format')!r} is not {FORMAT_VERSION}")
+        if doc.get("format") not in _READABLE_FORMATS:
+            raise InvalidArgumentError(f"invoice JSON format {doc.get('format')!r} is not one of 1, {FORMAT_VERSION}")
+        minor_units(doc["currency"])
         lines = tuple(_line_from(raw) for raw in doc["lines"])
         inv = Invoice(tenant=doc["tenant"], period=doc["period"], currency=doc["currency"], lines=lines)
         stated = (Decimal(doc["subtotal"]), Decimal(doc["total"]))
-    except (ValueError, KeyError, TypeError, AttributeError, InvalidOperation) as e:
+    except (ValueError, LookupError, TypeError, AttributeError, InvalidOperation) as e:
         raise InvalidArgumentError(f"not an invoice in JSON: {e!r}") from e
     if stated != (inv.subtotal, inv.total):
         raise InvalidArgumentError(
@@ -81,7 +86,7 @@ def invoice_from_json(text: str) -> Invoice:
 def _line_from(raw: dict[str, str]) -> Line:
     values: dict[str, Any] = {}
     for name in LINE_FIELDS:
-        value = raw[name]
+        value = raw.get(name, "") if name == "rate_version" else raw[name]  # format 1 had none
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a string, not {type(value).__name__}")
         values[name] = Decimal(value) if name in _DECIMAL_FIELDS else value
@@ -100,8 +105,8 @@ def render_csv(inv: Invoice) -> str:
     return buf.getvalue()
 
 
-def _money(value: Decimal) -> str:
-    return f"{value:,.2f}"
+def _money(value: Decimal, currency: str) -> str:
+    return f"{value:,.{minor_units(currency)}f}"
 
 
 def _number(value: Decimal) -> str:
@@ -118,7 +123,8 @@ def render_table(inv: Invoice) -> str:
     """An aligned plain-text table: header, one row per line, subtotal, adjustments, total."""
     header = ("Description", "Quantity", "Unit", "Unit price", "Amount")
     rows = [
-        (ln.description, _number(ln.quantity), ln.unit, _number(ln.unit_price), _money(ln.amount)) for ln in inv.lines
+        (ln.description, _number(ln.quantity), ln.unit, _number(ln.unit_price), _money(ln.amount, inv.currency))
+        for ln in inv.lines
     ]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     left = (True, False, True, False, False)
@@ -128,6 +134,7 @@ def render_table(inv: Invoice) -> str:
         return "  ".join(parts).rstrip()
 
     rule = "-" * len(fmt(tuple("-" * w for w in widths)))
+    versions = sorted({ln.rate_version for ln in inv.lines if ln.rate_version})
     out = [
         f"Invoice  tenant: {inv.tenant}  period: {inv.period}  currency: {inv.currency}",
         "",
@@ -144,6 +151,8 @@ def render_table(inv: Invoice) -> str:
     totals.append((f"Total {inv.currency}", inv.total))
     width = len(rule)
     for label, value in totals:
-        amount = _money(value)
+        amount = _money(value, inv.currency)
         out.append(label + amount.rjust(width - len(label)))
+    if versions:
+        out.append(f"Rate card: {', '.join(versions)}")
     return "\n".join(out) + "\n"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
 from neocloud.domain.errors import InvalidArgumentError
+from neocloud.scheduler.billing.currency import money
 from neocloud.scheduler.billing.invoice import BillingError, Invoice, LineKind, parse_period
 from neocloud.scheduler.billing.rating import invoice
 from neocloud.scheduler.metering.usage import UsageRow
@@ -75,13 +77,17 @@ def test_per_second_default_rounds_up_to_whole_seconds() -> None:
     assert inv.lines[0].amount == Decimal("3.50")
 
 
-def test_amounts_round_half_to_even_at_the_line() -> None:
-    # 36 s of H100 on-demand = 0.01 h x 2.50 = 0.025 exactly: half to even gives 0.02 (half up would give 0.03)
+def test_amounts_round_half_away_from_zero_at_the_line() -> None:
+    """The README's rounding rule: a half goes away from zero, as a customer's ROUND() does (half to even,
+    the old rule, gave 0.02 here)."""
+    # 36 s of H100 on-demand = 0.01 h x 2.50 = 0.025 exactly: 0.03
     inv = invoice("acme", NOV, [row("a", model=H100, gpu_ms=36_000)], [], [], card())
-    assert inv.lines[0].amount == Decimal("0.02")
-    # 108 s = 0.03 h x 2.50 = 0.075: half to even gives 0.08
+    assert inv.lines[0].amount == Decimal("0.03")
+    # 108 s = 0.03 h x 2.50 = 0.075: 0.08
     inv = invoice("acme", NOV, [row("a", model=H100, gpu_ms=108_000)], [], [], card())
     assert inv.lines[0].amount == Decimal("0.08")
+    # A negative half (a credit) goes away from zero too: -0.025 -> -0.03
+    assert money(Fraction(-25, 1000), "USD") == Decimal("-0.03")
 
 
 def test_reserved_commitment_included_hours_and_overage() -> None:

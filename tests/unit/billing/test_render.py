@@ -9,7 +9,8 @@ import pytest
 
 from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.billing.adjustments import adjustment_lines
-from neocloud.scheduler.billing.invoice import Invoice
+from neocloud.scheduler.billing.invoice import Invoice, LineKind
+from neocloud.scheduler.billing.ratecard import parse_ratecard
 from neocloud.scheduler.billing.rating import invoice
 from neocloud.scheduler.billing.render import (
     CSV_FIELDS,
@@ -18,8 +19,20 @@ from neocloud.scheduler.billing.render import (
     render_json,
     render_table,
 )
+from neocloud.scheduler.billing.version import card_version
 from neocloud.scheduler.store.records import ContractShortfall
-from tests.unit.billing.factories import DEC_START, H100, HOUR_MS, KWH_MJ, NOV, NOV_START, card, contract, row
+from tests.unit.billing.factories import (
+    CARD_YAML,
+    DEC_START,
+    H100,
+    HOUR_MS,
+    KWH_MJ,
+    NOV,
+    NOV_START,
+    card,
+    contract,
+    row,
+)
 
 
 def sample() -> Invoice:
@@ -62,10 +75,11 @@ def test_table_is_aligned_with_header_lines_and_totals() -> None:
     body = out[4 : 4 + len(inv.lines)]
     assert len(body) == len(inv.lines)
     assert len({len(x) for x in [out[2], *body]}) == 1  # right-aligned amounts end in one column
-    assert out[-3].startswith("Subtotal") and out[-3].endswith(f"{inv.subtotal:,.2f}")
-    assert out[-2].startswith("Adjustments") and out[-2].endswith("3.50")
-    assert out[-1].startswith("Total USD") and out[-1].endswith(f"{inv.total:,.2f}")
-    assert len(out[-1]) == len(out[3])  # totals end under the amounts
+    assert out[-4].startswith("Subtotal") and out[-4].endswith(f"{inv.subtotal:,.2f}")
+    assert out[-3].startswith("Adjustments") and out[-3].endswith("3.50")
+    assert out[-2].startswith("Total USD") and out[-2].endswith(f"{inv.total:,.2f}")
+    assert len(out[-2]) == len(out[3])  # totals end under the amounts
+    assert out[-1] == f"Rate card: {card_version(card())}"  # the card the lines were priced with
     assert "10,000.00" in text  # thousands separated
 
 
@@ -92,6 +106,7 @@ def test_json_keeps_money_as_strings_in_a_fixed_order() -> None:
         "unit",
         "unit_price",
         "amount",
+        "rate_version",
     ]
     assert all(isinstance(v, str) for line in doc["lines"] for v in line.values())
     assert doc["total"] == str(inv.total)
@@ -120,6 +135,40 @@ def test_json_with_a_wrong_total_or_shape_is_refused() -> None:
         invoice_from_json("[]")
     with pytest.raises(InvalidArgumentError, match="format"):
         invoice_from_json('{"format": 99}')
+
+
+def test_an_invoice_issued_in_format_1_reads_back_without_rate_versions() -> None:
+    """Invoices issued before lines named their rate card are stored in format 1: they still read."""
+    doc = json.loads(render_json(sample()))
+    doc["format"] = 1
+    for line in doc["lines"]:
+        del line["rate_version"]
+    back = invoice_from_json(json.dumps(doc))
+    assert {ln.rate_version for ln in back.lines} == {""}
+    assert back.total == sample().total
+
+
+def test_every_line_names_the_rate_card_it_was_priced_with() -> None:
+    inv = sample()
+    own = [ln for ln in inv.lines if ln.kind is not LineKind.ADJUSTMENT]
+    assert {ln.rate_version for ln in own} == {card_version(card())}
+    assert all(ln.rate_version for ln in inv.lines)  # adjustments name the card of the correction
+    other = card(increment_s=60)
+    assert card_version(other) != card_version(card())
+    # The file it came from and how a price is written do not change the version.
+    assert card_version(parse_ratecard(CARD_YAML.replace('"3.50"', '"3.5"'), source="x.yaml")) == card_version(card())
+
+
+def test_money_rounds_and_renders_to_the_currency_minor_unit() -> None:
+    """ISO 4217 minor units: one GPU-hour at 1234.5678 is 1,235 JPY, 1,234.57 USD, 1,234.568 KWD
+    (the old code gave every currency 2 decimals)."""
+    for code, amount in (("JPY", "1235"), ("USD", "1234.57"), ("KWD", "1234.568")):
+        yaml = CARD_YAML.replace("currency: USD", f"currency: {code}").replace('"3.50"', '"1234.5678"')
+        inv = invoice("acme", NOV, [row("a", gpu_ms=HOUR_MS)], [], [], card(text=yaml))
+        assert [str(ln.amount) for ln in inv.lines] == [amount]
+        assert str(inv.total) == amount
+        assert invoice_from_json(render_json(inv)) == inv
+        assert render_table(inv).splitlines()[-2].endswith(f"{Decimal(amount):,}")
 
 
 def test_csv_has_a_header_and_one_row_per_line() -> None:
