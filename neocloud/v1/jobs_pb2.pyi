@@ -38,7 +38,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("job_class", "gpus", "gpus_per_node", "gpu_model", "command", "entrypoint", "env", "grace_s", "max_runtime_s", "requeue_on_preempt", "contract_id")
+    __slots__ = ("job_class", "gpus", "gpus_per_node", "gpu_model", "command", "entrypoint", "env", "grace_s", "max_runtime_s", "requeue_on_preempt", "contract_id", "name", "cpus", "memory_bytes", "after_ok", "array")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,11 @@ class JobSpec(_message.Message):
     MAX_RUNTIME_S_FIELD_NUMBER: _ClassVar[int]
     REQUEUE_ON_PREEMPT_FIELD_NUMBER: _ClassVar[int]
     CONTRACT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    AFTER_OK_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
     job_class: JobClass
     gpus: int
     gpus_per_node: int
@@ -68,7 +73,12 @@ class JobSpec(_message.Message):
     max_runtime_s: float
     requeue_on_preempt: bool
     contract_id: str
-    def __init__(self, job_class: _Optional[_Union[JobClass, str]] = ..., gpus: _Optional[int] = ..., gpus_per_node: _Optional[int] = ..., gpu_model: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entrypoint: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., grace_s: _Optional[float] = ..., max_runtime_s: _Optional[float] = ..., requeue_on_preempt: _Optional[bool] = ..., contract_id: _Optional[str] = ...) -> None: ...
+    name: str
+    cpus: int
+    memory_bytes: int
+    after_ok: _containers.RepeatedScalarFieldContainer[str]
+    array: str
+    def __init__(self, job_class: _Optional[_Union[JobClass, str]] = ..., gpus: _Optional[int] = ..., gpus_per_node: _Optional[int] = ..., gpu_model: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entrypoint: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., grace_s: _Optional[float] = ..., max_runtime_s: _Optional[float] = ..., requeue_on_preempt: _Optional[bool] = ..., contract_id: _Optional[str] = ..., name: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., after_ok: _Optional[_Iterable[str]] = ..., array: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "client_request_id")
@@ -95,7 +105,7 @@ class Allocation(_message.Message):
     def __init__(self, allocation_id: _Optional[str] = ..., node_id: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., end_reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "tenant", "client_request_id", "spec", "state", "submitted_at", "started_at", "ended_at", "requeues", "exit_code", "message", "cancel_requested", "last_checkpoint_at", "preemption_notice_at", "allocations")
+    __slots__ = ("job_id", "tenant", "client_request_id", "spec", "state", "submitted_at", "started_at", "ended_at", "requeues", "exit_code", "message", "cancel_requested", "last_checkpoint_at", "preemption_notice_at", "allocations", "array_job_id", "array_task_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +121,8 @@ class Job(_message.Message):
     LAST_CHECKPOINT_AT_FIELD_NUMBER: _ClassVar[int]
     PREEMPTION_NOTICE_AT_FIELD_NUMBER: _ClassVar[int]
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_TASK_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tenant: str
     client_request_id: str
@@ -126,7 +138,9 @@ class Job(_message.Message):
     last_checkpoint_at: float
     preemption_notice_at: float
     allocations: _containers.RepeatedCompositeFieldContainer[Allocation]
-    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., client_request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., requeues: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., last_checkpoint_at: _Optional[float] = ..., preemption_notice_at: _Optional[float] = ..., allocations: _Optional[_Iterable[_Union[Allocation, _Mapping]]] = ...) -> None: ...
+    array_job_id: str
+    array_task_id: int
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ..., client_request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., requeues: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., last_checkpoint_at: _Optional[float] = ..., preemption_notice_at: _Optional[float] = ..., allocations: _Optional[_Iterable[_Union[Allocation, _Mapping]]] = ..., array_job_id: _Optional[str] = ..., array_task_id: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -135,16 +149,20 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("states", "limit", "tenant", "all_tenants")
+    __slots__ = ("states", "limit", "tenant", "all_tenants", "name", "array_job_id")
     STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ALL_TENANTS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[JobState]
     limit: int
     tenant: str
     all_tenants: bool
-    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ..., tenant: _Optional[str] = ..., all_tenants: _Optional[bool] = ...) -> None: ...
+    name: str
+    array_job_id: str
+    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., limit: _Optional[int] = ..., tenant: _Optional[str] = ..., all_tenants: _Optional[bool] = ..., name: _Optional[str] = ..., array_job_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs",)
@@ -153,10 +171,12 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "array")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    array: bool
+    def __init__(self, job_id: _Optional[str] = ..., array: _Optional[bool] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "after_event_id")

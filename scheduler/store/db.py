@@ -247,6 +247,35 @@ MIGRATIONS: tuple[str, ...] = (
         pid_namespaces TEXT NOT NULL DEFAULT '[]'
     );
     """,
+    # 6: job names, CPU and memory requests, dependencies (store/deps.py) and arrays (store/arrays.py)
+    """
+    ALTER TABLE jobs ADD COLUMN name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN cpus INTEGER NOT NULL DEFAULT 0 CHECK (cpus BETWEEN 0 AND 1024);
+    ALTER TABLE jobs ADD COLUMN memory_bytes INTEGER NOT NULL DEFAULT 0 CHECK (memory_bytes >= 0);
+    ALTER TABLE jobs ADD COLUMN after_ok TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN array_spec TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN array_job_id TEXT;
+    ALTER TABLE jobs ADD COLUMN array_index INTEGER;
+    CREATE INDEX jobs_by_name ON jobs(tenant, name) WHERE name != '';
+    CREATE INDEX jobs_by_array ON jobs(array_job_id, array_index) WHERE array_job_id IS NOT NULL;
+    CREATE TABLE job_waits (
+        job_id TEXT NOT NULL REFERENCES jobs(job_id),
+        after_job_id TEXT NOT NULL REFERENCES jobs(job_id),
+        PRIMARY KEY (job_id, after_job_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX job_waits_by_parent ON job_waits(after_job_id);
+    """,
+    # 7: rate-card versions, kept for good; the newest is the one in force (store/ratecards.py)
+    """
+    CREATE TABLE rate_cards (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256 TEXT NOT NULL,
+        source TEXT NOT NULL,
+        body TEXT NOT NULL,
+        applied_by TEXT NOT NULL,
+        applied_at REAL NOT NULL
+    );
+    """,
 )
 
 

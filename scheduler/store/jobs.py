@@ -19,12 +19,11 @@ from typing import Any
 
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.scheduler.policy.types import INTERNAL_TENANT
-from neocloud.scheduler.store import validate
+from neocloud.scheduler.store import arrays, deps, rows, validate
 from neocloud.scheduler.store.admin import AdminStore
 from neocloud.scheduler.store.records import (
     ACTIVE_STATES,
     CLASS_NAMES,
-    CLASSES_BY_NAME,
     TERMINAL_STATES,
     Allocation,
     Job,
@@ -35,83 +34,7 @@ from neocloud.scheduler.store.records import (
 
 logger = logging.getLogger(__name__)
 
-_JOB_COLUMNS = (
-    "job_id, tenant, client_request_id, job_class, gpus, gpus_per_node, gpu_model, command, entrypoint, env,"
-    " grace_s, max_runtime_s, requeue_on_preempt, contract_id, state, submitted_at, queue_position, started_at,"
-    " ended_at, requeues, exit_code, message, cancel_requested, last_checkpoint_at, preemption_notice_at"
-)
-_ALLOCATION_COLUMNS = "allocation_id, job_id, tenant, job_class, node_id, gpu_uuids, start, end, end_reason"
 MAX_LIST = 1000
-
-
-def _job(row: Sequence[Any]) -> Job:
-    (job_id, tenant, request_id, job_class, gpus, per_node, model, command, entrypoint, env, grace,
-     max_runtime, requeue, contract, state, submitted, position, started, ended, requeues, exit_code,
-     message, cancel, checkpoint, notice) = row  # fmt: skip
-    spec = JobSpec(
-        tenant=str(tenant),
-        client_request_id=str(request_id),
-        job_class=CLASSES_BY_NAME[str(job_class)],
-        gpus=int(gpus),
-        gpus_per_node=int(per_node),
-        command=None if command is None else tuple(json.loads(str(command))),
-        entrypoint=entrypoint,
-        env=json.loads(str(env)),
-        gpu_model=model,
-        grace_s=float(grace),
-        max_runtime_s=max_runtime,
-        requeue_on_preempt=bool(requeue),
-        contract_id=contract,
-    )
-    return Job(
-        job_id=str(job_id),
-        spec=spec,
-        state=JobState(state),
-        submitted_at=float(submitted),
-        queue_position=float(position),
-        started_at=started,
-        ended_at=ended,
-        requeues=int(requeues),
-        exit_code=exit_code,
-        message=str(message),
-        cancel_requested=bool(cancel),
-        last_checkpoint_at=checkpoint,
-        preemption_notice_at=notice,
-    )
-
-
-def _allocation(row: Sequence[Any]) -> Allocation:
-    alloc_id, job_id, tenant, job_class, node_id, uuids, start, end, reason = row
-    return Allocation(
-        str(alloc_id), str(job_id), str(tenant), CLASSES_BY_NAME[str(job_class)], str(node_id),
-        tuple(json.loads(str(uuids))), float(start), end, reason,
-    )  # fmt: skip
-
-
-def _event(db: sqlite3.Connection, job_id: str, at: float, kind: str, message: str, state: JobState) -> None:
-    db.execute(
-        "INSERT INTO job_events (job_id, at, kind, message, state) VALUES (?, ?, ?, ?, ?)",
-        (job_id, at, kind, message, state.value),
-    )
-
-
-def _get(db: sqlite3.Connection, job_id: str) -> Job:
-    row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    if row is None:
-        raise NotFoundError(f"no job {job_id!r}")
-    return _job(row)
-
-
-def _close(db: sqlite3.Connection, job_id: str, at: float, reason: str) -> list[Allocation]:
-    """End a job's open allocations at `at` (never before they started)."""
-    open_rows = db.execute(
-        f"SELECT {_ALLOCATION_COLUMNS} FROM allocations WHERE job_id = ? AND end IS NULL", (job_id,)
-    ).fetchall()
-    db.execute(
-        "UPDATE allocations SET end = MAX(?, start), end_reason = ? WHERE job_id = ? AND end IS NULL",
-        (at, reason, job_id),
-    )
-    return [_allocation((*row[:7], max(at, float(row[6])), reason)) for row in open_rows]
 
 
 class JobStore(AdminStore):
@@ -164,19 +87,25 @@ class JobStore(AdminStore):
                             created.append(job)
                     db.execute("RELEASE submit")
         for job in created:
+            array = f", array {job.spec.array}" if job.spec.array else ""
             logger.info(
-                "job %s submitted by %s (%d GPUs, %s)", job.job_id, job.tenant, job.spec.gpus, job.job_class.name
+                "job %s submitted by %s (%d GPUs, %s%s)",
+                job.job_id,
+                job.tenant,
+                job.spec.gpus,
+                job.job_class.name,
+                array,
             )
         return [o for o in outcomes if o is not None]
 
     def _submit_one(self, db: sqlite3.Connection, spec: JobSpec, now: float) -> tuple[Job, bool]:
         """Queue one validated spec inside the caller's transaction: (the job, whether it is new)."""
         row = db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant = ? AND client_request_id = ?",
+            f"SELECT {rows.JOB_COLUMNS} FROM jobs WHERE tenant = ? AND client_request_id = ?",
             (spec.tenant, spec.client_request_id),
         ).fetchone()
         if row is not None:
-            existing = _job(row)
+            existing = rows.job(row)
             if existing.spec != spec:
                 raise AlreadyExistsError(
                     f"client_request_id {spec.client_request_id!r} was already used for job {existing.job_id} "
@@ -190,19 +119,35 @@ class JobStore(AdminStore):
             raise FailedPreconditionError(f"tenant {spec.tenant!r} does not exist")
         if spec.contract_id is not None:
             self._check_contract(db, spec, now)
-        job = Job("j-" + secrets.token_hex(6), spec, JobState.QUEUED, submitted_at=now, queue_position=now)
-        db.execute(
-            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 25)})",
-            (
-                job.job_id, spec.tenant, spec.client_request_id, CLASS_NAMES[spec.job_class], spec.gpus,
-                spec.gpus_per_node, spec.gpu_model, None if spec.command is None else json.dumps(spec.command),
-                spec.entrypoint, json.dumps(spec.env, sort_keys=True), spec.grace_s, spec.max_runtime_s,
-                int(spec.requeue_on_preempt), spec.contract_id, job.state.value, now, now, None, None, 0, None,
-                "", 0, None, None,
-            ),
-        )  # fmt: skip
-        _event(db, job.job_id, now, "submitted", f"{spec.gpus} GPU(s), class {CLASS_NAMES[spec.job_class]}", job.state)
-        return job, True
+        waiting = deps.unmet(db, spec.tenant, spec.after_ok)
+        indices: list[int | None] = list(arrays.indices(spec.array)) if spec.array else [None]
+        first: Job | None = None
+        for index in indices:
+            job_id = "j-" + secrets.token_hex(6)
+            array_job_id = None if index is None else first.job_id if first else job_id
+            # The first task answers the request id; the others get ids of their own.
+            request_id = spec.client_request_id if first is None else f"{array_job_id}[{index}]"
+            job = Job(
+                job_id, spec, JobState.QUEUED, submitted_at=now, queue_position=now,
+                message=deps.message(waiting) if waiting else "", array_job_id=array_job_id, array_index=index,
+            )  # fmt: skip
+            db.execute(
+                f"INSERT INTO jobs ({rows.JOB_COLUMNS}) VALUES ({rows.JOB_MARKS})",
+                (
+                    job.job_id, spec.tenant, request_id, CLASS_NAMES[spec.job_class], spec.gpus,
+                    spec.gpus_per_node, spec.gpu_model, None if spec.command is None else json.dumps(spec.command),
+                    spec.entrypoint, json.dumps(spec.env, sort_keys=True), spec.grace_s, spec.max_runtime_s,
+                    int(spec.requeue_on_preempt), spec.contract_id, job.state.value, now, now, None, None, 0, None,
+                    job.message, 0, None, None, spec.name, spec.cpus, spec.memory_bytes, json.dumps(spec.after_ok),
+                    spec.array, array_job_id, index,
+                ),
+            )  # fmt: skip
+            deps.wait(db, job.job_id, waiting)
+            what = f"{spec.gpus} GPU(s), class {CLASS_NAMES[spec.job_class]}"
+            rows.event(db, job.job_id, now, "submitted", what if index is None else f"{what}, task {index}", job.state)
+            first = first or job
+        assert first is not None  # indices is never empty
+        return first, True
 
     @staticmethod
     def _check_contract(db: sqlite3.Connection, spec: JobSpec, now: float) -> None:
@@ -223,84 +168,97 @@ class JobStore(AdminStore):
 
     def get(self, job_id: str) -> Job:
         with self._read() as db:
-            return _get(db, job_id)
+            return rows.get(db, job_id)
 
     def list_jobs(
-        self, tenant: str | None = None, states: Collection[JobState] | None = None, limit: int = 100
+        self,
+        tenant: str | None = None,
+        states: Collection[JobState] | None = None,
+        limit: int = 100,
+        name: str = "",
+        array_job_id: str = "",
     ) -> list[Job]:
-        """Newest first; `tenant` None means every tenant, `states` None every state."""
-        clauses, params = [], []
-        if tenant is not None:
-            clauses.append("tenant = ?")
-            params.append(tenant)
+        """Newest first (an array's tasks in index order); `tenant` None means every tenant, `states`
+        None every state, `name` and `array_job_id` empty any."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("tenant", tenant), ("name", name or None), ("array_job_id", array_job_id or None)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
         if states:
             clauses.append(f"state IN ({', '.join('?' * len(states))})")
             params.extend(JobState(s).value for s in states)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         limit = max(1, min(int(limit), MAX_LIST))
         with self._read() as db:
-            rows = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY submitted_at DESC, rowid DESC LIMIT {limit}", params
+            found = db.execute(
+                f"SELECT {rows.JOB_COLUMNS} FROM jobs{where} ORDER BY submitted_at DESC, array_index, rowid DESC"
+                f" LIMIT {limit}",
+                params,
             ).fetchall()
-        return [_job(row) for row in rows]
+        return [rows.job(row) for row in found]
 
     def queued(self) -> list[Job]:
-        """Queued jobs in queue order (a requeued job keeps its original place)."""
+        """Queued jobs in queue order (a requeued job keeps its original place), less those waiting for a
+        dependency (store/deps.py): the policy never sees them."""
         with self._read() as db:
-            rows = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY queue_position, rowid"
+            found = db.execute(
+                f"SELECT {rows.JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND {deps.READY}"
+                " ORDER BY queue_position, rowid"
             ).fetchall()
-        return [_job(row) for row in rows]
+        return [rows.job(row) for row in found]
 
     def running(self) -> list[tuple[Job, list[Allocation]]]:
         """Jobs holding GPUs (running or preempting) with their open allocations."""
         with self._read() as db:
-            query = (
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('running', 'preempting') ORDER BY started_at, rowid"
-            )
-            jobs = [_job(row) for row in db.execute(query)]
+            query = f"SELECT {rows.JOB_COLUMNS} FROM jobs WHERE state IN ('running', 'preempting')"
+            query += " ORDER BY started_at, rowid"
+            jobs = [rows.job(row) for row in db.execute(query)]
             allocations: dict[str, list[Allocation]] = {}
-            for row in db.execute(f"SELECT {_ALLOCATION_COLUMNS} FROM allocations WHERE end IS NULL ORDER BY rowid"):
-                allocations.setdefault(str(row[1]), []).append(_allocation(row))
+            for row in db.execute(
+                f"SELECT {rows.ALLOCATION_COLUMNS} FROM allocations WHERE end IS NULL ORDER BY rowid"
+            ):
+                allocations.setdefault(str(row[1]), []).append(rows.allocation(row))
         return [(job, allocations.get(job.job_id, [])) for job in jobs]
 
     def allocations(self, job_id: str, open_only: bool = False) -> list[Allocation]:
         extra = " AND end IS NULL" if open_only else ""
         with self._read() as db:
-            rows = db.execute(
-                f"SELECT {_ALLOCATION_COLUMNS} FROM allocations WHERE job_id = ?{extra} ORDER BY start, rowid",
+            found = db.execute(
+                f"SELECT {rows.ALLOCATION_COLUMNS} FROM allocations WHERE job_id = ?{extra} ORDER BY start, rowid",
                 (job_id,),
             ).fetchall()
-        return [_allocation(row) for row in rows]
+        return [rows.allocation(row) for row in found]
 
     def allocations_since(self, t: float) -> list[Allocation]:
         """Every allocation open at or after `t` (for metering and fair-share decay)."""
         with self._read() as db:
-            rows = db.execute(
-                f"SELECT {_ALLOCATION_COLUMNS} FROM allocations WHERE end IS NULL OR end > ? ORDER BY start, rowid",
+            found = db.execute(
+                f"SELECT {rows.ALLOCATION_COLUMNS} FROM allocations WHERE end IS NULL OR end > ? ORDER BY start, rowid",
                 (t,),
             ).fetchall()
-        return [_allocation(row) for row in rows]
+        return [rows.allocation(row) for row in found]
 
     def events_since(self, job_id: str, after_event_id: int = 0, limit: int = MAX_LIST) -> list[JobEvent]:
         with self._read() as db:
-            rows = db.execute(
+            found = db.execute(
                 "SELECT event_id, job_id, at, kind, message, state FROM job_events WHERE job_id = ? AND event_id > ?"
                 " ORDER BY event_id LIMIT ?",
                 (job_id, after_event_id, limit),
             ).fetchall()
-        return [JobEvent(r[0], r[1], r[2], r[3], r[4], JobState(r[5])) for r in rows]
+        return [JobEvent(r[0], r[1], r[2], r[3], r[4], JobState(r[5])) for r in found]
 
     def usage_gpu_seconds_since(self, t: float, now: float | None = None) -> dict[str, float]:
         """GPU-seconds per tenant held in [t, now): closed allocations and open ones up to `now`."""
         now = self._now(now)
         with self._read() as db:
-            rows = db.execute(
+            found = db.execute(
                 "SELECT tenant, SUM(json_array_length(gpu_uuids) * (MIN(COALESCE(end, :now), :now) - MAX(start, :t)))"
                 " FROM allocations WHERE MIN(COALESCE(end, :now), :now) > MAX(start, :t) GROUP BY tenant",
                 {"t": t, "now": now},
             ).fetchall()
-        return {str(tenant): float(seconds) for tenant, seconds in rows}
+        return {str(tenant): float(seconds) for tenant, seconds in found}
 
     # --- the controller's transitions ---------------------------------------------------------------
 
@@ -311,7 +269,7 @@ class JobStore(AdminStore):
         FailedPreconditionError if the job is not queued, a node is cordoned or a GPU is held already."""
         now = self._now(now)
         with self._write() as db:
-            job = _get(db, job_id)
+            job = rows.get(db, job_id)
             if job.state is not JobState.QUEUED:
                 raise FailedPreconditionError(f"job {job_id} is {job.state.value}, not queued: it cannot start")
             placement = [(str(node), tuple(str(u) for u in uuids)) for node, uuids in allocations]
@@ -320,7 +278,7 @@ class JobStore(AdminStore):
             for node_id, uuids in placement:
                 a = Allocation("a-" + secrets.token_hex(8), job_id, job.tenant, job.job_class, node_id, uuids, now)
                 db.execute(
-                    f"INSERT INTO allocations ({_ALLOCATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                    f"INSERT INTO allocations ({rows.ALLOCATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
                     (a.allocation_id, job_id, a.tenant, CLASS_NAMES[a.job_class], node_id, json.dumps(uuids), now),
                 )
                 opened.append(a)
@@ -329,7 +287,7 @@ class JobStore(AdminStore):
                 (now, job_id),
             )
             nodes = ", ".join(f"{n} ({len(u)} GPUs)" for n, u in placement)
-            _event(db, job_id, now, "started", f"on {nodes}", JobState.RUNNING)
+            rows.event(db, job_id, now, "started", f"on {nodes}", JobState.RUNNING)
         logger.info("job %s started on %s", job_id, nodes)
         return opened
 
@@ -351,10 +309,10 @@ class JobStore(AdminStore):
                 f"node(s) {', '.join(sorted(cordoned))} are cordoned: nothing new starts there"
             )
         marks = ", ".join("?" * len(nodes))
-        rows = db.execute(
+        found = db.execute(
             f"SELECT job_id, gpu_uuids FROM allocations WHERE end IS NULL AND node_id IN ({marks})", nodes
         ).fetchall()
-        held = {u: holder for holder, held_uuids in rows for u in json.loads(held_uuids)}
+        held = {u: holder for holder, held_uuids in found for u in json.loads(held_uuids)}
         taken = sorted(set(uuids) & set(held))
         if taken:
             raise FailedPreconditionError(f"GPU {taken[0]} is held by job {held[taken[0]]} already")
@@ -389,20 +347,20 @@ class JobStore(AdminStore):
         """running -> preempting (the executor signals the job); a job preempting already is left as is."""
         now = self._now(now)
         with self._write() as db:
-            job = _get(db, job_id)
+            job = rows.get(db, job_id)
             if job.state is JobState.PREEMPTING:
                 return job
             if job.state is not JobState.RUNNING:
                 raise FailedPreconditionError(f"job {job_id} is {job.state.value}, not running: it cannot be preempted")
             db.execute("UPDATE jobs SET state = 'preempting', preemption_notice_at = ? WHERE job_id = ?", (now, job_id))
-            _event(db, job_id, now, "preemption_notice", reason, JobState.PREEMPTING)
-            return _get(db, job_id)
+            rows.event(db, job_id, now, "preemption_notice", reason, JobState.PREEMPTING)
+            return rows.get(db, job_id)
 
     def close_allocations(self, job_id: str, at: float, end_reason: str) -> list[Allocation]:
         """End the job's open allocations at `at` (the GPUs are free; the job's state is unchanged)."""
         with self._write() as db:
-            _get(db, job_id)
-            return _close(db, job_id, at, end_reason)
+            rows.get(db, job_id)
+            return rows.close(db, job_id, at, end_reason)
 
     def requeue(self, job_id: str, now: float | None = None, reason: str = "", counted: bool = True) -> Job:
         """running/preempting -> queued at its original place, requeues + 1, open allocations closed.
@@ -411,19 +369,19 @@ class JobStore(AdminStore):
         the scheduler's crash."""
         now = self._now(now)
         with self._write() as db:
-            job = _get(db, job_id)
+            job = rows.get(db, job_id)
             if job.state not in ACTIVE_STATES:
                 raise FailedPreconditionError(f"job {job_id} is {job.state.value}: only running jobs are requeued")
             if job.cancel_requested:
                 return self._finish(db, job, JobState.CANCELLED, None, "cancelled by request", now)
-            _close(db, job_id, now, "requeued")
+            rows.close(db, job_id, now, "requeued")
             db.execute(
                 "UPDATE jobs SET state = 'queued', requeues = requeues + ?, started_at = NULL,"
                 " preemption_notice_at = NULL, message = ? WHERE job_id = ?",
                 (int(counted), reason, job_id),
             )
-            _event(db, job_id, now, "requeued", reason, JobState.QUEUED)
-            return _get(db, job_id)
+            rows.event(db, job_id, now, "requeued", reason, JobState.QUEUED)
+            return rows.get(db, job_id)
 
     def finish(
         self, job_id: str, state: JobState, exit_code: int | None = None, message: str = "", now: float | None = None
@@ -435,7 +393,7 @@ class JobStore(AdminStore):
         if state not in TERMINAL_STATES:
             raise InvalidArgumentError(f"state must be succeeded, failed or cancelled, not {state.value}")
         with self._write() as db:
-            job = _get(db, job_id)
+            job = rows.get(db, job_id)
             if job.state is state:
                 return job
             if job.state in TERMINAL_STATES:
@@ -446,30 +404,58 @@ class JobStore(AdminStore):
     def _finish(
         db: sqlite3.Connection, job: Job, state: JobState, exit_code: int | None, message: str, now: float
     ) -> Job:
-        _close(db, job.job_id, now, state.value)
+        JobStore._end(db, job, state, exit_code, message, now)
+        # Its dependents: released if it succeeded, cancelled (and theirs after them) if not.
+        todo = deps.released(db, job.job_id, state)
+        while todo:
+            dependent_id, reason = todo.pop()
+            dependent = rows.get(db, dependent_id)
+            if dependent.state is JobState.QUEUED:  # a job waiting for a dependency never starts
+                JobStore._end(db, dependent, JobState.CANCELLED, None, reason, now)
+                todo += deps.released(db, dependent_id, JobState.CANCELLED)
+        return rows.get(db, job.job_id)
+
+    @staticmethod
+    def _end(
+        db: sqlite3.Connection, job: Job, state: JobState, exit_code: int | None, message: str, now: float
+    ) -> None:
+        rows.close(db, job.job_id, now, state.value)
         db.execute(
             "UPDATE jobs SET state = ?, exit_code = ?, message = ?, ended_at = ? WHERE job_id = ?",
             (state.value, exit_code, message, now, job.job_id),
         )
-        _event(db, job.job_id, now, state.value, message, state)
+        rows.event(db, job.job_id, now, state.value, message, state)
         logger.info("job %s %s (exit code %s) %s", job.job_id, state.value, exit_code, message)
-        return _get(db, job.job_id)
 
-    def request_cancel(self, job_id: str, now: float | None = None) -> Job:
+    def request_cancel(self, job_id: str, now: float | None = None, whole_array: bool = False) -> Job:
         """A queued job is cancelled at once; a running one is flagged for the controller to stop.
-        Cancelling a cancelled job changes nothing; a finished one is FailedPreconditionError."""
+        Cancelling a cancelled job changes nothing; a finished one is FailedPreconditionError. With
+        `whole_array`, every unfinished task of the job's array is cancelled, in one transaction (a job
+        of no array alone); the job's own task is returned."""
         now = self._now(now)
         with self._write() as db:
-            job = _get(db, job_id)
-            if job.state is JobState.CANCELLED or job.cancel_requested:
-                return job
-            if job.state in TERMINAL_STATES:
-                raise FailedPreconditionError(f"job {job_id} has {job.state.value} already: nothing to cancel")
-            if job.state is JobState.QUEUED:
-                return self._finish(db, job, JobState.CANCELLED, None, "cancelled by request", now)
-            db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
-            _event(db, job_id, now, "cancel_requested", "the job will be stopped", job.state)
-            return _get(db, job_id)
+            job = rows.get(db, job_id)
+            if not whole_array or job.array_job_id is None:
+                return self._cancel(db, job, now)
+            tasks = db.execute(
+                f"SELECT {rows.JOB_COLUMNS} FROM jobs WHERE array_job_id = ? AND cancel_requested = 0"
+                " AND state IN ('queued', 'running', 'preempting') ORDER BY array_index",
+                (job.array_job_id,),
+            ).fetchall()
+            for row in tasks:
+                self._cancel(db, rows.job(row), now)
+            return rows.get(db, job_id)
+
+    def _cancel(self, db: sqlite3.Connection, job: Job, now: float) -> Job:
+        if job.state is JobState.CANCELLED or job.cancel_requested:
+            return job
+        if job.state in TERMINAL_STATES:
+            raise FailedPreconditionError(f"job {job.job_id} has {job.state.value} already: nothing to cancel")
+        if job.state is JobState.QUEUED:
+            return self._finish(db, job, JobState.CANCELLED, None, "cancelled by request", now)
+        db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job.job_id,))
+        rows.event(db, job.job_id, now, "cancel_requested", "the job will be stopped", job.state)
+        return rows.get(db, job.job_id)
 
     def record_checkpoint(self, job_id: str, at: float) -> bool:
         """Note the job's latest checkpoint; False (and nothing written) unless it is running."""
@@ -479,6 +465,6 @@ class JobStore(AdminStore):
                 (at, job_id),
             )
             if cursor.rowcount == 0:
-                _get(db, job_id)  # NotFoundError for an unknown job
+                rows.get(db, job_id)  # NotFoundError for an unknown job
                 return False
         return True

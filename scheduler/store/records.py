@@ -61,6 +61,11 @@ class JobSpec:
     max_runtime_s: float | None = None
     requeue_on_preempt: bool = True
     contract_id: str | None = None
+    name: str = ""  # a label for people, not unique
+    cpus: int = 0  # CPU cores reserved on each node (0: none asked)
+    memory_bytes: int = 0  # memory reserved on each node (0: none asked)
+    after_ok: tuple[str, ...] = ()  # jobs that must succeed first (store/deps.py)
+    array: str = ""  # "0-99": one job per index (store/arrays.py); every task keeps the expression
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,8 @@ class Job:
     cancel_requested: bool = False
     last_checkpoint_at: float | None = None
     preemption_notice_at: float | None = None
+    array_job_id: str | None = None  # a task of an array: its first task's job id
+    array_index: int | None = None
 
     @property
     def tenant(self) -> str:

@@ -9,6 +9,7 @@ import re
 
 from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.policy.types import INTERNAL_TENANT, JobClass
+from neocloud.scheduler.store import arrays, deps
 from neocloud.scheduler.store.records import JobSpec
 
 MAX_GPUS = 4096
@@ -23,11 +24,14 @@ MAX_GPU_MODEL = 96
 MAX_ENTRYPOINT = 256
 MAX_NAME = 63
 MAX_REASON = 1024
+MAX_CPUS = 1024  # per node
+MAX_MEMORY_BYTES = 16 * 2**40  # per node: 16 TiB
 
 _ENV_KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _ENTRYPOINT = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -93,6 +97,31 @@ def job_spec(spec: JobSpec) -> None:
         text("contract_id", spec.contract_id, MAX_NAME)
     if (spec.job_class is JobClass.INTERNAL) != (spec.tenant == INTERNAL_TENANT):
         raise InvalidArgumentError(f"job_class internal is for tenant {INTERNAL_TENANT!r} only, and only it")
+    _resources(spec)
+    deps.validate(spec.after_ok)
+    if spec.array:
+        arrays.indices(spec.array)
+
+
+def job_name(value: str) -> str:
+    """A job's name: empty, or 1-63 of [A-Za-z0-9._-] starting with a letter or digit."""
+    if value and not (len(value) <= MAX_NAME and _JOB_NAME.fullmatch(value)):
+        raise InvalidArgumentError(
+            f"name {value[: MAX_NAME + 1]!r} is not a job name: at most {MAX_NAME} of letters, digits, '.', '_' "
+            "and '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _resources(spec: JobSpec) -> None:
+    job_name(spec.name)
+    if isinstance(spec.cpus, bool) or not isinstance(spec.cpus, int) or not 0 <= spec.cpus <= MAX_CPUS:
+        raise InvalidArgumentError(f"cpus must be between 0 and {MAX_CPUS} (on each node), not {spec.cpus!r}")
+    memory = spec.memory_bytes
+    if isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory <= MAX_MEMORY_BYTES:
+        raise InvalidArgumentError(
+            f"memory_bytes must be between 0 and {MAX_MEMORY_BYTES} (16 TiB, on each node), not {memory!r}"
+        )
 
 
 def _gpus(gpus: int, per_node: int) -> None:
