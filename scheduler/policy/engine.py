@@ -9,7 +9,8 @@ Order of work in a pass:
    free capacity its class may use (placement.py); if that fails, a
    preemption plan where its class may preempt (preempt.py); preempted GPUs
    are only free once the executor releases them, so the job stays pending
-   this pass and the plan's nodes are held for it;
+   and the plan's nodes are its room, held for it in this pass and the next
+   ones until it is placed there (rooms.py);
 4. early reclaim warnings for contracts that start within the horizon.
 
 Who may preempt whom: internal within its floor preempts spot, then
@@ -39,6 +40,7 @@ from neocloud.scheduler.policy.fairshare import Shares, serve
 from neocloud.scheduler.policy.fleet import INTERNAL, ON_DEMAND, RESERVED, SPOT, FleetState, is_internal
 from neocloud.scheduler.policy.placement import Placer, Pool
 from neocloud.scheduler.policy.preempt import Plan, Planner, jobs_on_unplaceable_gpus, unplaceable_preemptions
+from neocloud.scheduler.policy.rooms import Rooms
 from neocloud.scheduler.policy.types import (
     INTERNAL_TENANT,
     Contract,
@@ -85,6 +87,7 @@ class _Pass:
         self.book = ContractBook(inp.contracts, inp.now, fleet.contract_gpus, fleet.contract_power_w)
         self.placer = Placer(inp, fleet, self.book)
         self.planner = Planner(inp, fleet, self.placer)
+        self.rooms = Rooms(inp, fleet, self.placer, self.planner.gone)  # (claims them before anything is placed)
         self.shares = Shares(
             inp.usage_gpu_s,
             fleet.tenant_gpus,
@@ -141,6 +144,7 @@ class _Pass:
             preemptions=tuple(self.preemptions),
             warnings=tuple(w for w in self.warnings.values() if w.job_id not in gone),
             pending=self.pending,
+            rooms=self.rooms.out,
         )
 
     def _retire(self, j: RunningJob) -> None:
@@ -209,17 +213,26 @@ class _Pass:
             route = self._route(cls, job.tenant, model, cid)
         key, lists = route
         n = k // g
-        place = self.placer.place
-        for pools in lists:
-            got = place(pools, g, n, key)
-            if got is not None:
-                lent = False
-                break
+        room = self.rooms.place(job, key) if self.rooms.of else None
+        got: tuple[tuple[tuple[str, tuple[str, ...]], ...], bool] | None
+        lent = False  # (a holder's own carve-out is not lent capacity: only what spot borrows is)
+        if room is None:
+            place = self.placer.place
+            for pools in lists:
+                got = place(pools, g, n, key)
+                if got is not None:
+                    break
+            else:
+                got = self._borrow(job, cls, key, model, g, n, need_w, cid)
+                if got is None:
+                    return False
+                lent = got[1]
+        elif isinstance(room, int):  # preempted work is still leaving its room: it waits for that room
+            self.pending[job.job_id] = explain.awaiting_release(room)
+            self._count_waiting(job, cls, need_w, cid)
+            return False
         else:
-            got = self._borrow(job, cls, key, model, g, n, need_w, cid)
-            if got is None:
-                return False
-            lent = got[1]
+            got = (room, False)  # (spot never preempts, so a room is never lent capacity)
         # Placed (inline: this runs once per placement).
         pl = _new(Placement)  # (see _new)
         _set_job_id(pl, job.job_id)
@@ -322,16 +335,15 @@ class _Pass:
     def _commit_plan(
         self, job: JobRequest, cls: int, need_w: float, cid: str | None, plan: Plan, relaxed: bool, floor: bool
     ) -> None:
-        k = job.gpus
         for i in plan.nodes:
             self.placer.claim(i)
-        if cid is not None:
-            self.book.charge(cid, k, need_w)
-        if cls == INTERNAL:
-            self.internal += k
+        self._count_waiting(job, cls, need_w, cid)
         if relaxed:
-            warn(self.warnings, plan.victims, explain.reclaim_soon(cls == RESERVED, cid, plan.wait_s))
-            self.pending[job.job_id] = explain.awaiting_min_runtime(plan.wait_s)
+            # When the youngest victim may go: a time, stable from pass to pass (now + wait_s drifts in float).
+            at = max((v.started_at for v in plan.young), default=self.inp.now - self.cfg.min_runtime_s)
+            at += self.cfg.min_runtime_s
+            warn(self.warnings, plan.victims, explain.reclaim_soon(cls == RESERVED, cid, at))
+            self.pending[job.job_id] = explain.awaiting_min_runtime(at)
             return
         counts: dict[JobClass, int] = {}
         for v in plan.victims:
@@ -345,10 +357,18 @@ class _Pass:
             )
             self._retire(v)
             counts[v.job_class] = counts.get(v.job_class, 0) + 1
+        self.rooms.keep(job.job_id, plan.nodes)
         if counts:
             self.pending[job.job_id] = explain.preempting(counts)
         else:
             self.pending[job.job_id] = explain.awaiting_release(plan.under_notice_gpus)
+
+    def _count_waiting(self, job: JobRequest, cls: int, need_w: float, cid: str | None) -> None:
+        """A job that room is being made for counts against its contract and the internal floor as if placed."""
+        if cid is not None:
+            self.book.charge(cid, job.gpus, need_w)
+        if cls == INTERNAL:
+            self.internal += job.gpus
 
     def _wait(
         self,

@@ -31,6 +31,11 @@ def when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def when_s(ts: float) -> str:
+    """To the second: a time, not a countdown, so the sentence stays the same from pass to pass."""
+    return datetime.fromtimestamp(round(ts), tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -135,10 +140,10 @@ def awaiting_release(gpus: int) -> str:
     return f"waiting for preempted work to release its GPUs ({gpus} GPUs under notice)"
 
 
-def awaiting_min_runtime(wait_s: float) -> str:
+def awaiting_min_runtime(at: float) -> str:
     return (
         f"capacity will be reclaimed from lower-class work once it has run its minimum time "
-        f"(in {wait_s:.0f} s; it has been warned)"
+        f"(at {when_s(at)}; it has been warned)"
     )
 
 
@@ -158,9 +163,9 @@ def preemption_reason(job_class: int, contract_id: str | None, lent: bool, floor
     return "on-demand work needs spot capacity"
 
 
-def reclaim_soon(reserved: bool, contract_id: str | None, wait_s: float) -> str:
+def reclaim_soon(reserved: bool, contract_id: str | None, at: float) -> str:
     who = f"reserved contract {contract_id}" if reserved else "internal work"
-    return f"{who} needs these GPUs: preemption may follow in {wait_s:.0f} s"
+    return f"{who} needs these GPUs: preemption may follow at {when_s(at)}"
 
 
 def reclaim_at_start(contract_id: str, start: float) -> str:

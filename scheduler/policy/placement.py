@@ -337,13 +337,10 @@ class Placer:
         ids = self._ids.get(i)
         if ids is None:
             gpus = self.nodes[i].gpus
-            if free[i] == len(gpus):  # every GPU free (and placeable)
-                if f == 0:
-                    free[i] = 0
-                    return gpus  # a whole free node: nothing to track
-                ids = self._ids[i] = list(gpus)
-            else:
-                ids = self._ids[i] = self.fleet.free_gpus(i)
+            if free[i] == len(gpus) and f == 0:
+                free[i] = 0
+                return gpus  # a whole free node: nothing to track
+            ids = self.free_ids(i)
         give = tuple(ids[:g])
         del ids[:g]
         free[i] = f
@@ -355,6 +352,15 @@ class Placer:
             p.cnt[f] += 1
             p.gpus += f
         return give
+
+    def free_ids(self, i: int) -> list[str]:
+        """The free GPUs of node i not given yet in this pass (the caller takes from the front)."""
+        ids = self._ids.get(i)
+        if ids is None:
+            gpus = self.nodes[i].gpus
+            # (every GPU free and placeable: no need to ask which)
+            ids = self._ids[i] = list(gpus) if self.free[i] == len(gpus) else self.fleet.free_gpus(i)
+        return ids
 
     def hold(self, pools: list[Pool], g: int, n: int) -> int:
         """Claim, for a job that does not fit, the nodes closest to fitting it:

@@ -112,6 +112,9 @@ class PolicyInput:
     # policy adds what is running now.
     usage_gpu_s: dict[str, float] = field(default_factory=dict)
     config: PolicyConfig = field(default_factory=PolicyConfig)
+    # Queued job -> the nodes an earlier pass preempted work on for it (Decision.rooms, handed back):
+    # held for that job alone, which is placed there once they are free.
+    rooms: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +146,4 @@ class Decision:
     preemptions: tuple[Preemption, ...] = ()
     warnings: tuple[ReclaimWarning, ...] = ()
     pending: dict[str, str] = field(default_factory=dict)  # job_id -> why it waits, in a tenant's words
+    rooms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # job_id -> nodes being freed for it

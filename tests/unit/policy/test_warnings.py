@@ -34,8 +34,11 @@ def test_internal_demand_warns_spot_it_cannot_preempt_yet() -> None:
     d = schedule(policy_input(fleet(1), [job("i", 8, cls=INTERNAL)], run, min_runtime_s=60, internal_floor_gpus=8))
     assert d.preemptions == ()
     assert warned(d) == ["young"]
-    assert d.warnings[0].reason == "internal work needs these GPUs: preemption may follow in 40 s"
-    assert "in 40 s" in d.pending["i"]
+    # A time (NOW + 40 s), not a countdown: the same words in the next pass, so the job is warned once.
+    assert d.warnings[0].reason == "internal work needs these GPUs: preemption may follow at 1970-01-12 13:47:20 UTC"
+    assert "at 1970-01-12 13:47:20 UTC" in d.pending["i"]
+    again = schedule(policy_input(fleet(1), [job("i", 8, cls=INTERNAL)], run, now=NOW + 7, internal_floor_gpus=8))
+    assert again.warnings == d.warnings and again.pending == d.pending
     later = schedule(policy_input(fleet(1), [job("i", 8, cls=INTERNAL)], run, now=NOW + 41, internal_floor_gpus=8))
     assert preempted(later) == ["young"] and later.warnings == ()
 
