@@ -102,6 +102,11 @@ def spec(message: pb.JobSpec, tenant: str, client_request_id: str) -> JobSpec:
         max_runtime_s=message.max_runtime_s if message.HasField("max_runtime_s") else None,
         requeue_on_preempt=message.requeue_on_preempt if message.HasField("requeue_on_preempt") else True,
         contract_id=message.contract_id or None,
+        name=message.name,
+        cpus=message.cpus,
+        memory_bytes=message.memory_bytes,
+        after_ok=tuple(message.after_ok),
+        array=message.array,
     )
 
 
@@ -117,6 +122,11 @@ def spec_to_proto(s: JobSpec) -> pb.JobSpec:
         grace_s=s.grace_s,
         requeue_on_preempt=s.requeue_on_preempt,
         contract_id=s.contract_id or "",
+        name=s.name,
+        cpus=s.cpus,
+        memory_bytes=s.memory_bytes,
+        after_ok=list(s.after_ok),
+        array=s.array,
     )
     if s.max_runtime_s is not None:
         message.max_runtime_s = s.max_runtime_s
@@ -148,7 +158,10 @@ def job_to_proto(job: Job, allocations: Iterable[Allocation] = ()) -> pb.Job:
         message=job.message,
         cancel_requested=job.cancel_requested,
         allocations=[allocation_to_proto(a) for a in allocations],
+        array_job_id=job.array_job_id or "",
     )
+    if job.array_index is not None:
+        message.array_task_id = job.array_index
     for name in ("started_at", "ended_at", "exit_code", "last_checkpoint_at", "preemption_notice_at"):
         value = getattr(job, name)
         if value is not None:

@@ -21,6 +21,7 @@ from neocloud.scheduler.api import convert
 from neocloud.scheduler.api.auth import Authenticator, own_tenant, visible
 from neocloud.scheduler.api.logs import LogSource
 from neocloud.scheduler.policy.types import JobClass
+from neocloud.scheduler.store import validate
 from neocloud.scheduler.store.jobs import MAX_LIST, JobStore
 from neocloud.scheduler.store.records import Job, JobSpec, Principal, Role
 from neocloud.v1 import jobs_pb2 as pb
@@ -150,14 +151,22 @@ class JobService(pb_grpc.JobServiceServicer):
         if request.limit > MAX_LIST:
             raise InvalidArgumentError(f"limit must be at most {MAX_LIST}, not {request.limit}")
         states = [convert.job_state(s) for s in request.states]
-        jobs = await asyncio.to_thread(self._store.list_jobs, tenant, states, request.limit or DEFAULT_LIST)
+        jobs = await asyncio.to_thread(
+            self._store.list_jobs,
+            tenant,
+            states,
+            request.limit or DEFAULT_LIST,
+            validate.job_name(request.name),
+            request.array_job_id and convert.job_id(request.array_job_id),
+        )
         return pb.ListJobsResponse(jobs=[convert.job_to_proto(j) for j in jobs])
 
     async def Cancel(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:  # noqa: N802
         principal = await self._auth.principal(context)
         job = await self._job(principal, request.job_id)
-        job = await asyncio.to_thread(self._store.request_cancel, job.job_id, self._clock())
-        logger.info("job %s: cancel requested by %s", job.job_id, principal.token_name)
+        job = await asyncio.to_thread(self._store.request_cancel, job.job_id, self._clock(), request.array)
+        what = f"array {job.array_job_id}" if request.array and job.array_job_id else f"job {job.job_id}"
+        logger.info("%s: cancel requested by %s", what, principal.token_name)
         return convert.job_to_proto(job)
 
     async def Watch(  # noqa: N802

@@ -65,9 +65,11 @@ class Enactor:
                 job_id=job.job_id,
                 command=list(spec.command) if spec.command else None,
                 entrypoint=spec.entrypoint,
-                env=dict(spec.env),
+                env={**spec.env, **job.array_env},
                 grace_s=spec.grace_s,
                 max_runtime_s=spec.max_runtime_s,
+                cpus=spec.cpus,
+                memory_bytes=spec.memory_bytes,
             )
             try:
                 self.executor.start(exec_job, [(n, list(u)) for n, u in placement.placement], inventory)

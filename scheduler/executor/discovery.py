@@ -28,8 +28,13 @@ def labelled_nodes() -> dict[str, RayNodeInfo]:
         node_id = (n.get("Labels") or {}).get(NODE_LABEL)
         if not node_id:
             continue
+        resources = n.get("Resources") or {}
         info = RayNodeInfo(
-            alive=bool(n.get("Alive")), gpus=int((n.get("Resources") or {}).get("GPU", 0)), ray_node_id=n["NodeID"]
+            alive=bool(n.get("Alive")),
+            gpus=int(resources.get("GPU", 0)),
+            ray_node_id=n["NodeID"],
+            cpus=float(resources.get("CPU", 0)),
+            memory_bytes=float(resources.get("memory", 0)),
         )
         if node_id not in out or (info.alive and not out[node_id].alive):
             out[node_id] = info

@@ -169,7 +169,7 @@ class RayExecutor:
                 raise AlreadyExistsError(
                     f"job {job.job_id} already has a placement group on the cluster: reattach() or release() it first"
                 )
-            bundles = [{"GPU": float(len(gpus)), "CPU": self._bundle_cpus} for _, gpus in placement]
+            bundles = [self._bundle(job, len(gpus)) for _, gpus in placement]
             pg = placement_group(
                 bundles,
                 strategy="STRICT_SPREAD" if len(placement) > 1 else "PACK",
@@ -228,6 +228,21 @@ class RayExecutor:
                 )
             if len(gpus) > info.gpus:
                 raise FailedPreconditionError(f"node {node_id}: {len(gpus)} GPUs asked, its Ray node has {info.gpus}")
+            # A bundle no node can hold would wait forever: the job is refused instead (the policy counts GPUs only).
+            if info.cpus is not None and job.cpus > info.cpus:
+                raise FailedPreconditionError(f"node {node_id}: {job.cpus} CPUs asked, its Ray node has {info.cpus:g}")
+            if info.memory_bytes is not None and job.memory_bytes > info.memory_bytes:
+                raise FailedPreconditionError(
+                    f"node {node_id}: {job.memory_bytes} bytes of memory asked, "
+                    f"its Ray node has {info.memory_bytes:.0f}"
+                )
+
+    def _bundle(self, job: ExecJob, gpus: int) -> dict[str, float]:
+        """One node's share of the job: its GPUs, its CPUs (at least what the runner takes) and memory."""
+        bundle = {"GPU": float(gpus), "CPU": max(self._bundle_cpus, float(job.cpus))}
+        if job.memory_bytes:
+            bundle["memory"] = float(job.memory_bytes)
+        return bundle
 
     # --- stopping ----------------------------------------------------------------
 

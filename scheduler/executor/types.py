@@ -54,6 +54,8 @@ class ExecJob:
     env: dict[str, str] = field(default_factory=dict)
     grace_s: float = 30.0  # default notice period for cancel() and max_runtime
     max_runtime_s: float | None = None
+    cpus: int = 0  # CPU cores reserved on each node, in its bundle (0: the executor's minimum)
+    memory_bytes: int = 0  # memory reserved on each node, in its bundle (0: none)
 
     def __post_init__(self) -> None:
         if not _JOB_ID.fullmatch(self.job_id):
@@ -83,6 +85,8 @@ class RayNodeInfo:
     alive: bool
     gpus: int  # GPUs the Ray node advertises (its total, not what is free)
     ray_node_id: str
+    cpus: float | None = None  # CPUs and memory (bytes) it advertises; None: not known
+    memory_bytes: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

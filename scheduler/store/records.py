@@ -94,6 +94,13 @@ class Job:
     def job_class(self) -> JobClass:
         return self.spec.job_class
 
+    @property
+    def array_env(self) -> dict[str, str]:
+        """What a task of an array is told of it, in its environment (none for other jobs)."""
+        if self.array_job_id is None:
+            return {}
+        return {"NEOCLOUD_ARRAY_JOB_ID": self.array_job_id, "NEOCLOUD_ARRAY_TASK_ID": str(self.array_index)}
+
 
 @dataclass(frozen=True, slots=True)
 class Allocation:

@@ -34,7 +34,8 @@ class Clock:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, tenants: tuple[str, ...] = ("acme",)) -> None:
+        """The store is tmp_path/s.db (made already, with its tenants, when `tenants` is empty)."""
         self.clock = Clock()
         self.fleet = Fleet()
         self.backends = {n: SimBackend(n, 8, load=0.2, clock_us=lambda: int(self.clock.now * 1e6)) for n in NODES}
@@ -44,7 +45,8 @@ class Rig:
             node.connected = True
         self.report()
         self.store = JobStore(open_db(tmp_path / "s.db"), clock=self.clock)
-        self.store.create_tenant("acme")
+        for tenant in tenants:
+            self.store.create_tenant(tenant)
         self.store.set_setting("min_runtime_s", "0")
         self.executor = FakeExecutor(NODES, clock=self.clock)
         self.controller = Controller(self.store, self.fleet, self.executor, clock=self.clock)
