@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from neocloud.agent.sampler import Sampler
 from neocloud.agent.stream import StreamClient
+from neocloud.domain.build import build_labels
 from neocloud.domain.gpu import GpuSample
 
 GPU_LABELS = ["node", "gpu", "uuid", "model"]
@@ -86,7 +87,7 @@ class AgentCollector(Collector):
         )
         yield _per_gpu(
             CounterMetricFamily(
-                "neocloud_gpu_energy_counter_resets", "Times the energy counter went backwards.", labels=GPU_LABELS
+                "neocloud_gpu_energy_resets", "Times the energy counter went backwards.", labels=GPU_LABELS
             ),
             labels,
             {g.uuid: latest.counter_resets[g.uuid] for g in sampler.inventory},
@@ -99,6 +100,10 @@ class AgentCollector(Collector):
             _ecc(samples),
         )
         yield from self._agent_metrics(node)
+        build = build_labels()
+        info = GaugeMetricFamily("neocloud_build_info", "Always 1: the versions this agent runs.", labels=list(build))
+        info.add_metric(list(build.values()), 1.0)
+        yield info
 
     def _agent_metrics(self, node: str) -> Iterator[Metric]:
         spool = self._sampler.spool.stats()

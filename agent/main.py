@@ -41,7 +41,7 @@ class AgentConfig:
     spool_path: str = "/var/lib/neocloud/agent-spool.db"
     spool_max_bytes: int = DEFAULT_MAX_BYTES
     metrics_host: str = "0.0.0.0"
-    metrics_port: int | None = 9400
+    metrics_port: int | None = 9402  # not dcgm-exporter's 9400
     insecure: bool = False
     ca_file: str | None = None
     cert_file: str | None = None

@@ -19,6 +19,7 @@ from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.invoice import parse_period
 from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.metering.ledger import Ledger
+from neocloud.scheduler.metering.month import MonthToDate
 from neocloud.scheduler.store.db import open_db
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class LedgerSummary:
-    # (tenant, class) -> totals over every metered hour; idle is tenant "" class "idle"
+    # (tenant, class) -> totals this UTC month so far; idle is tenant "" class "idle"
     gpu_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     energy_joules: dict[tuple[str, str], float] = field(default_factory=dict)
     gap: dict[str, float] = field(default_factory=dict)  # "energy" / "gpu_seconds" -> |rows - reference| / reference
@@ -45,6 +46,7 @@ class BillingRunner:
         self._db = open_db(db_path)
         self._clock = clock
         self.ledger = Ledger(self._db, clock)
+        self.month = MonthToDate(self._db)  # the per-tenant figures, kept per metered hour
         self.books = Books(self._db, card) if card is not None else None
         self.interval_s = interval_s
         self.summary = LedgerSummary()
@@ -72,7 +74,7 @@ class BillingRunner:
         while the loop's pass runs waits for it, then makes its own."""
         with self._pass:
             try:
-                self.ledger.run_pass()
+                self.month.update(self.ledger.run_pass(), self._clock())
                 self.summary = self._summarise()
             except Exception:
                 self.ledger.stats.failures_total += 1
@@ -80,12 +82,7 @@ class BillingRunner:
 
     def _summarise(self) -> LedgerSummary:
         db = self._db
-        seconds, energy = {}, {}
-        for tenant, cls, gpu_ms, energy_mj in db.execute(
-            "SELECT tenant, job_class, SUM(gpu_ms), SUM(energy_mj) FROM usage GROUP BY tenant, job_class"
-        ):
-            seconds[(tenant, cls)] = gpu_ms / 1000
-            energy[(tenant, cls)] = energy_mj / 1000
+        seconds, energy = self.month.totals()
         rows_ms, rows_mj = db.execute(
             "SELECT COALESCE(SUM(gpu_ms), 0), COALESCE(SUM(energy_mj), 0) FROM usage"
         ).fetchone()

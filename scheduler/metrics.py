@@ -1,13 +1,20 @@
 """Prometheus collector for the scheduler: the fleet as telemetry shows it and
-the health of ingest, built from live state at scrape time."""
+the health of ingest, built from live state at scrape time.
+
+Per-tenant series carry the tenant's name, a hash of it, or nothing (`tenant_labels`
+name | hash | off) for deployments whose metrics must not show who buys capacity."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Literal
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from neocloud.domain.build import build_labels
+from neocloud.domain.durations import Durations
 from neocloud.scheduler.billing_runner import BillingRunner
 from neocloud.scheduler.control.controller import Controller
 from neocloud.scheduler.ingest.fleet import Fleet
@@ -15,12 +22,55 @@ from neocloud.scheduler.ingest.service import TelemetryService
 
 GPU_LABELS = ["node", "gpu", "uuid", "model"]
 REFUSAL_CODES = ("ABORTED", "FAILED_PRECONDITION", "INVALID_ARGUMENT", "PERMISSION_DENIED")
+TenantLabels = Literal["name", "hash", "off"]
+TENANT_LABEL_MODES: tuple[TenantLabels, ...] = ("name", "hash", "off")
+
+
+def tenant_label(mode: TenantLabels, tenant: str) -> str:
+    """The tenant label's value: the name; the first 16 hex digits of its SHA-256 (an operator
+    finds a tenant's series with `printf %s NAME | sha256sum`; a guessable name can be confirmed,
+    not read); or "" for every tenant (off: the series sum over tenants). Idle ("") stays ""."""
+    if mode == "name" or not tenant:
+        return tenant
+    return hashlib.sha256(tenant.encode()).hexdigest()[:16] if mode == "hash" else ""
+
+
+def per_tenant(
+    family: GaugeMetricFamily | CounterMetricFamily,
+    items: Iterable[tuple[tuple[str, ...], float]],
+    tenant_at: int,
+    mode: TenantLabels,
+) -> GaugeMetricFamily | CounterMetricFamily:
+    """Add (labels, value) items to `family` with the tenant label (at `tenant_at`) rewritten,
+    summing the series that become one (every tenant's, with off)."""
+    sums: dict[tuple[str, ...], float] = {}
+    for labels, value in items:
+        key = (*labels[:tenant_at], tenant_label(mode, labels[tenant_at]), *labels[tenant_at + 1 :])
+        sums[key] = sums.get(key, 0.0) + value
+    for key, value in sorted(sums.items()):
+        family.add_metric(list(key), value)
+    return family
+
+
+def histogram(name: str, documentation: str, durations: Durations) -> HistogramMetricFamily:
+    buckets, total = durations.snapshot()
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=total)
+
+
+def build_info() -> GaugeMetricFamily:
+    labels = build_labels()
+    family = GaugeMetricFamily("neocloud_build_info", "Always 1: the versions this process runs.", labels=list(labels))
+    family.add_metric(list(labels.values()), 1.0)
+    return family
 
 
 class SchedulerCollector(Collector):
-    def __init__(self, service: TelemetryService, controller: Controller | None = None) -> None:
+    def __init__(
+        self, service: TelemetryService, controller: Controller | None = None, tenant_labels: TenantLabels = "name"
+    ) -> None:
         self._service = service
         self._controller = controller
+        self._tenant_labels = tenant_labels
 
     def collect(self) -> Iterator[Metric]:
         fleet = self._service.fleet
@@ -49,7 +99,7 @@ class SchedulerCollector(Collector):
             labels=GPU_LABELS,
         )
         resets = CounterMetricFamily(
-            "neocloud_fleet_gpu_energy_counter_resets", "Energy counter resets bridged.", labels=GPU_LABELS
+            "neocloud_fleet_gpu_energy_resets", "Energy counter resets bridged.", labels=GPU_LABELS
         )
         healthy = GaugeMetricFamily(
             "neocloud_fleet_gpu_healthy", "0 once a GPU reported a fatal error.", labels=GPU_LABELS
@@ -78,12 +128,12 @@ class SchedulerCollector(Collector):
                 if gpu.last_sample_us:
                     sample_age.add_metric(labels, gpu.last_sample_us / 1e6)
         yield from (connected, last_seen, offset, dropped, power, util, energy, resets, healthy, xids, sample_age)
+        yield build_info()
         yield from self._ingest_metrics()
         if self._controller is not None:
             yield from self._controller_metrics(self._controller)
 
-    @staticmethod
-    def _controller_metrics(controller: Controller) -> Iterator[Metric]:
+    def _controller_metrics(self, controller: Controller) -> Iterator[Metric]:
         stats = controller.stats
         yield CounterMetricFamily(
             "neocloud_scheduler_placements", "Jobs started by the policy.", value=stats.placements
@@ -100,8 +150,10 @@ class SchedulerCollector(Collector):
             "Crash leftovers set right: starts rolled back, stops finished, orphans removed from Ray.",
             value=stats.repairs,
         )
-        yield GaugeMetricFamily(
-            "neocloud_scheduler_last_step_seconds", "Duration of the last controller pass.", value=stats.last_step_s
+        yield histogram(
+            "neocloud_scheduler_step_seconds",
+            "Controller passes (events, policy, enactment) by duration.",
+            stats.step_seconds,
         )
         yield GaugeMetricFamily(
             "neocloud_scheduler_pending_jobs", "Queued jobs waiting.", value=len(controller.pending)
@@ -115,21 +167,27 @@ class SchedulerCollector(Collector):
         yield GaugeMetricFamily(
             "neocloud_site_power_budget_watts", "The site's power budget ('inf': none).", value=view.power_budget_w
         )
-        allocated = GaugeMetricFamily(
-            "neocloud_scheduler_allocated_gpus",
-            "GPUs held by running jobs, by class and tenant.",
-            labels=["class", "tenant"],
+        mode = self._tenant_labels
+        yield per_tenant(
+            GaugeMetricFamily(
+                "neocloud_scheduler_allocated_gpus",
+                "GPUs held by running jobs, by class and tenant.",
+                labels=["class", "tenant"],
+            ),
+            list(view.allocated.items()),
+            1,
+            mode,
         )
-        for (cls, tenant), gpus in sorted(view.allocated.items()):
-            allocated.add_metric([cls, tenant], gpus)
-        undelivered = GaugeMetricFamily(
-            "neocloud_contract_undelivered_gpus",
-            "Reserved GPUs of an active contract the fleet cannot deliver now (cordoned, unhealthy, lost).",
-            labels=["contract", "tenant"],
+        yield per_tenant(
+            GaugeMetricFamily(
+                "neocloud_contract_undelivered_gpus",
+                "Reserved GPUs of an active contract the fleet cannot deliver now (cordoned, unhealthy, lost).",
+                labels=["contract", "tenant"],
+            ),
+            list(view.undelivered.items()),
+            1,
+            mode,
         )
-        for (contract, tenant), gpus in sorted(view.undelivered.items()):
-            undelivered.add_metric([contract, tenant], gpus)
-        yield from (allocated, undelivered)
 
     def _ingest_metrics(self) -> Iterator[Metric]:
         service = self._service
@@ -176,35 +234,45 @@ class SchedulerCollector(Collector):
             "Nodes whose data the store refused on its own: their stream ended, every other node's data committed.",
             value=service.store_refusals_total,
         )
-        yield GaugeMetricFamily(
-            "neocloud_ingest_last_commit_seconds", "Duration of the last commit.", value=service.last_commit_s
+        yield histogram(
+            "neocloud_ingest_commit_seconds", "Telemetry commits (write, then ack) by duration.", service.commit_seconds
         )
 
 
 class MeteringCollector(Collector):
     """Usage and the ledger's health, from the summary of the last ledger pass."""
 
-    def __init__(self, runner: BillingRunner, fleet: Fleet) -> None:
+    def __init__(self, runner: BillingRunner, fleet: Fleet, tenant_labels: TenantLabels = "name") -> None:
         self._runner = runner
         self._fleet = fleet
+        self._tenant_labels = tenant_labels
 
     def collect(self) -> Iterator[Metric]:
         summary = self._runner.summary
         stats = self._runner.ledger.stats
-        seconds = CounterMetricFamily(
-            "neocloud_tenant_gpu_seconds",
-            'GPU-seconds in the ledger by tenant and class (idle: tenant "", class idle).',
-            labels=["tenant", "class"],
+        mode = self._tenant_labels
+        # Gauges: a re-metered hour may correct a figure down (an end reported late), and the
+        # month's first pass starts them again.
+        yield per_tenant(
+            GaugeMetricFamily(
+                "neocloud_tenant_month_gpu_seconds",
+                'GPU-seconds in the ledger this UTC month so far, by tenant and class (idle: tenant "", class idle).',
+                labels=["tenant", "class"],
+            ),
+            list(summary.gpu_seconds.items()),
+            0,
+            mode,
         )
-        energy = CounterMetricFamily(
-            "neocloud_tenant_energy_joules",
-            "Energy-counter joules in the ledger by tenant and class.",
-            labels=["tenant", "class"],
+        yield per_tenant(
+            GaugeMetricFamily(
+                "neocloud_tenant_month_energy_joules",
+                "Energy-counter joules in the ledger this UTC month so far, by tenant and class.",
+                labels=["tenant", "class"],
+            ),
+            list(summary.energy_joules.items()),
+            0,
+            mode,
         )
-        for (tenant, cls), value in sorted(summary.gpu_seconds.items()):
-            seconds.add_metric([tenant, cls], value)
-        for (tenant, cls), value in sorted(summary.energy_joules.items()):
-            energy.add_metric([tenant, cls], value)
         gap = GaugeMetricFamily(
             "neocloud_metering_reconciliation_gap_ratio",
             "|ledger rows - reference| / reference over metered hours: attributed counter deltas (energy), "
@@ -219,18 +287,15 @@ class MeteringCollector(Collector):
             "(needs --rate-card).",
             labels=["tenant", "class", "currency"],
         )
-        for (tenant, cls), amount in sorted(summary.billed.items()):
-            billed.add_metric([tenant, cls, summary.currency], float(amount))
-        yield from (seconds, energy, gap, billed)
+        amounts = [((tenant, cls, summary.currency), float(a)) for (tenant, cls), a in summary.billed.items()]
+        yield from (gap, per_tenant(billed, amounts, 0, mode))
         if stats.passes_total:  # before the first pass there is no lag to report, only start-up
             yield GaugeMetricFamily(
                 "neocloud_ledger_metered_to_timestamp_seconds",
                 "The ledger covers the fleet up to this time (lag = time() - this).",
                 value=stats.metered_to,
             )
-        yield GaugeMetricFamily(
-            "neocloud_ledger_pass_seconds", "How long the last ledger pass took.", value=stats.last_pass_s
-        )
+        yield histogram("neocloud_ledger_pass_seconds", "Ledger passes by duration.", stats.pass_seconds)
         yield CounterMetricFamily(
             "neocloud_ledger_pass_failures", "Ledger passes that failed.", value=stats.failures_total
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from neocloud.scheduler.api.errors import ErrorInterceptor
 from neocloud.scheduler.api.logs import ExecutorLogs, NoLogs
@@ -26,7 +26,8 @@ from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.ingest.service import add_to_server as add_telemetry_to_server
 from neocloud.scheduler.liveness import Heartbeat
-from neocloud.scheduler.metrics import MeteringCollector, SchedulerCollector
+from neocloud.scheduler.metrics import MeteringCollector, SchedulerCollector, TenantLabels
+from neocloud.scheduler.metrics_http import MetricsServer
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.shortfalls import ShortfallStore
@@ -62,6 +63,11 @@ class SchedulerConfig:
     db_path: str = "/var/lib/neocloud/scheduler.db"
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = 9401
+    # /metrics over HTTPS (both set), behind a bearer token (its file), and how tenants are named there.
+    metrics_cert_file: str | None = None
+    metrics_key_file: str | None = None
+    metrics_token_file: str | None = None
+    metrics_tenant_labels: TenantLabels = "name"
     insecure: bool = False
     ca_file: str | None = None
     cert_file: str | None = None
@@ -133,13 +139,13 @@ class Scheduler:
         )
         self._usage_db = open_db(config.db_path) if on_disk else None
         self.registry = CollectorRegistry()
-        self.registry.register(SchedulerCollector(self.telemetry, self.controller))
+        self.registry.register(SchedulerCollector(self.telemetry, self.controller, config.metrics_tenant_labels))
         if self.metering is not None:
-            self.registry.register(MeteringCollector(self.metering, self.telemetry.fleet))
+            self.registry.register(MeteringCollector(self.metering, self.telemetry.fleet, config.metrics_tenant_labels))
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
-        self._http: object | None = None
+        self._http: MetricsServer | None = None
         self._commits: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
         self._health = HealthServicer()
@@ -182,9 +188,15 @@ class Scheduler:
         if self.metering is not None:
             self.metering.start()
         if config.metrics_port is not None:
-            http, _ = start_http_server(config.metrics_port, config.metrics_host, registry=self.registry)
-            self._http = http
-            self.metrics_port = http.server_port
+            self._http = MetricsServer(
+                self.registry,
+                config.metrics_host,
+                config.metrics_port,
+                config.metrics_cert_file,
+                config.metrics_key_file,
+                config.metrics_token_file,
+            )
+            self.metrics_port = self._http.port
         logger.info(
             "scheduler listening on port %d (%s), store %s, %d known nodes, metrics on port %s",
             self.port,
@@ -211,8 +223,7 @@ class Scheduler:
             self._usage_db.close()
         self.jobs.close()
         if self._http is not None:
-            self._http.shutdown()  # type: ignore[attr-defined]
-            self._http.server_close()  # type: ignore[attr-defined]
+            self._http.close()
         self.db.close()
 
 

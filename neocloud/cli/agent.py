@@ -87,7 +87,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--drain", type=float, default=5.0, help="on SIGTERM, seconds to wait for spooled batches to be acked"
     )
-    add_metrics_options(p, port=9400)
+    # Not 9400: dcgm-exporter's default, often on the same GPU host.
+    add_metrics_options(p, port=9402)
     tls = add_mtls_options(
         p,
         ca="the scheduler's certificate",

@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neocloud.cli.metrics_options import add_scheduler_metrics_options, scheduler_metrics_settings
 from neocloud.cli.options import add_metrics_options, add_mtls_options, metrics_settings, mtls_settings
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "this month as neocloud_tenant_billed_amount",
     )
     add_metrics_options(p, port=9401)
+    add_scheduler_metrics_options(p)
     add_mtls_options(
         p, ca="the nodes' certificates", own="the scheduler's", insecure="on a loopback address (--listen)"
     )
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         listen=args.listen,
         db_path=args.db,
         **metrics_settings(args),
+        **scheduler_metrics_settings(args),
         **mtls_settings(args),
         commit_interval_s=args.commit_interval,
         rate_card_path=args.rate_card,

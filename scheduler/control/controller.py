@@ -139,7 +139,7 @@ class Controller:
         self._shortfalls.record(inp, missing, now)
         self.view = view_of(inp, missing)
         self.stats.steps += 1
-        self.stats.last_step_s = time.monotonic() - started
+        self.stats.step_seconds.observe(time.monotonic() - started)
         return decision
 
     def close(self) -> None:

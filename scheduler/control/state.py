@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from neocloud.domain.durations import Durations
 from neocloud.scheduler.executor.types import Exited
 from neocloud.scheduler.policy.types import RunningJob
 from neocloud.scheduler.store.intents import CleanupRow, IntentStore, StopIntent
@@ -50,7 +51,7 @@ class ControllerStats:
     warnings: int = 0
     step_errors: int = 0
     repairs: int = 0  # crash leftovers set right (repair.py)
-    last_step_s: float = 0.0
+    step_seconds: Durations = field(default_factory=Durations)
 
 
 @dataclass(slots=True)

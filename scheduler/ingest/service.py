@@ -29,6 +29,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from neocloud.domain.clock import wall_clock_us
+from neocloud.domain.durations import Durations
 from neocloud.domain.fleet import NodeState
 from neocloud.scheduler.ingest import isolation
 from neocloud.scheduler.ingest.fleet import Fleet
@@ -148,7 +149,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.commit_failures_total = 0
         # Nodes whose data the store refused on its own (each ended that node's stream).
         self.store_refusals_total = 0
-        self.last_commit_s = 0.0
+        self.commit_seconds = Durations()
         self._refusal_log = RateLimitedLog()
         self.hello_timeout_s = HELLO_TIMEOUT_S
         self._rejection_log = RateLimitedLog()
@@ -341,7 +342,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             else:
                 self.commits_total += 1
                 self._mark_durable(snap.seqs)
-            self.last_commit_s = loop.time() - started
+            self.commit_seconds.observe(loop.time() - started)
         for session in self.sessions.values():
             durable = session.node.durable_seq
             if durable > session.acked_sent:

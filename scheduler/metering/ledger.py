@@ -20,8 +20,9 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from neocloud.domain.durations import Durations
 from neocloud.domain.hours import HOUR_S, hour_of
 from neocloud.scheduler.metering.usage import IDLE_CLASS, usage_id
 
@@ -56,7 +57,7 @@ class HourResult:
 class LedgerStats:
     passes_total: int = 0
     failures_total: int = 0
-    last_pass_s: float = 0.0
+    pass_seconds: Durations = field(default_factory=Durations)
     metered_to: float = 0.0  # the ledger covers the fleet up to here (Unix s)
 
 
@@ -100,7 +101,7 @@ class Ledger:
                 self.stats.failures_total += 1
                 logger.exception("metering hour %d failed; it stays due", hour)
         self.stats.passes_total += 1
-        self.stats.last_pass_s = time.monotonic() - started
+        self.stats.pass_seconds.observe(time.monotonic() - started)
         self.stats.metered_to = now
         return results
 
