@@ -50,7 +50,9 @@ def test_promtool_check_metrics_passes_on_every_endpoint(
         executor=FakeExecutor(("node-1",)),
         rate_card_path=str(ROOT / "deploy" / "config" / "ratecard.example.yaml"),
     )
-    agent = agent_factory(sched.port, backend=SimBackend("node-1", 2, load=0.5), metrics_port=0, metrics_host="127.0.0.1")
+    agent = agent_factory(
+        sched.port, backend=SimBackend("node-1", 2, load=0.5), metrics_port=0, metrics_host="127.0.0.1"
+    )
     fleet = sched.scheduler.telemetry.fleet
     wait_until(
         lambda: "node-1" in fleet.nodes and all(g.energy.total_mj > 0 for g in fleet.nodes["node-1"].gpus.values()),
@@ -71,7 +73,11 @@ def test_promtool_check_metrics_passes_on_every_endpoint(
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
         assert families(text)["neocloud_build_info"] == "gauge", name
     scheduler_families = families(pages["scheduler"][1])
-    for histogram in ("neocloud_ingest_commit_seconds", "neocloud_scheduler_step_seconds", "neocloud_ledger_pass_seconds"):
+    for histogram in (
+        "neocloud_ingest_commit_seconds",
+        "neocloud_scheduler_step_seconds",
+        "neocloud_ledger_pass_seconds",
+    ):
         assert scheduler_families[histogram] == "histogram", histogram
     assert scheduler_families["neocloud_tenant_month_gpu_seconds"] == "gauge"
     assert 'neocloud_tenant_month_gpu_seconds{class="idle",tenant=""}' in pages["scheduler"][1]
@@ -104,4 +110,3 @@ def test_scheduler_metrics_over_https_need_the_token(
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         get(f"http://127.0.0.1:{sched.scheduler.metrics_port}/metrics", TOKEN)
     assert get(url, TOKEN, trusted)[0] == 200
-

@@ -58,7 +58,7 @@ def test_re_metering_an_hour_never_lowers_the_month_and_matches_a_recount(tmp_pa
 
 def test_the_month_figures_hold_this_month_only_as_gauges(tmp_path: Path) -> None:
     path = tmp_path / "scheduler.db"
-    store, db, fleet = open_site(path)
+    _, db, fleet = open_site(path)
     fleet.attributor.book = AllocationBook()
     last_month = month_bounds(HOUR)[0] - 3600
     db.execute(  # a row metered last month: it stays in the ledger, not in this month's figures
