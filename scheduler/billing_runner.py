@@ -2,7 +2,12 @@
 every `interval_s`, on a thread and SQLite connection of its own, it meters closed
 hours into the ledger, rates them, and keeps a summary for Prometheus (taken at the
 pass, never at scrape time) with the reconciliation check: per metered hour, the
-rows must add up to what was attributed (energy) and to the GPUs' wall time."""
+rows must add up to what was attributed (energy) and to the GPUs' wall time.
+
+Each tenant is rated on its own: a tenant that cannot be rated is counted by
+reason in every pass (neocloud_billing_errors_total) and logged once when it
+starts failing, when its error changes and when it recovers, never every pass;
+every other tenant is billed and exported as usual."""
 
 from __future__ import annotations
 
@@ -10,13 +15,13 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from neocloud.scheduler.billing.books import Books
-from neocloud.scheduler.billing.invoice import parse_period
+from neocloud.scheduler.billing.books import Books, TenantFailure
+from neocloud.scheduler.billing.invoice import Reason
 from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.metering.ledger import Ledger
 from neocloud.scheduler.metering.month import MonthToDate
@@ -33,6 +38,8 @@ class LedgerSummary:
     gap: dict[str, float] = field(default_factory=dict)  # "energy" / "gpu_seconds" -> |rows - reference| / reference
     billed: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (tenant, class) -> this month so far
     currency: str = ""
+    # (tenant, reason) -> ratings that failed since the scheduler started (a counter)
+    billing_errors: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class BillingRunner:
@@ -50,6 +57,8 @@ class BillingRunner:
         self.books = Books(self._db, card) if card is not None else None
         self.interval_s = interval_s
         self.summary = LedgerSummary()
+        self._billing_errors: dict[tuple[str, str], int] = {}
+        self._failing: dict[str, str] = {}  # tenant -> the error logged for it, until it is rated again
         self._stop = threading.Event()
         # One pass at a time on the one connection: the loop's and any caller's (demo, tests).
         self._pass = threading.Lock()
@@ -102,18 +111,39 @@ class BillingRunner:
                     "ledger reconciliation: %s rows differ from the reference by %.2f%%", quantity, ratio * 100
                 )
         billed = self._billed() if self.books is not None else {}
-        return LedgerSummary(seconds, energy, gap, billed, self.books.card.currency if self.books else "")
+        return LedgerSummary(
+            seconds, energy, gap, billed, self.books.card.currency if self.books else "", dict(self._billing_errors)
+        )
 
     def _billed(self) -> dict[tuple[str, str], Decimal]:
         """Each tenant's invoice for the current month as it stands, by class (commitments
-        and credits under their line kind)."""
+        and credits under their line kind); tenants that cannot be rated are left out."""
         assert self.books is not None
-        now = self._clock()
-        period = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m")
-        p = parse_period(period)
+        period = dt.datetime.fromtimestamp(self._clock(), dt.UTC).strftime("%Y-%m")
+        rated = self.books.invoices(period)
         out: dict[tuple[str, str], Decimal] = {}
-        for tenant in self.books.tenants(p.start, p.end):
-            for line in self.books.invoice(tenant, period).lines:
+        for tenant, inv in rated.invoices.items():
+            for line in inv.lines:
                 key = (tenant, line.job_class or line.kind.value)
                 out[key] = out.get(key, Decimal(0)) + line.amount
+        self._record(period, rated.failures, rated.invoices.keys())
         return out
+
+    def _record(self, period: str, failures: list[TenantFailure], rated: Iterable[str]) -> None:
+        """Count each failure; log a tenant when it starts failing, fails otherwise, or recovers."""
+        for f in failures:
+            key = (f.tenant, f.reason.value)
+            self._billing_errors[key] = self._billing_errors.get(key, 0) + 1
+            if self._failing.get(f.tenant) != f.message:
+                self._failing[f.tenant] = f.message
+                logger.warning(
+                    "billing %s: tenant %s cannot be rated (%s): %s; the other tenants are billed as usual",
+                    period,
+                    f.tenant,
+                    f.reason.value,
+                    f.message,
+                    exc_info=f.error if f.reason is Reason.ERROR else None,  # a bug: its traceback, once
+                )
+        for tenant in rated:
+            if self._failing.pop(tenant, None) is not None:
+                logger.info("billing %s: tenant %s is rated again", period, tenant)

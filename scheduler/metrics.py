@@ -289,6 +289,17 @@ class MeteringCollector(Collector):
         )
         amounts = [((tenant, cls, summary.currency), float(a)) for (tenant, cls), a in summary.billed.items()]
         yield from (gap, per_tenant(billed, amounts, 0, mode))
+        yield per_tenant(
+            CounterMetricFamily(
+                "neocloud_billing_errors",
+                "Ratings of a tenant's invoice for the current month that failed, by reason (one per ledger pass; "
+                "every other tenant is billed as usual).",
+                labels=["tenant", "reason"],
+            ),
+            [(key, float(n)) for key, n in summary.billing_errors.items()],
+            0,
+            mode,
+        )
         if stats.passes_total:  # before the first pass there is no lag to report, only start-up
             yield GaugeMetricFamily(
                 "neocloud_ledger_metered_to_timestamp_seconds",

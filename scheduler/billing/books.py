@@ -4,6 +4,9 @@ the ledger, invoices rated from them, issued invoices kept as they were sent.
 An issued invoice is never changed: asking for it again returns it as issued.
 When the ledger of an issued period changes later (late telemetry), the
 difference becomes adjustment lines on the tenant's next open invoice.
+
+Every tenant is rated on its own (`invoices`): one tenant's broken data or
+missing terms fails that tenant's invoice only, and is reported with a reason.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from neocloud.domain.errors import FailedPreconditionError
+from neocloud.domain.errors import FailedPreconditionError, NeocloudError
 from neocloud.scheduler.billing.adjustments import adjustment_lines
-from neocloud.scheduler.billing.invoice import Invoice, Line, LineKind, parse_period
+from neocloud.scheduler.billing.invoice import BillingError, Invoice, Line, LineKind, Reason, parse_period
 from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.billing.rating import invoice as rate_invoice
 from neocloud.scheduler.billing.render import invoice_from_json, render_json
@@ -28,6 +32,24 @@ _USAGE_COLUMNS = (
     "usage_id, tenant, job_id, allocation_id, gpu_model, job_class, contract_id, hour, gpu_ms, energy_mj,"
     " util_gpu_ms, peak_power_mw, memory_peak_bytes"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantFailure:
+    """A tenant whose invoice could not be rated, and why (`error` is the exception, for the log)."""
+
+    tenant: str
+    reason: Reason
+    message: str
+    error: Exception
+
+
+@dataclass(frozen=True, slots=True)
+class Rated:
+    """A period rated tenant by tenant: the invoices that could be, and the tenants that could not."""
+
+    invoices: dict[str, Invoice]
+    failures: list[TenantFailure]
 
 
 class Books:
@@ -114,6 +136,26 @@ class Books:
         """The issued invoice if there is one, else the period rated now with the
         corrections to earlier issued periods."""
         return self.issued(tenant, period) or self.rate(tenant, period, self.adjustments(tenant, period))
+
+    def invoices(self, period: str) -> Rated:
+        """Every tenant's invoice for the period (`invoice`), each rated on its own: a tenant
+        that fails is listed with its reason, and the others are rated as if it were not there."""
+        p = parse_period(period)
+        currency = self.card.currency  # no card is everyone's problem, not a tenant's: raised here
+        rated = Rated({}, [])
+        for tenant in self.tenants(p.start, p.end):
+            try:
+                rated.invoices[tenant] = self.invoice(tenant, period)
+            except BillingError as e:
+                rated.failures.append(TenantFailure(tenant, e.reason, str(e), e))
+            except NeocloudError as e:  # e.g. an issued invoice that no longer reads
+                rated.failures.append(TenantFailure(tenant, Reason.INVALID, str(e), e))
+            except Exception as e:  # noqa: BLE001 - a bug met on one tenant's data must not stop the others
+                rated.failures.append(TenantFailure(tenant, Reason.ERROR, f"{type(e).__name__}: {e}", e))
+        logger.debug(
+            "rated %s in %s: %d invoice(s), %d failed", period, currency, len(rated.invoices), len(rated.failures)
+        )
+        return rated
 
     def adjustments(self, tenant: str, period: str) -> list[Line]:
         """For each issued period before `period`: what changed since it was issued and
