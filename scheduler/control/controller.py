@@ -131,7 +131,7 @@ class Controller:
         self._reconciler.observe_nodes(now)
         views = placeable(self.fleet, self._state, now, running, self.liveness)
         logger.debug("placeable GPUs: %s", {v.node_id: len(v.placeable) for v in views})
-        inp = policy_input(self.store, self._state, now, views, running)
+        inp = policy_input(self.store, self._state, now, views, running, self._enactor.rooms)
         decision = decide(inp)
         self._enactor.enact(decision, now, views)
         self._book.publish(now)

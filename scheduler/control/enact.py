@@ -1,6 +1,9 @@
 """Carrying out a Decision: preemptions are noted in the store, then signalled;
 placements are recorded in the store, then started on the executor; reclaim
-warnings are sent once per reason; pending reasons go where the owner reads them."""
+warnings are sent once per reason and counted once per episode (a job warned
+pass after pass is one warning); pending reasons go where the owner reads them,
+and a job that starts loses its pending reason; the rooms being freed for
+queued jobs are kept for the next pass."""
 
 from __future__ import annotations
 
@@ -25,15 +28,19 @@ class Enactor:
         self.stats = stats
         self.pending: dict[str, str] = {}  # job id -> why it waits (from the last pass)
         self.warned: dict[str, str] = {}  # job id -> reclaim warning
+        self.rooms: dict[str, tuple[str, ...]] = {}  # job id -> nodes being freed for it (PolicyInput.rooms)
 
     def enact(self, decision: Decision, now: float, views: tuple[NodeView, ...]) -> None:
         self._preempt(decision, now)
-        self._place(decision, now, views)
-        self._warn(decision)
         changed = {j: r for j, r in decision.pending.items() if self.pending.get(j) != r}
+        # A job about to start says why it waited no more (set while it is still queued).
+        changed.update({p.job_id: "" for p in decision.placements})
         if changed:  # `neocloud job ID` shows it as the job's message
             self.store.set_pending_reasons(changed)
+        self._place(decision, now, views)
+        self._warn(decision)
         self.pending = dict(decision.pending)
+        self.rooms = dict(decision.rooms)
 
     def _preempt(self, decision: Decision, now: float) -> None:
         for preemption in decision.preemptions:
@@ -86,7 +93,8 @@ class Enactor:
         for warning in decision.warnings:
             if self.warned.get(warning.job_id) != warning.reason:
                 logger.info("reclaim warning for job %s: %s", warning.job_id, warning.reason)
-                self.stats.warnings += 1
+                if warning.job_id not in self.warned:  # a new episode, not a new wording of the same one
+                    self.stats.warnings += 1
                 try:
                     self.executor.warn(warning.job_id, warning.reason)
                 except NeocloudError as e:  # gone meanwhile: the next pass knows

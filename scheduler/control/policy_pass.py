@@ -28,8 +28,14 @@ def placeable(
 
 
 def policy_input(
-    store: JobStore, state: ControlState, now: float, views: tuple[NodeView, ...], running_jobs: Running
+    store: JobStore,
+    state: ControlState,
+    now: float,
+    views: tuple[NodeView, ...],
+    running_jobs: Running,
+    rooms: dict[str, tuple[str, ...]] | None = None,
 ) -> PolicyInput:
+    """`rooms`: the last Decision's (the policy drops those of jobs no longer queued)."""
     config = store.policy_config()
     running = tuple(
         RunningJob(
@@ -66,7 +72,7 @@ def policy_input(
     # Usage over one half-life stands in for the decayed total.
     usage = store.usage_gpu_seconds_since(now - config.fair_share_half_life_s, now)
     contracts = tuple(c.as_policy() for c in store.list_contracts())
-    return PolicyInput(now, views, contracts, running, queue, usage, config)
+    return PolicyInput(now, views, contracts, running, queue, usage, config, dict(rooms or {}))
 
 
 def decide(inp: PolicyInput) -> Decision:

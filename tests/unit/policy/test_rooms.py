@@ -93,7 +93,9 @@ def test_a_gang_is_placed_on_exactly_the_nodes_its_preemption_freed() -> None:
     second = run(policy_input(nodes, [gang, filler], [noticed(victims[1])]), first.rooms)
     assert "gang" not in placed(second) and list(placed(second)["filler"]) not in (["n0"], ["n1"])
     assert second.pending["gang"] == "waiting for preempted work to release its GPUs (8 GPUs under notice)"
-    third = run(policy_input(nodes, [gang], [running("filler", placed(second)["filler"])]), second.rooms)
+    third = run(
+        policy_input(nodes, [gang], [running("filler", dict.fromkeys(placed(second)["filler"], 8))]), second.rooms
+    )
     assert sorted(placed(third)["gang"]) == ["n0", "n1"]
 
 
