@@ -9,6 +9,7 @@ import sys
 import uuid
 
 from neocloud.cli import admin as admin_cli
+from neocloud.cli import jobspec
 from neocloud.cli.common import (
     UsageError,
     command,
@@ -49,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parents=[conn],
         help="submit a job",
         description="Queue a job on the scheduler; prints its id.",
-        epilog=_SUBMIT_EPILOG,
+        epilog=_SUBMIT_EPILOG + "\n" + jobspec.SUBMIT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--gpus", type=int, default=1, help="GPUs in all (1-4096; default: %(default)s)")
@@ -76,6 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-requeue", action="store_true", help="do not requeue the job when it is preempted")
     p.add_argument("--request-id", help="idempotency key (default: a fresh UUID)")
     p.add_argument("--entrypoint", metavar="PKG.MOD:FUNC", help="run this Python function instead of a command")
+    jobspec.add_submit_options(p)
     p.add_argument("cmd", nargs="*", metavar="-- CMD ARGS", help="the command to run")
     p.set_defaults(func=command(_submit))
 
@@ -89,6 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tenant", help="one tenant's jobs (operators; 'internal' for the lab's own)")
     p.add_argument("--state", action="append", choices=sorted(STATES), help="only jobs in this state (repeatable)")
     p.add_argument("--limit", type=int, default=100, help="at most this many (1-1000; default: %(default)s)")
+    jobspec.list_options(p)
     p.set_defaults(func=command(_jobs))
 
     p = subparsers.add_parser(
@@ -105,6 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Cancel a job: a queued one at once, a running one is stopped.",
     )
     p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--array", action="store_true", help="cancel every unfinished task of the job's array")
     p.set_defaults(func=command(_cancel))
 
     p = subparsers.add_parser(
@@ -147,6 +151,7 @@ def _submit(args: argparse.Namespace, client: Client) -> None:
         spec.max_runtime_s = args.max_runtime
     if args.no_requeue:
         spec.requeue_on_preempt = False
+    jobspec.apply_submit_options(args, spec)
     request = pb.SubmitJobRequest(spec=spec, client_request_id=args.request_id or str(uuid.uuid4()))
     job = client.jobs.Submit(request, metadata=client.metadata, timeout=CALL_TIMEOUT_S)
     show(args, job, f"{job.job_id} {_state(job)}")
@@ -159,15 +164,32 @@ def _state(job: pb.Job) -> str:
 
 def _jobs(args: argparse.Namespace, client: Client) -> None:
     request = pb.ListJobsRequest(
-        states=[STATES[s] for s in args.state or ()], limit=args.limit, tenant=args.tenant or "", all_tenants=args.all
+        states=[STATES[s] for s in args.state or ()],
+        limit=args.limit,
+        tenant=args.tenant or "",
+        all_tenants=args.all,
+        name=args.name,
+        array_job_id=args.array,
     )
     jobs = client.jobs.List(request, metadata=client.metadata, timeout=CALL_TIMEOUT_S).jobs
-    show_list(args, jobs, ("JOB", "TENANT", "CLASS", "GPUS", "STATE", "SUBMITTED", "REQUEUES", "MESSAGE"), _job_row)
+    show_list(
+        args, jobs, ("JOB", "NAME", "TENANT", "CLASS", "GPUS", "STATE", "SUBMITTED", "REQUEUES", "MESSAGE"), _job_row
+    )
 
 
 def _job_row(j: pb.Job) -> tuple[object, ...]:
     job_class = enum_word(pb.JobClass.Name(j.spec.job_class), "JOB_CLASS_")
-    return j.job_id, j.tenant, job_class, j.spec.gpus, _state(j), fmt_time(j.submitted_at), j.requeues, j.message[:60]
+    return (
+        j.job_id,
+        jobspec.short_name(j),
+        j.tenant,
+        job_class,
+        j.spec.gpus,
+        _state(j),
+        fmt_time(j.submitted_at),
+        j.requeues,
+        j.message[:60],
+    )
 
 
 def _job(args: argparse.Namespace, client: Client) -> None:
@@ -202,6 +224,7 @@ def _print_job(job: pb.Job) -> None:
             ("grace", f"{spec.grace_s:g} s"),
             ("max runtime", f"{spec.max_runtime_s:g} s" if spec.HasField("max_runtime_s") else "-"),
             ("requeue", "yes" if spec.requeue_on_preempt else "no"),
+            *jobspec.job_fields(job),
             ("request id", job.client_request_id),
             ("submitted", fmt_time(job.submitted_at)),
             ("started", fmt_time(job.started_at) if job.HasField("started_at") else "-"),
@@ -216,7 +239,9 @@ def _print_job(job: pb.Job) -> None:
 
 
 def _cancel(args: argparse.Namespace, client: Client) -> None:
-    job = client.jobs.Cancel(pb.CancelJobRequest(job_id=args.job_id), metadata=client.metadata, timeout=CALL_TIMEOUT_S)
+    job = client.jobs.Cancel(
+        pb.CancelJobRequest(job_id=args.job_id, array=args.array), metadata=client.metadata, timeout=CALL_TIMEOUT_S
+    )
     show(args, job, f"{job.job_id} {_state(job)}")
 
 

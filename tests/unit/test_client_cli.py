@@ -142,8 +142,8 @@ def test_submit_jobs_job_cancel(run: Run, api: ApiServer) -> None:
 
     code, out, _ = run("acme", "jobs", "--insecure")
     header, row = out.splitlines()
-    assert header.split() == ["JOB", "TENANT", "CLASS", "GPUS", "STATE", "SUBMITTED", "REQUEUES", "MESSAGE"]
-    assert row.split()[:5] == [job_id, "acme", "on_demand", "8", "queued"]
+    assert header.split() == ["JOB", "NAME", "TENANT", "CLASS", "GPUS", "STATE", "SUBMITTED", "REQUEUES", "MESSAGE"]
+    assert row.split()[:6] == [job_id, "-", "acme", "on_demand", "8", "queued"]
 
     code, out, _ = run("acme", "jobs", "--insecure", "--json", "--state", "queued")
     [listed] = json.loads(out)
