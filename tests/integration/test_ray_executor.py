@@ -19,6 +19,7 @@ import pytest
 import ray
 from ray.util.placement_group import get_placement_group, placement_group_table
 
+from neocloud.domain.errors import FailedPreconditionError
 from neocloud.scheduler.executor.local_cluster import LocalCluster
 from neocloud.scheduler.executor.ray_executor import RayExecutor
 from neocloud.scheduler.executor.types import (
@@ -296,3 +297,19 @@ def test_a_dead_node_is_reported_with_the_jobs_it_held(ex: Env) -> None:
     while alive(started.pid):  # the runner's death took the job's leader with it
         assert time.monotonic() < deadline, f"job leader {started.pid} survived its runner"
         time.sleep(0.05)
+
+
+def test_cpus_and_memory_go_into_the_bundle_and_a_node_that_cannot_hold_them_refuses(ex: Env) -> None:
+    job = sh('echo "task=$NEOCLOUD_ARRAY_TASK_ID"', "sized", cpus=2, memory_bytes=64 * 2**20)
+    ex.ex.start(job, [("node-a", INV["node-a"][:1])], INV)
+    ex.event(Started, "sized")
+    bundles = get_placement_group("neocloud-sized").bundle_specs
+    assert bundles == [{"GPU": 1.0, "CPU": 2.0, "memory": float(64 * 2**20)}]
+    assert ex.event(Exited, "sized").exit_code == 0
+    ex.release("sized")
+    # node-a has 2 CPUs: a bundle of 3 would wait forever, so the start is refused, naming both.
+    with pytest.raises(FailedPreconditionError, match="node-a: 3 CPUs asked, its Ray node has 2"):
+        ex.ex.start(sh("true", "too-wide", cpus=3), [("node-a", INV["node-a"][:1])], INV)
+    with pytest.raises(FailedPreconditionError, match=f"node-b: {2**50} bytes of memory asked"):
+        ex.ex.start(sh("true", "too-big", memory_bytes=2**50), [("node-b", INV["node-b"][:1])], INV)
+    assert "too-wide" not in ex.ex.detached_jobs() and "too-big" not in ex.ex.detached_jobs()
