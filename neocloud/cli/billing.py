@@ -125,8 +125,10 @@ def _usage(args: argparse.Namespace) -> int:
                 return events.getvalue()
             if args.tenant:
                 return _show({args.by: tenant_usage(rows, args.by)}, args.json)
-            revenue = {t: books.invoice(t, args.period).total for t in books.tenants(p.start, p.end)}
-            return _show(fleet_split(rows, revenue, books.card.currency), args.json)
+            rated = books.invoices(args.period)  # a tenant that cannot be rated is listed, not fatal
+            revenue = {t: inv.total for t, inv in rated.invoices.items()}
+            unbilled = {f.tenant: f"{f.reason.value}: {f.message}" for f in rated.failures}
+            return _show(fleet_split(rows, revenue, books.card.currency, unbilled), args.json)
 
         return _local("usage", local)(args)
     if args.cloudevents:

@@ -34,8 +34,11 @@ def tenant_usage(rows: Iterable[UsageRow], by: str) -> list[dict[str, Any]]:
     ]
 
 
-def fleet_split(rows: Iterable[UsageRow], revenue: Mapping[str, Decimal], currency: str) -> dict[str, Any]:
-    """GPU-hours, their share and energy for internal work, tenants and idle GPUs; revenue per tenant."""
+def fleet_split(
+    rows: Iterable[UsageRow], revenue: Mapping[str, Decimal], currency: str, unbilled: Mapping[str, str] = {}
+) -> dict[str, Any]:
+    """GPU-hours, their share and energy for internal work, tenants and idle GPUs; revenue per tenant;
+    and the tenants that could not be rated (tenant -> why), whose usage is in the split all the same."""
     split: dict[str, list[float]] = {"internal": [0.0, 0.0], "tenants": [0.0, 0.0], "idle": [0.0, 0.0]}
     for r in rows:
         side = "idle" if r.job_class == IDLE_CLASS else "internal" if r.job_class == "internal" else "tenants"
@@ -48,6 +51,7 @@ def fleet_split(rows: Iterable[UsageRow], revenue: Mapping[str, Decimal], curren
             for side, (h, kwh) in split.items()
         ],
         "revenue": [{"tenant": t, "total": str(v), "currency": currency} for t, v in sorted(revenue.items())],
+        "unbilled": [{"tenant": t, "error": why} for t, why in sorted(unbilled.items())],
     }
 
 
