@@ -27,7 +27,8 @@ SUBMIT_EXAMPLES = """\
 Each task of an array is a job of its own, with NEOCLOUD_ARRAY_JOB_ID (the array's id, its first
 task's) and NEOCLOUD_ARRAY_TASK_ID (its index) in its environment; `neocloud jobs --array ID` lists
 them, `neocloud cancel --array ID` cancels them all. A job --after-ok other jobs (your own) waits,
-queued, until each has succeeded, and is cancelled if one fails or is cancelled."""
+queued, until each has succeeded, and is cancelled if one fails or is cancelled; --after-ok with an
+array's id waits for every task of the array."""
 
 
 def memory_bytes(text: str) -> int:
@@ -62,7 +63,7 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="JOB_ID",
-        help="start only after this job of yours succeeded; cancelled if it fails (repeatable, up to 64)",
+        help="start only after this job (an array's id: all its tasks) succeeded; cancelled if it fails (repeatable)",
     )
     p.add_argument("--array", default="", metavar="INDICES", help="one job per index: 0-99, 0-15:4, 1,3,5 (<= 10,000)")
 

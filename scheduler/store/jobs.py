@@ -142,11 +142,11 @@ class JobStore(AdminStore):
                     spec.array, array_job_id, index,
                 ),
             )  # fmt: skip
-            deps.wait(db, job.job_id, waiting)
             what = f"{spec.gpus} GPU(s), class {CLASS_NAMES[spec.job_class]}"
             rows.event(db, job.job_id, now, "submitted", what if index is None else f"{what}, task {index}", job.state)
             first = first or job
         assert first is not None  # indices is never empty
+        deps.wait(db, first.job_id, waiting)  # an array waits whole, under its id
         return first, True
 
     @staticmethod
@@ -405,15 +405,16 @@ class JobStore(AdminStore):
         db: sqlite3.Connection, job: Job, state: JobState, exit_code: int | None, message: str, now: float
     ) -> Job:
         JobStore._end(db, job, state, exit_code, message, now)
+        ended = rows.get(db, job.job_id)
         # Its dependents: released if it succeeded, cancelled (and theirs after them) if not.
-        todo = deps.released(db, job.job_id, state)
+        todo = deps.released(db, ended)
         while todo:
             dependent_id, reason = todo.pop()
             dependent = rows.get(db, dependent_id)
             if dependent.state is JobState.QUEUED:  # a job waiting for a dependency never starts
                 JobStore._end(db, dependent, JobState.CANCELLED, None, reason, now)
-                todo += deps.released(db, dependent_id, JobState.CANCELLED)
-        return rows.get(db, job.job_id)
+                todo += deps.released(db, rows.get(db, dependent_id))
+        return ended
 
     @staticmethod
     def _end(

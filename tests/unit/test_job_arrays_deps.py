@@ -210,3 +210,33 @@ def test_cycles_cannot_be_formed(store: JobStore) -> None:
     assert set(edges) == {(b.job_id, a.job_id), (c.job_id, b.job_id)}
     with pytest.raises(NotFoundError):  # naming a job id before it exists
         store.submit(spec("self", after_ok=("j-" + "0" * 12,)))
+
+
+def test_naming_an_array_waits_for_every_task(store: JobStore) -> None:
+    first = store.submit(spec("arr", array="0-2"))
+    tasks = store.list_jobs("acme", array_job_id=first.job_id)
+    after_all = store.submit(spec("all", after_ok=(first.job_id,)))
+    after_one = store.submit(spec("one", after_ok=(tasks[2].job_id,)))  # a task other than the first, alone
+    assert count(store, "job_waits") == 2
+    for task in tasks[::-1]:
+        assert after_all.job_id not in queued_ids(store)
+        store.start(task.job_id, [("n1", ["GPU-0"])])
+        store.finish(task.job_id, JobState.SUCCEEDED, 0)
+        assert after_one.job_id in queued_ids(store)  # task 2 was the first to succeed
+    assert after_all.job_id in queued_ids(store)
+    assert store.get(after_all.job_id).message == "dependencies met (after-ok)"
+
+
+def test_a_failed_task_cancels_what_waits_for_its_array(store: JobStore) -> None:
+    first = store.submit(spec("arr", array="0-2"))
+    waiting_array = store.submit(spec("next", array="0-1", after_ok=(first.job_id,)))
+    assert count(store, "job_waits") == 1  # an array waits whole, under its id
+    tasks = store.list_jobs("acme", array_job_id=first.job_id)
+    store.start(tasks[1].job_id, [("n1", ["GPU-0"])])
+    store.finish(tasks[1].job_id, JobState.FAILED, 2)
+    for task in store.list_jobs("acme", array_job_id=waiting_array.job_id):
+        assert task.state is JobState.CANCELLED
+        assert task.message == f"dependency {first.job_id}: its task 1 failed (after-ok)"
+    assert {t.state for t in store.list_jobs("acme", array_job_id=first.job_id)} == {JobState.QUEUED, JobState.FAILED}
+    with pytest.raises(FailedPreconditionError, match=f"a task of array {first.job_id} has failed"):
+        store.submit(spec("late", after_ok=(first.job_id,)))
