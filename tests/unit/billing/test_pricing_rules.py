@@ -16,6 +16,7 @@ import pytest
 from neocloud.cli import main
 from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.cloudevents import write_usage_events
+from neocloud.scheduler.billing.invoice import BillingError, Reason
 from neocloud.scheduler.billing.ratecard import parse_ratecard
 from neocloud.scheduler.billing.rating import invoice
 from neocloud.scheduler.billing.render import render_json
@@ -160,3 +161,10 @@ def test_the_fleet_split_lists_a_tenant_that_cannot_be_rated_and_rates_the_other
     assert report["unbilled"][0]["error"].startswith("no_terms: contract c-unpriced")
     code, _, err = cli("invoice", *local, "--tenant", "globex")
     assert code != 0 and "c-unpriced" in err and "Traceback" not in err
+
+
+def test_a_currency_without_an_iso_4217_minor_unit_is_refused_with_its_reason() -> None:
+    card = parse_ratecard(EXAMPLE_CARD.replace("currency: USD", "currency: XYZ"))
+    with pytest.raises(BillingError, match="'XYZ' is not an ISO 4217 code") as refused:
+        invoice("acme", NOV, EXAMPLE_ROWS, [], [], card)
+    assert refused.value.reason is Reason.CURRENCY
