@@ -5,6 +5,7 @@ bearer token, scraped over real sockets."""
 from __future__ import annotations
 
 import shutil
+import socket
 import ssl
 import subprocess
 import urllib.error
@@ -99,6 +100,8 @@ def test_scheduler_metrics_over_https_need_the_token(
     )
     url = f"https://127.0.0.1:{sched.scheduler.metrics_port}/metrics"
     trusted = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    # A client that connects and never starts its handshake holds up no one else's scrape.
+    silent = socket.create_connection(("127.0.0.1", sched.scheduler.metrics_port))
 
     assert get(url, None, trusted)[0] == 401
     assert get(url, "not-the-token-at-all-0000", trusted)[0] == 401
@@ -110,3 +113,4 @@ def test_scheduler_metrics_over_https_need_the_token(
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         get(f"http://127.0.0.1:{sched.scheduler.metrics_port}/metrics", TOKEN)
     assert get(url, TOKEN, trusted)[0] == 200
+    silent.close()
