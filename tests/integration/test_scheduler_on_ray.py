@@ -231,6 +231,28 @@ def test_a_job_is_invoiced_from_its_allocation_and_the_energy_counter(site: Site
     assert attributed_mj == pytest.approx(counter_mj, rel=1e-9)  # every joule the counters saw
 
 
+def test_an_array_then_a_job_after_it_then_one_after_a_failure(site: Site, tmp_path: Path) -> None:
+    """Array tasks run on Ray with their index; a job --after-ok the array starts once every task
+    succeeded; a job after a failing job is cancelled, naming it, and never reaches Ray."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = f'echo "$NEOCLOUD_ARRAY_JOB_ID" > {out}/task-$NEOCLOUD_ARRAY_TASK_ID'
+    array = site.submit("acme", "--array", "0-2", "--name", "prep", "--cpus", "1", "--", "sh", "-c", script)
+    check = f"test -f {out}/task-0 && test -f {out}/task-1 && test -f {out}/task-2 && touch {out}/after"
+    after = site.submit("acme", "--after-ok", array, "--name", "reduce", "--", "sh", "-c", check)
+    failing = site.submit("acme", "--", "sh", "-c", "exit 5")
+    doomed = site.submit("acme", "--after-ok", failing, "--", "true")
+    site.wait_state(after, JobState.SUCCEEDED)
+    tasks = site.cli("acme", ("jobs",), "--array", array)
+    assert sorted(t["array_task_id"] for t in tasks) == [0, 1, 2]
+    assert {t["state"] for t in tasks} == {site.cli("acme", ("job", after))["state"]}  # all succeeded, as it did
+    assert {(out / f"task-{i}").read_text().strip() for i in range(3)} == {array}
+    assert (out / "after").exists()
+    site.wait_state(doomed, JobState.CANCELLED)
+    assert site.store.get(doomed).message == f"dependency {failing} failed (after-ok)"
+    assert site.store.allocations(doomed) == []
+
+
 def test_a_killed_ray_node_requeues_its_jobs(site: Site, cluster: tuple[LocalCluster, RayExecutor]) -> None:
     """Last in the module: it removes node-c from the shared cluster."""
     job = site.submit("acme", "--class", "on_demand", "--gpus", "24", "--", "sleep", "60")
