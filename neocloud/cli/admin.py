@@ -1,10 +1,12 @@
-"""`neocloud admin ...`: tenants, API tokens, contracts, settings, cordons, GPU
-ownership and the audit trail (operator tokens; a tenant may list its own contracts)."""
+"""`neocloud admin ...`: tenants, API tokens, contracts, rate cards, settings,
+cordons, GPU ownership and the audit trail (operator tokens; a tenant may list
+its own contracts)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from neocloud.cli.common import UsageError, command, enum_word, fmt_time, parse_time, print_json, show, show_list
@@ -53,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction, conn: argparse.ArgumentPa
     contract = actions.add_parser("contract", help="reserved-capacity contracts", description="Contracts.")
     contract_actions = contract.add_subparsers(dest="contract_action", metavar="ACTION", required=True)
     p = leaf(contract_actions, "create", "create a contract: N GPUs or P watts over [start, end)")
+    p.add_argument("--id", dest="contract_id", required=True, help="its name, as the rate card's contracts: gives it")
     p.add_argument("--tenant", required=True)
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--gpus", type=int, help="GPUs reserved")
@@ -66,9 +69,23 @@ def add_parser(subparsers: argparse._SubParsersAction, conn: argparse.ArgumentPa
     p = leaf(contract_actions, "list", "list contracts")
     p.add_argument("--tenant", help="one tenant's contracts")
     p.set_defaults(func=command(_contract_list))
-    p = leaf(contract_actions, "delete", "delete a contract no queued or running job uses")
+    p = leaf(contract_actions, "end", "end a contract (its past stays billable; reserved work winds down then)")
+    p.add_argument("contract_id", metavar="CONTRACT_ID")
+    p.add_argument("--at", type=parse_time, default="now", help="'now', Unix seconds or ISO 8601 (default: now)")
+    p.set_defaults(func=command(_contract_end))
+    p = leaf(contract_actions, "delete", "delete a contract that has not started and no job names (else: end)")
     p.add_argument("contract_id", metavar="CONTRACT_ID")
     p.set_defaults(func=command(_contract_delete))
+
+    card = actions.add_parser("ratecard", help="versioned rate cards", description="Rate cards (prices, terms).")
+    card_actions = card.add_subparsers(dest="ratecard_action", metavar="ACTION", required=True)
+    p = leaf(card_actions, "apply", "validate a rate card, store it as a new version and switch to it")
+    p.add_argument("file", metavar="FILE", type=Path)
+    p.add_argument("--dry-run", action="store_true", help="only show what it changes on this month's invoices")
+    p.set_defaults(func=command(_ratecard_apply))
+    leaf(card_actions, "list", "list rate-card versions (the last is in force)").set_defaults(
+        func=command(_ratecard_list)
+    )
 
     p = leaf(actions, "set", "set a site setting (see `neocloud admin settings`)")
     p.add_argument("key", metavar="KEY")
@@ -156,6 +173,7 @@ def _contract_create(args: argparse.Namespace, client: Client) -> None:
         gpu_model=args.gpu_model or "",
         start=args.start,
         end=end,
+        contract_id=args.contract_id,
     )
     contract = _call(client, "CreateContract", request)
     show(args, contract, contract.contract_id)
@@ -171,9 +189,46 @@ def _contract_row(c: pb.Contract) -> tuple[object, ...]:
     return c.contract_id, c.tenant, size, c.gpu_model or "any", fmt_time(c.start), fmt_time(c.end)
 
 
+def _contract_end(args: argparse.Namespace, client: Client) -> None:
+    contract = _call(client, "EndContract", pb.EndContractRequest(contract_id=args.contract_id, at=args.at))
+    show(args, contract, f"contract {contract.contract_id} ends at {fmt_time(contract.end)}")
+
+
 def _contract_delete(args: argparse.Namespace, client: Client) -> None:
     _call(client, "DeleteContract", pb.DeleteContractRequest(contract_id=args.contract_id))
     show(args, None, f"contract {args.contract_id} deleted")
+
+
+def _ratecard_apply(args: argparse.Namespace, client: Client) -> None:
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {args.file}: {e}") from e
+    request = pb.ApplyRateCardRequest(yaml=text, source=args.file.name, dry_run=args.dry_run)
+    reply = _call(client, "ApplyRateCard", request)
+    if args.json:
+        print_json(reply)
+        return
+    v = reply.version
+    if args.dry_run:
+        print(f"dry run: {args.file} would be rate card {v.version} (nothing applied)")
+    else:
+        print(f"rate card {v.version} in force" + ("" if reply.applied else " (unchanged: the same text)"))
+    print(f"open invoices ({reply.period}):")
+    print(f"  {'TENANT':<24} {'BEFORE':>16} {'AFTER':>16}")
+    for c in reply.changes:
+        after = c.after or f"cannot rate: {c.error}"
+        print(f"  {c.tenant:<24} {c.before or '-':>16} {after:>16} {c.currency}")
+
+
+def _ratecard_list(args: argparse.Namespace, client: Client) -> None:
+    versions = _call(client, "ListRateCards", pb.ListRateCardsRequest()).versions
+    show_list(
+        args,
+        versions,
+        ("VERSION", "APPLIED", "BY", "SOURCE", "SHA256"),
+        lambda v: (v.version, fmt_time(v.applied_at), v.applied_by, v.source, v.sha256),
+    )
 
 
 def _set(args: argparse.Namespace, client: Client) -> None:

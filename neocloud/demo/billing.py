@@ -1,9 +1,10 @@
-"""The demo's money: the example rate card, the scenario's contract terms, and the
-invoices and fleet split rated from the scheduler's own ledger.
+"""The demo's money: the example rate card, and the invoices and fleet split rated
+from the scheduler's own ledger.
 
-Prices come from deploy/config/ratecard.example.yaml; a contract's take-or-pay
-commitment from the scenario (the demo's contract ids are made at run time, so
-the terms are keyed to them here). Usage is in wall time: a 90-second demo bills
+Prices and the demo contract's terms come from deploy/config/ratecard.example.yaml
+alone (contracts.globex-demo; the scenario names the contract by that id), so
+`neocloud invoice --rate-card deploy/config/ratecard.example.yaml` on the demo's
+store gives the same invoices. Usage is in wall time: a 90-second demo bills
 a 90-second share of an hourly price. The demo's contract runs on an hour past
 the demo's end (so winding down never races it), and take-or-pay bills that
 hour's share of the commitment too.
@@ -11,11 +12,10 @@ hour's share of the commitment too.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -23,7 +23,6 @@ from typing import TextIO
 
 from neocloud.scheduler.billing import (
     Books,
-    ContractTerms,
     Invoice,
     LineKind,
     RateCard,
@@ -39,28 +38,11 @@ from neocloud.scheduler.store import open_db
 logger = logging.getLogger(__name__)
 
 EXAMPLE_RATECARD: Traversable = resources.files(__package__) / "ratecard.yaml"
-NOMINAL_GPU_W = Decimal(700)  # what the policy budgets a GPU at: a power contract's included GPU-hours
-SLA_CREDIT_CAP_PCT = Decimal(10)
 
 
-def demo_ratecard(commitments: Mapping[str, tuple[Decimal, bool]], path: Traversable = EXAMPLE_RATECARD) -> RateCard:
-    """The example card with terms for the demo's contracts: contract id -> (commitment per
-    month, power-denominated). Overage at the list price, SLA credits at list too."""
-    card = load_ratecard(path)
-    list_price = card.gpu_hour_price("on_demand", "NVIDIA H200") or Decimal("3.50")
-    terms = {
-        cid: ContractTerms(
-            contract_id=cid,
-            commitment_per_month=commitment,
-            overage_per_gpu_hour=list_price,
-            sla_credit_per_gpu_hour=list_price,
-            sla_credit_cap_pct=SLA_CREDIT_CAP_PCT,
-            nominal_gpu_w=NOMINAL_GPU_W if by_power else None,
-            where=f"the demo scenario's contract {cid}",
-        )
-        for cid, (commitment, by_power) in commitments.items()
-    }
-    return dataclasses.replace(card, contracts={**card.contracts, **terms})
+def demo_ratecard(path: Traversable = EXAMPLE_RATECARD) -> RateCard:
+    """The shipped example card: every price and the demo contract's terms."""
+    return load_ratecard(path)
 
 
 class DemoBooks:

@@ -30,7 +30,7 @@ import grpc
 
 from neocloud.demo import scenario as demo_scenario
 from neocloud.demo import view as demo_view
-from neocloud.demo.billing import DemoBooks, demo_ratecard
+from neocloud.demo.billing import EXAMPLE_RATECARD, DemoBooks, demo_ratecard
 from neocloud.demo.player import INTERNAL, Player
 from neocloud.demo.site import GPUS_PER_NODE, Site
 from neocloud.domain.errors import NeocloudError
@@ -156,14 +156,9 @@ def _play(site: Site, scenario: demo_scenario.Scenario, out: TextIO, started: fl
                 f"note: {player.skipped()} scenario events after minute {scenario.minutes:g} will not happen", file=out
             )
         t0, t0_wall = time.monotonic(), time.time()
-        player.setup(t0_wall)
+        player.setup(t0_wall, EXAMPLE_RATECARD.read_text(encoding="utf-8"))
         tenants = tuple(t.name for t in scenario.tenants)
-        commitments = {
-            player.contract_ids[t.name]: (t.contract.commitment_per_month, t.contract.power_w is not None)
-            for t in scenario.tenants
-            if t.contract is not None and t.name in player.contract_ids
-        }
-        books = DemoBooks(site.scheduler.scheduler, demo_ratecard(commitments), tenants)
+        books = DemoBooks(site.scheduler.scheduler, demo_ratecard(), tenants)
         billing = DemoRun(site.scheduler.scheduler, t0_wall, scenario.speed, tenants, dict(player.contract_ids), books)
         tty = out.isatty()
         notices = _Notices()

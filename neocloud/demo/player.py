@@ -109,9 +109,11 @@ class Player:
 
     # --- the operator -------------------------------------------------------------------------------
 
-    def setup(self, t0: float) -> None:
-        """Tenants, tokens, contracts and settings; `t0` is the wall time of minute 0."""
+    def setup(self, t0: float, ratecard: str) -> None:
+        """The rate card (its text), tenants, tokens, contracts and settings; `t0` is the wall
+        time of minute 0. The card goes first: a contract it cannot price is refused."""
         self._t0 = t0
+        self._admin_call("ApplyRateCard", admin_pb2.ApplyRateCardRequest(yaml=ratecard, source="ratecard.yaml"))
         site = self.scenario.site
         budget = "inf" if math.isinf(site.power_budget_w) else repr(site.power_budget_w)
         for key, value in (
@@ -142,6 +144,7 @@ class Player:
                         gpus=c.gpus or 0,
                         start=t0 + self.wall_s(c.start),
                         end=t0 + self.wall_s(c.end if c.end is not None else open_end),
+                        contract_id=c.contract_id,
                     ),
                 )
                 self.contract_ids[tenant.name] = contract.contract_id

@@ -15,7 +15,6 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -63,7 +62,7 @@ class Contract:
     gpus: int | None
     start: float
     end: float | None  # None: to the end of the demo
-    commitment_per_month: Decimal  # take-or-pay, prorated to the seconds the contract runs
+    contract_id: str  # the operator's name for it: the rate card prices it under contracts.<id>
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +196,10 @@ def _tenant(name: str, node: _N) -> Tenant:
     m = _Map(node, {"weight", "contract"}, empty_ok=True)
     contract = None
     if "contract" in m:
-        c = _Map(m.need("contract"), {"power_w", "gpus", "start", "end", "commitment_per_month"})
+        c = _Map(m.need("contract"), {"id", "power_w", "gpus", "start", "end"})
+        contract_id = c.text("id", required=True)
+        if not _NAME.fullmatch(contract_id):
+            raise c.need("id").error(f"contract id {contract_id!r} must be 1-63 of [a-z0-9-]")
         if ("power_w" in c) == ("gpus" in c):
             raise c.node.error("a contract has exactly one of power_w (watts) and gpus")
         start = c.number("start", low=0.0, default=0.0)
@@ -209,7 +211,7 @@ def _tenant(name: str, node: _N) -> Tenant:
             gpus=c.integer("gpus", 1, MAX_GPUS) if "gpus" in c else None,
             start=start,
             end=end,
-            commitment_per_month=_money(c.need("commitment_per_month")) if "commitment_per_month" in c else Decimal(0),
+            contract_id=contract_id,
         )
     return Tenant(name, m.number("weight", low=0.0, above=True, default=1.0), contract, node.line)
 
@@ -358,18 +360,6 @@ class _Map:
         if not isinstance(value, str) or not value.strip():
             raise node.error(f"must be text, not {node.shown()}")
         return value.strip()
-
-
-def _money(node: _N) -> Decimal:
-    """Money as written (a quoted decimal string), never through a float."""
-    value = node.scalar()
-    try:
-        amount = Decimal(value) if isinstance(value, str) else None
-    except InvalidOperation:
-        amount = None
-    if amount is None or not amount.is_finite() or amount < 0:
-        raise node.error(f'must be an amount of money as a quoted string such as "7000.00", not {node.shown()}')
-    return amount
 
 
 def _number(node: _N, low: float, high: float = math.inf, above: bool = False) -> float:

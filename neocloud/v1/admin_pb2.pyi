@@ -121,20 +121,22 @@ class Contract(_message.Message):
     def __init__(self, contract_id: _Optional[str] = ..., tenant: _Optional[str] = ..., gpus: _Optional[int] = ..., power_w: _Optional[float] = ..., gpu_model: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., created_at: _Optional[float] = ...) -> None: ...
 
 class CreateContractRequest(_message.Message):
-    __slots__ = ("tenant", "gpus", "power_w", "gpu_model", "start", "end")
+    __slots__ = ("tenant", "gpus", "power_w", "gpu_model", "start", "end", "contract_id")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     POWER_W_FIELD_NUMBER: _ClassVar[int]
     GPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_ID_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     gpus: int
     power_w: float
     gpu_model: str
     start: float
     end: float
-    def __init__(self, tenant: _Optional[str] = ..., gpus: _Optional[int] = ..., power_w: _Optional[float] = ..., gpu_model: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+    contract_id: str
+    def __init__(self, tenant: _Optional[str] = ..., gpus: _Optional[int] = ..., power_w: _Optional[float] = ..., gpu_model: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., contract_id: _Optional[str] = ...) -> None: ...
 
 class ListContractsRequest(_message.Message):
     __slots__ = ("tenant",)
@@ -157,6 +159,76 @@ class DeleteContractRequest(_message.Message):
 class DeleteContractResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class EndContractRequest(_message.Message):
+    __slots__ = ("contract_id", "at")
+    CONTRACT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    contract_id: str
+    at: float
+    def __init__(self, contract_id: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...
+
+class ApplyRateCardRequest(_message.Message):
+    __slots__ = ("yaml", "source", "dry_run")
+    YAML_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    yaml: str
+    source: str
+    dry_run: bool
+    def __init__(self, yaml: _Optional[str] = ..., source: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class RateCardVersion(_message.Message):
+    __slots__ = ("sequence", "sha256", "version", "source", "applied_by", "applied_at")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_BY_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_AT_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    sha256: str
+    version: str
+    source: str
+    applied_by: str
+    applied_at: float
+    def __init__(self, sequence: _Optional[int] = ..., sha256: _Optional[str] = ..., version: _Optional[str] = ..., source: _Optional[str] = ..., applied_by: _Optional[str] = ..., applied_at: _Optional[float] = ...) -> None: ...
+
+class InvoiceChange(_message.Message):
+    __slots__ = ("tenant", "before", "after", "currency", "error")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    before: str
+    after: str
+    currency: str
+    error: str
+    def __init__(self, tenant: _Optional[str] = ..., before: _Optional[str] = ..., after: _Optional[str] = ..., currency: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ApplyRateCardResponse(_message.Message):
+    __slots__ = ("version", "applied", "period", "changes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    version: RateCardVersion
+    applied: bool
+    period: str
+    changes: _containers.RepeatedCompositeFieldContainer[InvoiceChange]
+    def __init__(self, version: _Optional[_Union[RateCardVersion, _Mapping]] = ..., applied: _Optional[bool] = ..., period: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[InvoiceChange, _Mapping]]] = ...) -> None: ...
+
+class ListRateCardsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRateCardsResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[RateCardVersion]
+    def __init__(self, versions: _Optional[_Iterable[_Union[RateCardVersion, _Mapping]]] = ...) -> None: ...
 
 class Setting(_message.Message):
     __slots__ = ("key", "value", "is_default", "description")

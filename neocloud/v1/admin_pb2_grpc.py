@@ -74,6 +74,21 @@ class AdminServiceStub:
                 request_serializer=neocloud_dot_v1_dot_admin__pb2.DeleteContractRequest.SerializeToString,
                 response_deserializer=neocloud_dot_v1_dot_admin__pb2.DeleteContractResponse.FromString,
                 _registered_method=True)
+        self.EndContract = channel.unary_unary(
+                '/neocloud.v1.AdminService/EndContract',
+                request_serializer=neocloud_dot_v1_dot_admin__pb2.EndContractRequest.SerializeToString,
+                response_deserializer=neocloud_dot_v1_dot_admin__pb2.Contract.FromString,
+                _registered_method=True)
+        self.ApplyRateCard = channel.unary_unary(
+                '/neocloud.v1.AdminService/ApplyRateCard',
+                request_serializer=neocloud_dot_v1_dot_admin__pb2.ApplyRateCardRequest.SerializeToString,
+                response_deserializer=neocloud_dot_v1_dot_admin__pb2.ApplyRateCardResponse.FromString,
+                _registered_method=True)
+        self.ListRateCards = channel.unary_unary(
+                '/neocloud.v1.AdminService/ListRateCards',
+                request_serializer=neocloud_dot_v1_dot_admin__pb2.ListRateCardsRequest.SerializeToString,
+                response_deserializer=neocloud_dot_v1_dot_admin__pb2.ListRateCardsResponse.FromString,
+                _registered_method=True)
         self.SetSetting = channel.unary_unary(
                 '/neocloud.v1.AdminService/SetSetting',
                 request_serializer=neocloud_dot_v1_dot_admin__pb2.SetSettingRequest.SerializeToString,
@@ -158,6 +173,34 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteContract(self, request, context):
+        """Contracts are ended, never deleted: their past stays billable. Delete
+        removes only a contract that has not started and that no job names (a
+        mistake caught in time); otherwise FAILED_PRECONDITION pointing to
+        EndContract.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndContract(self, request, context):
+        """End a contract at `at` (not before now nor its start, not after its end).
+        Reserved work still running then is wound down by the policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyRateCard(self, request, context):
+        """Validate, store and switch to a new rate-card version (or, dry_run, only
+        say what it would change). FAILED_PRECONDITION when a contract in the
+        store would have no terms in it. Old versions are kept, with who
+        applied them and when (ListRateCards).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRateCards(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,6 +296,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DeleteContract,
                     request_deserializer=neocloud_dot_v1_dot_admin__pb2.DeleteContractRequest.FromString,
                     response_serializer=neocloud_dot_v1_dot_admin__pb2.DeleteContractResponse.SerializeToString,
+            ),
+            'EndContract': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndContract,
+                    request_deserializer=neocloud_dot_v1_dot_admin__pb2.EndContractRequest.FromString,
+                    response_serializer=neocloud_dot_v1_dot_admin__pb2.Contract.SerializeToString,
+            ),
+            'ApplyRateCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyRateCard,
+                    request_deserializer=neocloud_dot_v1_dot_admin__pb2.ApplyRateCardRequest.FromString,
+                    response_serializer=neocloud_dot_v1_dot_admin__pb2.ApplyRateCardResponse.SerializeToString,
+            ),
+            'ListRateCards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRateCards,
+                    request_deserializer=neocloud_dot_v1_dot_admin__pb2.ListRateCardsRequest.FromString,
+                    response_serializer=neocloud_dot_v1_dot_admin__pb2.ListRateCardsResponse.SerializeToString,
             ),
             'SetSetting': grpc.unary_unary_rpc_method_handler(
                     servicer.SetSetting,
@@ -506,6 +564,87 @@ class AdminService:
             '/neocloud.v1.AdminService/DeleteContract',
             neocloud_dot_v1_dot_admin__pb2.DeleteContractRequest.SerializeToString,
             neocloud_dot_v1_dot_admin__pb2.DeleteContractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndContract(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neocloud.v1.AdminService/EndContract',
+            neocloud_dot_v1_dot_admin__pb2.EndContractRequest.SerializeToString,
+            neocloud_dot_v1_dot_admin__pb2.Contract.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyRateCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neocloud.v1.AdminService/ApplyRateCard',
+            neocloud_dot_v1_dot_admin__pb2.ApplyRateCardRequest.SerializeToString,
+            neocloud_dot_v1_dot_admin__pb2.ApplyRateCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRateCards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neocloud.v1.AdminService/ListRateCards',
+            neocloud_dot_v1_dot_admin__pb2.ListRateCardsRequest.SerializeToString,
+            neocloud_dot_v1_dot_admin__pb2.ListRateCardsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,11 @@
-"""neocloud.v1.AdminService: operators manage tenants, tokens, contracts,
-settings, cordons and GPU ownership, and read the audit trail. Everything
+"""neocloud.v1.AdminService: operators manage tenants, tokens, contracts, rate
+cards, settings, cordons and GPU ownership, and read the audit trail. Everything
 needs an operator token, except that a tenant may list its own contracts (it
-names them when it submits reserved jobs)."""
+names them when it submits reserved jobs).
+
+What can never happen is refused here, naming the limit: a contract for an
+unknown tenant or node (NOT_FOUND), for more GPUs of a model than the fleet has
+or for a contract the rate card in force cannot price (FAILED_PRECONDITION)."""
 
 from __future__ import annotations
 
@@ -14,15 +18,19 @@ from typing import TypeAlias
 
 import grpc
 
-from neocloud.domain.errors import PermissionDeniedError
+from neocloud.domain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError
 from neocloud.scheduler.api import convert
 from neocloud.scheduler.api.auth import Authenticator
+from neocloud.scheduler.billing.live import LiveRateCard, open_invoice_changes
+from neocloud.scheduler.billing.ratecard import RateCard, parse_ratecard
 from neocloud.scheduler.ingest import ownership
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.store import settings as site_settings
+from neocloud.scheduler.store import validate
 from neocloud.scheduler.store.admin import MAX_AUDIT_LIST, AdminEvent
 from neocloud.scheduler.store.jobs import JobStore
-from neocloud.scheduler.store.records import Role, TokenRecord
+from neocloud.scheduler.store.ratecards import StoredRateCard, text_sha256
+from neocloud.scheduler.store.records import ContractRecord, Role, TokenRecord
 from neocloud.v1 import admin_pb2 as pb
 from neocloud.v1 import admin_pb2_grpc as pb_grpc
 
@@ -43,16 +51,66 @@ def _event_to_proto(e: AdminEvent) -> pb.AuditEvent:
     )
 
 
+def _version_to_proto(v: StoredRateCard) -> pb.RateCardVersion:
+    return pb.RateCardVersion(
+        sequence=v.sequence,
+        sha256=v.sha256,
+        version=v.version,
+        source=v.source,
+        applied_by=v.applied_by,
+        applied_at=v.applied_at,
+    )
+
+
+def _check_priced(card: RateCard | None, contract_id: str, power_w: float) -> None:
+    """A contract is created only if the card in force can bill it."""
+    if card is None:
+        raise FailedPreconditionError(
+            "no rate card to price the contract: apply one first (neocloud admin ratecard apply FILE)"
+        )
+    terms = card.contracts.get(contract_id)
+    if terms is None:
+        raise FailedPreconditionError(
+            f"rate card {card.version or card.source} has no terms for contract {contract_id}: add "
+            f"contracts.{contract_id} (commitment_per_month, overage_per_gpu_hour, sla_credit_per_gpu_hour)"
+            " and apply it (neocloud admin ratecard apply FILE) before creating the contract"
+        )
+    if power_w > 0 and terms.nominal_gpu_w is None and terms.included_gpu_hours_per_month is None:
+        raise FailedPreconditionError(
+            f"contract {contract_id} is for power: its terms ({terms.where}) need nominal_gpu_w or"
+            " included_gpu_hours_per_month"
+        )
+
+
+def _check_fleet(fleet: dict[str, int], gpus: int, model: str | None) -> None:
+    """A GPU contract fits the fleet the scheduler knows (every GPU an agent registered)."""
+    if gpus <= 0:
+        return
+    if model is not None and model not in fleet:
+        known = ", ".join(f"{m} ({n})" for m, n in sorted(fleet.items())) or "none yet"
+        raise FailedPreconditionError(f"the fleet has no GPU of model {model!r}; it has: {known}")
+    have = fleet[model] if model is not None else sum(fleet.values())
+    if gpus > have:
+        of = f" of model {model}" if model is not None else ""
+        raise FailedPreconditionError(f"a contract for {gpus} GPUs{of}: the fleet has {have}")
+
+
 class AdminService(pb_grpc.AdminServiceServicer):
     def __init__(
-        self, store: JobStore, clock: Callable[[], float] = time.time, telemetry: TelemetryService | None = None
+        self,
+        store: JobStore,
+        clock: Callable[[], float] = time.time,
+        telemetry: TelemetryService | None = None,
+        card: RateCard | None = None,
     ) -> None:
         """`telemetry`: the running ingest, whose live fleet a GPU move changes with the store
-        (None on a server that ingests nothing: the store alone changes)."""
+        (None on a server that ingests nothing: the store alone changes). `card`: the
+        scheduler's --rate-card, in force until a version is applied."""
         self._store = store
         self._auth = Authenticator(store)
         self._clock = clock
         self._telemetry = telemetry
+        self._cards = LiveRateCard(store.latest_ratecard, card)
 
     async def CreateTenant(self, request: pb.CreateTenantRequest, context: Context) -> pb.Tenant:  # noqa: N802
         await self._auth.operator(context)
@@ -96,17 +154,34 @@ class AdminService(pb_grpc.AdminServiceServicer):
         await self._auth.operator(context)
         start = convert.time_s("start", request.start)
         end = convert.time_s("end", request.end)
-        contract = await asyncio.to_thread(
-            self._store.create_contract,
+        contract = await asyncio.to_thread(self._create_contract, request, start, end)
+        return convert.contract_to_proto(contract)
+
+    def _create_contract(self, request: pb.CreateContractRequest, start: float, end: float) -> ContractRecord:
+        model = request.gpu_model or None
+        # What the request says is checked before what exists: INVALID_ARGUMENT first.
+        validate.contract_terms(request.gpus, request.power_w, model, start, end)
+        if not request.contract_id:
+            raise InvalidArgumentError(
+                "contract_id is required: name the contract as the rate card's contracts: section does"
+            )
+        validate.name("contract_id", request.contract_id)
+        if not self._store.tenant_exists(request.tenant):
+            raise NotFoundError(f"tenant {request.tenant!r} does not exist: create it first")
+        _check_fleet(self._store.fleet_gpus(), request.gpus, model)
+        sequence, card = self._cards.current_with_sequence()
+        _check_priced(card, request.contract_id, request.power_w)
+        return self._store.create_contract(
             request.tenant,
             start,
             end,
             request.gpus,
             request.power_w,
-            request.gpu_model or None,
+            model,
             self._clock(),
+            contract_id=request.contract_id,
+            card_sequence=sequence,
         )
-        return convert.contract_to_proto(contract)
 
     async def ListContracts(  # noqa: N802
         self, request: pb.ListContractsRequest, context: Context
@@ -126,8 +201,60 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self, request: pb.DeleteContractRequest, context: Context
     ) -> pb.DeleteContractResponse:
         await self._auth.operator(context)
-        await asyncio.to_thread(self._store.delete_contract, request.contract_id)
+        await asyncio.to_thread(self._store.delete_contract, request.contract_id, self._clock())
         return pb.DeleteContractResponse()
+
+    async def EndContract(self, request: pb.EndContractRequest, context: Context) -> pb.Contract:  # noqa: N802
+        caller = await self._auth.operator(context)
+        now = self._clock()
+        at = convert.time_s("at", request.at) if request.at else now
+        ended = await asyncio.to_thread(self._store.end_contract, request.contract_id, at, now)
+        logger.info("contract %s ended at %.0f by %s", ended.contract_id, at, caller.token_name)
+        return convert.contract_to_proto(ended)
+
+    async def ApplyRateCard(  # noqa: N802
+        self, request: pb.ApplyRateCardRequest, context: Context
+    ) -> pb.ApplyRateCardResponse:
+        caller = await self._auth.operator(context)
+        return await asyncio.to_thread(self._apply_ratecard, request, caller.token_name)
+
+    def _apply_ratecard(self, request: pb.ApplyRateCardRequest, actor: str) -> pb.ApplyRateCardResponse:
+        source = request.source or "ratecard.yaml"
+        new = parse_ratecard(request.yaml, source)  # errors name the file, line and field
+        now = self._clock()
+        sequence, old = self._cards.current_with_sequence()
+        missing = [c.contract_id for c in self._store.list_contracts() if c.contract_id not in new.contracts]
+        if missing:
+            raise FailedPreconditionError(
+                f"{source}: {len(missing)} contract(s) would have no terms, e.g. contracts.{missing[0]}:"
+                f" contracts are ended, never dropped from the card ({', '.join(missing[:10])})"
+            )
+        with self._store.reading() as db:
+            period, changes = open_invoice_changes(db, old, new, now)
+        if request.dry_run:
+            sha = text_sha256(request.yaml)
+            version = StoredRateCard(sequence + 1, sha, source, "", actor, now)
+            applied = False
+        else:
+            version, applied = self._store.apply_ratecard(
+                request.yaml, source, actor, frozenset(new.contracts), sequence, now
+            )
+        return pb.ApplyRateCardResponse(
+            version=_version_to_proto(version),
+            applied=applied,
+            period=period,
+            changes=[
+                pb.InvoiceChange(tenant=c.tenant, before=c.before, after=c.after, currency=c.currency, error=c.error)
+                for c in changes
+            ],
+        )
+
+    async def ListRateCards(  # noqa: N802
+        self, request: pb.ListRateCardsRequest, context: Context
+    ) -> pb.ListRateCardsResponse:
+        await self._auth.operator(context)
+        versions = await asyncio.to_thread(self._store.ratecard_versions)
+        return pb.ListRateCardsResponse(versions=[_version_to_proto(v) for v in versions])
 
     async def SetSetting(self, request: pb.SetSettingRequest, context: Context) -> pb.Setting:  # noqa: N802
         caller = await self._auth.operator(context)
@@ -147,6 +274,8 @@ class AdminService(pb_grpc.AdminServiceServicer):
 
     async def CordonNode(self, request: pb.CordonNodeRequest, context: Context) -> pb.Cordon:  # noqa: N802
         caller = await self._auth.operator(context)
+        if not await asyncio.to_thread(self._store.node_known, request.node_id):
+            raise NotFoundError(f"no node {request.node_id[:64]!r}: a node is known once its agent has connected")
         cordon = await asyncio.to_thread(self._store.cordon, request.node_id, request.reason, self._clock())
         logger.info("node %s cordoned by %s", request.node_id, caller.token_name)
         return convert.cordon_to_proto(cordon)

@@ -24,7 +24,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from neocloud.scheduler.ingest.bounds import INT64_MAX, TYPE_RANGES
-from neocloud.scheduler.store import validate
+from neocloud.scheduler.store import ratecards, validate
 
 # Names, ids, keys, models and tenants: the store keeps none longer than this.
 DEFAULT_LENGTH = 256
@@ -39,6 +39,8 @@ LENGTHS: Mapping[str, int] = {
     "neocloud.v1.MoveGpuRequest.reason": validate.MAX_REASON,
     # Settings are numbers and booleans ("0.5", "inf", "true").
     "neocloud.v1.SetSettingRequest.value": 64,
+    # A whole rate-card file (thousands of contracts fit).
+    "neocloud.v1.ApplyRateCardRequest.yaml": ratecards.MAX_RATECARD_BYTES,
 }
 # Full field name -> the most entries of a repeated or map field.
 COUNTS: Mapping[str, int] = {

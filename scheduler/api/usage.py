@@ -1,5 +1,7 @@
 """neocloud.v1.UsageService: a tenant's invoices and usage from the ledger.
-Tenants and internal tokens read their own; operators name the tenant."""
+Tenants and internal tokens read their own; operators name the tenant (NOT_FOUND
+for one that does not exist). Invoices are rated with the rate card in force
+(scheduler/billing/live.py), so an applied version counts without a restart."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
-from neocloud.domain.errors import InvalidArgumentError, PermissionDeniedError
+from neocloud.domain.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from neocloud.scheduler.api.auth import Authenticator, own_tenant
 from neocloud.scheduler.billing.books import Books
-from neocloud.scheduler.billing.invoice import parse_period
+from neocloud.scheduler.billing.invoice import Invoice, parse_period
+from neocloud.scheduler.billing.live import LiveRateCard
 from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.billing.render import render_json
 from neocloud.scheduler.billing.reports import tenant_usage
+from neocloud.scheduler.policy.types import INTERNAL_TENANT
+from neocloud.scheduler.store import ratecards
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Principal
 from neocloud.v1 import usage_pb2 as pb
@@ -41,14 +46,22 @@ class UsageService(pb_grpc.UsageServiceServicer):
     def __init__(self, store: JobStore, db: sqlite3.Connection, card: RateCard | None) -> None:
         """`db`: a connection of the service's own (reads only; one at a time)."""
         self._auth = Authenticator(store)
+        self._store = store
+        self._db = db
         self._books = Books(db, card)
+        self._cards = LiveRateCard(lambda: ratecards.latest(db), card)  # called under self._lock
         self._lock = threading.Lock()
 
     async def GetInvoice(self, request: pb.GetInvoiceRequest, context: Context) -> pb.GetInvoiceResponse:  # noqa: N802
         tenant = _tenant(await self._auth.principal(context), request.tenant)
         parse_period(request.period)  # a bad period is the caller's error, before any work
-        invoice = await self._read(self._books.invoice, tenant, request.period)
+        if tenant != INTERNAL_TENANT and not await asyncio.to_thread(self._store.tenant_exists, tenant):
+            raise NotFoundError(f"tenant {tenant!r} does not exist (neocloud admin tenant list)")
+        invoice = await self._read(self._invoice, tenant, request.period)
         return pb.GetInvoiceResponse(invoice_json=render_json(invoice))
+
+    def _invoice(self, tenant: str, period: str) -> Invoice:
+        return Books(self._db, self._cards.current()).invoice(tenant, period)
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:  # noqa: N802
         tenant = _tenant(await self._auth.principal(context), request.tenant)

@@ -27,6 +27,7 @@ commitment and beyond that rated at the contract's overage price.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ class RateCard:
     energy_per_kwh: Mapping[str, Decimal]  # class -> per kWh, every billable class present
     contracts: Mapping[str, ContractTerms]
     source: str = field(default="ratecard", compare=False)
+    # Which card this is: "r<sequence>-<12 hex of the text's SHA-256>" once applied to the
+    # scheduler's store (scheduler/billing/live.py), "file-<12 hex>" as read from a file.
+    version: str = field(default="", compare=False)
 
     def gpu_hour_price(self, job_class: str, gpu_model: str) -> Decimal | None:
         """The class's price for the model, else its "*" price, else None."""
@@ -122,6 +126,7 @@ def parse_ratecard(text: str, source: str = "ratecard.yaml") -> RateCard:
         energy_per_kwh=MappingProxyType(energy),
         contracts=MappingProxyType(contracts),
         source=source,
+        version="file-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
     )
     logger.info("rate card %s: %s, %d contract(s), increment %d s", source, currency, len(contracts), increment)
     return card

@@ -10,7 +10,6 @@ import logging
 import re
 import secrets
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +17,8 @@ from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, 
 from neocloud.scheduler.policy.types import PolicyConfig
 from neocloud.scheduler.store import settings as site_settings
 from neocloud.scheduler.store import validate
-from neocloud.scheduler.store.base import StoreBase
+from neocloud.scheduler.store.contracts import ContractStore
 from neocloud.scheduler.store.records import (
-    ContractRecord,
     CordonRecord,
     Principal,
     Role,
@@ -32,7 +30,6 @@ from neocloud.wire import tls
 logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "nct_"
-_CONTRACT_COLUMNS = "contract_id, tenant, start, end, gpus, power_w, gpu_model, created_at"
 # What ingest accepts as an NVML UUID (scheduler/ingest/validate.py), printable and without spaces.
 _GPU_UUID = re.compile(r"(GPU|MIG)-[\x21-\x7e]{1,92}")
 MAX_AUDIT_LIST = 1000
@@ -81,12 +78,7 @@ def _audit(
     return AdminEvent(int(cursor.lastrowid or 0), at, actor, action, subject, detail, reason)
 
 
-def _contract(row: Sequence[Any]) -> ContractRecord:
-    cid, tenant, start, end, gpus, power_w, model, created = row
-    return ContractRecord(cid, tenant, float(start), float(end), int(gpus), float(power_w), model, float(created))
-
-
-class AdminStore(StoreBase):
+class AdminStore(ContractStore):
     # --- tenants ------------------------------------------------------------------------------------
 
     def create_tenant(self, name: str, weight: float = 1.0, now: float | None = None) -> TenantRecord:
@@ -179,82 +171,6 @@ class AdminStore(StoreBase):
             )
         logger.info("bootstrap operator token %s created", name)
         return token
-
-    # --- contracts ----------------------------------------------------------------------------------
-
-    def create_contract(
-        self,
-        tenant: str,
-        start: float,
-        end: float,
-        gpus: int = 0,
-        power_w: float = 0.0,
-        gpu_model: str | None = None,
-        now: float | None = None,
-    ) -> ContractRecord:
-        validate.contract_terms(gpus, power_w, gpu_model, start, end)
-        record = ContractRecord(
-            "c-" + secrets.token_hex(6),
-            tenant,
-            float(start),
-            float(end),
-            gpus,
-            float(power_w),
-            gpu_model,
-            self._now(now),
-        )
-        with self._write() as db:
-            if not db.execute("SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone():
-                raise NotFoundError(f"tenant {tenant!r} does not exist: create it first")
-            db.execute(
-                f"INSERT INTO contracts ({_CONTRACT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.contract_id,
-                    tenant,
-                    record.start,
-                    record.end,
-                    gpus,
-                    record.power_w,
-                    gpu_model,
-                    record.created_at,
-                ),
-            )
-        logger.info("contract %s created for tenant %s", record.contract_id, tenant)
-        return record
-
-    def get_contract(self, contract_id: str) -> ContractRecord:
-        with self._read() as db:
-            row = db.execute(
-                f"SELECT {_CONTRACT_COLUMNS} FROM contracts WHERE contract_id = ?", (contract_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFoundError(f"no contract {contract_id!r}")
-        return _contract(row)
-
-    def list_contracts(self, tenant: str | None = None) -> list[ContractRecord]:
-        query = f"SELECT {_CONTRACT_COLUMNS} FROM contracts"
-        params: tuple[str, ...] = ()
-        if tenant is not None:
-            query, params = query + " WHERE tenant = ?", (tenant,)
-        with self._read() as db:
-            rows = db.execute(query + " ORDER BY start, contract_id", params).fetchall()
-        return [_contract(row) for row in rows]
-
-    def delete_contract(self, contract_id: str) -> None:
-        """Delete a contract no queued or running job uses (finished jobs keep its id for the record)."""
-        with self._write() as db:
-            if not db.execute("SELECT 1 FROM contracts WHERE contract_id = ?", (contract_id,)).fetchone():
-                raise NotFoundError(f"no contract {contract_id!r}")
-            busy = db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE contract_id = ? AND state IN ('queued', 'running', 'preempting')",
-                (contract_id,),
-            ).fetchone()[0]
-            if busy:
-                raise FailedPreconditionError(
-                    f"contract {contract_id} has {busy} queued or running job(s): cancel them or let them finish first"
-                )
-            db.execute("DELETE FROM contracts WHERE contract_id = ?", (contract_id,))
-        logger.info("contract %s deleted", contract_id)
 
     # --- settings -----------------------------------------------------------------------------------
 

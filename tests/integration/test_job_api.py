@@ -378,10 +378,25 @@ def test_admin_operations(api: ApiServer) -> None:
     api.admin.RevokeToken(admin_pb.RevokeTokenRequest(name="initech-ci"), metadata=op)
     assert rpc_error(lambda: submit(api, "initech")).code() == grpc.StatusCode.UNAUTHENTICATED
 
-    contract = api.admin.CreateContract(
-        admin_pb.CreateContractRequest(tenant="initech", gpus=64, start=1e9, end=2e9), metadata=op
+    # The rate first (contracts are priced when created: tests/integration/test_contract_lifecycle.py).
+    card = (
+        'prices: {internal: {"*": "1"}, on_demand: {"*": "3"}, spot: {"*": "1"}}\n'
+        'contracts: {initech-1mw: {commitment_per_month: "9", nominal_gpu_w: 700, overage_per_gpu_hour: "3",'
+        ' sla_credit_per_gpu_hour: "3"}}\n'
     )
-    assert contract.contract_id.startswith("c-")
+    api.admin.ApplyRateCard(admin_pb.ApplyRateCardRequest(yaml=card), metadata=op)
+    e = rpc_error(
+        lambda: api.admin.CreateContract(
+            admin_pb.CreateContractRequest(contract_id="initech-1mw", tenant="initech", gpus=64, start=1e9, end=2e9),
+            metadata=op,
+        )
+    )
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "the fleet has 0" in e.details()
+    contract = api.admin.CreateContract(
+        admin_pb.CreateContractRequest(contract_id="initech-1mw", tenant="initech", power_w=1e6, start=1e9, end=2e9),
+        metadata=op,
+    )
+    assert contract.contract_id == "initech-1mw"
     e = rpc_error(
         lambda: api.admin.CreateContract(
             admin_pb.CreateContractRequest(tenant="initech", gpus=64, power_w=1e6, start=1e9, end=2e9), metadata=op
@@ -390,8 +405,15 @@ def test_admin_operations(api: ApiServer) -> None:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "exactly one of gpus" in e.details()
     listed_contracts = api.admin.ListContracts(admin_pb.ListContractsRequest(), metadata=op).contracts
     assert [c.contract_id for c in listed_contracts] == [contract.contract_id]
-    api.admin.DeleteContract(admin_pb.DeleteContractRequest(contract_id=contract.contract_id), metadata=op)
-    assert list(api.admin.ListContracts(admin_pb.ListContractsRequest(), metadata=op).contracts) == []
+    e = rpc_error(
+        lambda: api.admin.DeleteContract(admin_pb.DeleteContractRequest(contract_id=contract.contract_id), metadata=op)
+    )
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION  # started: it is ended, not deleted
+    ended = api.admin.EndContract(admin_pb.EndContractRequest(contract_id=contract.contract_id), metadata=op)
+    assert ended.end < 2e9
+    assert [c.end for c in api.admin.ListContracts(admin_pb.ListContractsRequest(), metadata=op).contracts] == [
+        ended.end
+    ]
 
     setting = api.admin.SetSetting(admin_pb.SetSettingRequest(key="internal_floor_gpus", value="1024"), metadata=op)
     assert (setting.value, setting.is_default) == ("1024", False)
@@ -403,6 +425,12 @@ def test_admin_operations(api: ApiServer) -> None:
     assert settings["internal_floor_gpus"].value == "1024" and settings["min_runtime_s"].is_default
     assert api.store.policy_config().internal_floor_gpus == 1024
 
+    e = rpc_error(lambda: api.admin.CordonNode(admin_pb.CordonNodeRequest(node_id="gpu-7", reason="x"), metadata=op))
+    assert e.code() == grpc.StatusCode.NOT_FOUND  # a node is known once its agent has connected
+    api.store._db.execute(
+        "INSERT INTO nodes (node_id, agent_version, backend, stream_epoch, last_seq, first_seen_us, last_seen_us)"
+        " VALUES ('gpu-7', '1', 'sim', 1, 0, 0, 0)"
+    )
     cordon = api.admin.CordonNode(admin_pb.CordonNodeRequest(node_id="gpu-7", reason="XID 79"), metadata=op)
     assert cordon.reason == "XID 79"
     assert [c.node_id for c in api.admin.ListCordons(admin_pb.ListCordonsRequest(), metadata=op).cordons] == ["gpu-7"]

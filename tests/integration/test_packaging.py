@@ -253,7 +253,7 @@ def test_the_demo_reads_its_scenario_and_rate_card_from_the_installed_package(fu
         "from neocloud.demo import billing, scenario\n"
         "s = scenario.load(scenario.DEFAULT_FILE)\n"
         "s.check_fleet(32)\n"
-        "card = billing.demo_ratecard({})\n"
+        "card = billing.demo_ratecard()\n"
         "print(scenario.DEFAULT_FILE, billing.EXAMPLE_RATECARD, len(s.jobs), card.currency, sep='\\n')\n"
     )
     scenario_file, ratecard_file, jobs, currency = ok(run([full.python, "-c", script], outside)).split()

@@ -19,7 +19,7 @@ site:
   min_runtime: 0.5
 tenants:
   globex:
-    contract: {power_w: 5600, start: 1}
+    contract: {id: globex-demo, power_w: 5600, start: 1}
   acme:
     weight: 2
 internal:
@@ -93,10 +93,17 @@ def _replace(old: str, new: str) -> str:
         (_replace("  acme:\n", "  Acme!:\n"), "line 10: tenants.Acme!: tenant name 'Acme!' must be 1-63"),
         (_replace("  acme:\n", "  internal:\n"), "line 10: tenants.internal: tenant name 'internal'"),
         (
-            _replace("{power_w: 5600, start: 1}", "{power_w: 5600, gpus: 8}"),
+            _replace("{id: globex-demo, power_w: 5600, start: 1}", "{id: globex-demo, power_w: 5600, gpus: 8}"),
             "line 9: tenants.globex.contract: a contract has exactly one of power_w",
         ),
         (_replace("start: 1}", "start: 5, end: 2}"), "line 9: tenants.globex.contract.end: the contract must end"),
+        # The rate card prices a contract by its id, so the scenario names it (no terms in the scenario).
+        (_replace("id: globex-demo, ", ""), "line 9: tenants.globex.contract.id: missing"),
+        (_replace("id: globex-demo", "id: Globex!"), "line 9: tenants.globex.contract.id: contract id 'Globex!'"),
+        (
+            _replace("start: 1}", 'start: 1, commitment_per_month: "1.00"}'),
+            "line 9: tenants.globex.contract.commitment_per_month",
+        ),
         (_replace("weight: 2", "weight: 0"), "line 11: tenants.acme.weight: must be more than 0"),
         (_replace("{at: 5, gpus: 4, note: quiet}", "{at: 0, gpus: 4}"), "line 14: internal levels must be in time"),
         (_replace("gpus: 100%", "gpus: lots"), "line 13: internal[0].gpus: must be a number of GPUs"),

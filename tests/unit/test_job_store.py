@@ -498,12 +498,14 @@ def test_contracts_crud(store: JobStore) -> None:
     assert store.get_contract(c.contract_id) == c and store.list_contracts("globex") == []
     assert c.as_policy().active(100.0) and not c.as_policy().active(5000.0)
     job = store.submit(spec(job_class=JobClass.RESERVED, contract_id=c.contract_id))
-    with pytest.raises(FailedPreconditionError, match="1 queued or running"):
-        store.delete_contract(c.contract_id)
+    # A started contract is ended, never deleted: its past stays billable (tests/integration/test_contract_lifecycle.py).
+    with pytest.raises(FailedPreconditionError, match="ended, not deleted"):
+        store.delete_contract(c.contract_id, now=10.0)
     store.request_cancel(job.job_id)
-    store.delete_contract(c.contract_id)
+    assert store.end_contract(c.contract_id, at=20.0, now=10.0).end == 20.0
+    assert store.get_contract(c.contract_id).end == 20.0
     with pytest.raises(NotFoundError):
-        store.delete_contract(c.contract_id)
+        store.delete_contract("c-none")
 
 
 def test_settings_are_typed_and_feed_the_policy_config(store: JobStore) -> None:

@@ -35,9 +35,9 @@ def test_example_card_loads_with_plausible_2026_prices() -> None:
     assert card.gpu_hour_price("on_demand", H100) == Decimal("2.50")
     assert card.gpu_hour_price("internal", "NVIDIA B200") == Decimal("1.65")  # the "*" entry
     assert card.gpu_hour_price("on_demand", "NVIDIA B200") is None
-    assert set(card.contracts) == {"acme-h200-2026", "globex-5mw-2026"}
+    assert set(card.contracts) == {"acme-h200-2026", "globex-5mw-2026", "globex-demo"}
     assert card.contracts["globex-5mw-2026"].nominal_gpu_w == Decimal(1000)
-    assert card.contracts["acme-h200-2026"].where.endswith("line 30")  # the contract id's line
+    assert card.contracts["acme-h200-2026"].where.endswith("line 33")  # the contract id's line
 
 
 def test_money_is_exact_decimal_from_the_source_text() -> None:
