@@ -498,7 +498,7 @@ def test_contracts_crud(store: JobStore) -> None:
     assert store.get_contract(c.contract_id) == c and store.list_contracts("globex") == []
     assert c.as_policy().active(100.0) and not c.as_policy().active(5000.0)
     job = store.submit(spec(job_class=JobClass.RESERVED, contract_id=c.contract_id))
-    # A started contract is ended, never deleted: its past stays billable (tests/integration/test_contract_lifecycle.py).
+    # A started contract is ended, never deleted: its past stays billable (test_contract_lifecycle.py).
     with pytest.raises(FailedPreconditionError, match="ended, not deleted"):
         store.delete_contract(c.contract_id, now=10.0)
     store.request_cancel(job.job_id)
