@@ -1,10 +1,11 @@
 """The Python client of the scheduler's API: one channel (TLS unless told otherwise),
-the bearer token to call with, and the JobService, AdminService and UsageService stubs.
+the bearer token to call with, and the JobService, AdminService, UsageService and
+NodeService stubs.
 
     from neocloud.client import CALL_TIMEOUT_S, Client
     from neocloud.v1 import jobs_pb2
 
-    with Client(server="scheduler.example.com:7443", token="nct_...", ca="ca.pem") as client:
+    with Client(server="scheduler.example.com:7444", token="nct_...", ca="ca.pem") as client:
         for job in client.jobs.List(jobs_pb2.ListJobsRequest(), metadata=client.metadata, timeout=CALL_TIMEOUT_S).jobs:
             print(job.job_id, jobs_pb2.JobState.Name(job.state))
 
@@ -13,14 +14,16 @@ The `neocloud` command line (neocloud.cli) is built on it; nothing here parses a
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 
-from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, usage_pb2_grpc
+from neocloud.clientconfig import ClientConfigError, resolve
+from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, nodes_pb2_grpc, usage_pb2_grpc
 from neocloud.wire import tls
 from neocloud.wire.netaddr import is_loopback, split_host_port
 
@@ -29,16 +32,35 @@ CALL_TIMEOUT_S = 30.0
 
 PathArg = str | os.PathLike[str]
 
+__all__ = ["CALL_TIMEOUT_S", "DEFAULT_SERVER", "Client", "ClientConfigError"]
 
-class ClientConfigError(ValueError):
-    """The client cannot be set up as given: no token, a malformed server address, `insecure`
-    to a host that is not loopback, or an unusable certificate file; the message says what to fix.
-
-    A ValueError, as `neocloud.wire.tls.TlsConfigError` is, because the fault is in the values
-    passed to the constructor (or the environment), found before anything is sent. It is not a
-    `NeocloudError`: that hierarchy is what the scheduler reports about requests, and it maps
-    to gRPC status codes; a call that reaches the server and fails raises `grpc.RpcError`.
-    """
+# Calls that change nothing, or change it once however often they come: retried on
+# UNAVAILABLE (a restart, a dropped connection). Submit is not: it is idempotent only
+# with a client_request_id, which a caller may leave empty.
+IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
+    "neocloud.v1.JobService": ("Get", "List", "Cancel"),
+    "neocloud.v1.AdminService": (
+        "ListTenants", "ListTokens", "ListContracts", "GetSettings", "ListCordons", "ListAuditEvents",
+    ),
+    "neocloud.v1.UsageService": ("GetInvoice", "GetUsage"),
+    "neocloud.v1.NodeService": ("ListNodes",),
+}  # fmt: skip
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.2s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {"name": [{"service": s, "method": m} for m in methods], "retryPolicy": RETRY_POLICY}
+            for s, methods in IDEMPOTENT_METHODS.items()
+        ]
+    }
+)
+CHANNEL_OPTIONS = [("grpc.enable_retries", 1), ("grpc.service_config", SERVICE_CONFIG)]
 
 
 class Client:
@@ -51,6 +73,8 @@ class Client:
     Raises ClientConfigError; connects lazily, on the first call.
 
     Call a stub with `metadata=client.metadata` (the token) and a timeout, e.g. CALL_TIMEOUT_S.
+    Idempotent calls (IDEMPOTENT_METHODS) are retried on UNAVAILABLE, up to 4 attempts.
+    `Client.from_config()` takes its settings from the environment and the config file too.
     """
 
     argument_style: ClassVar[str] = "`{}`"
@@ -88,11 +112,22 @@ class Client:
         self.server = server
         self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)
         self.channel = (
-            grpc.insecure_channel(server) if credentials is None else grpc.secure_channel(server, credentials)
+            grpc.insecure_channel(server, CHANNEL_OPTIONS)
+            if credentials is None
+            else grpc.secure_channel(server, credentials, CHANNEL_OPTIONS)
         )
         self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.usage = usage_pb2_grpc.UsageServiceStub(self.channel)
+        self.nodes = nodes_pb2_grpc.NodeServiceStub(self.channel)
+
+    @classmethod
+    def from_config(cls, config_file: PathArg | None = None, **given: Any) -> Client:
+        """A client from `given` settings (server, token, token_file, ca, cert, key, insecure),
+        then NEOCLOUD_* variables, then `config_file` (default: $NEOCLOUD_CONFIG, else
+        ~/.config/neocloud/config.toml if there is one); see neocloud.clientconfig."""
+        s = resolve(given, os.environ, config_file)
+        return cls(server=s.server, token=s.token, ca=s.ca, cert=s.cert, key=s.key, insecure=s.insecure)
 
     def _credentials(self, ca: PathArg | None, cert: PathArg | None, key: PathArg | None) -> grpc.ChannelCredentials:
         arg = self.argument_style.format

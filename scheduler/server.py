@@ -1,5 +1,6 @@
 """`neocloud scheduler`: the control plane's gRPC server (telemetry ingest and
-the standard health service), its SQLite store and its /metrics."""
+the standard health service), its SQLite store and its /metrics; optionally a
+second port for people (the API over ordinary server TLS, no telemetry)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from neocloud.scheduler.api.errors import ErrorInterceptor
@@ -80,6 +82,11 @@ class SchedulerConfig:
     # command line: a path that is not there is more often a mistake than a new site, and a program
     # that makes throwaway sites (tests, demo, benchmarks) says so once.
     init: bool = False
+    # The API port for people (`--api-listen`): server TLS with api_cert_file/api_key_file, bearer
+    # tokens, no client certificate, no telemetry. None: no such port. insecure: plain text, loopback.
+    api_listen: str | None = None
+    api_cert_file: str | None = None
+    api_key_file: str | None = None
 
 
 def write_bootstrap_token(store: JobStore, db_path: str) -> Path | None:
@@ -106,6 +113,12 @@ class Scheduler:
             raise ValueError(f"--insecure only listens on loopback, not {host!r}; use mTLS")
         if not config.insecure and not (config.ca_file and config.cert_file and config.key_file):
             raise ValueError("mTLS needs --ca, --cert and --key (make them with `neocloud certs`), or --insecure")
+        if config.api_listen is not None:
+            api_host, _ = split_host_port(config.api_listen)
+            if config.insecure and not is_loopback(api_host):
+                raise ValueError(f"--insecure only listens on loopback, not {api_host!r}; give --api-cert/--api-key")
+            if not config.insecure and not (config.api_cert_file and config.api_key_file):
+                raise ValueError("--api-listen needs --api-cert and --api-key (a certificate people's tools trust)")
         self.config = config
         self.db = open_db(config.db_path, create=config.init)
         self.telemetry = TelemetryService(
@@ -143,22 +156,22 @@ class Scheduler:
         if self.metering is not None:
             self.registry.register(MeteringCollector(self.metering, self.telemetry.fleet, config.metrics_tenant_labels))
         self.port = 0
+        self.api_port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._api_server: grpc.aio.Server | None = None
         self._http: MetricsServer | None = None
         self._commits: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
         self._health = HealthServicer()
 
-    async def start(self) -> None:
-        config = self.config
+    def _grpc_server(self) -> grpc.aio.Server:
+        """A server with the API services and health (each port has its own per-peer call limit)."""
         server = grpc.aio.server(
             options=SERVER_OPTIONS,
             interceptors=[ErrorInterceptor(max_calls_per_peer=MAX_CALLS_PER_PEER)],
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
-        # Not the generated add_TelemetryServicer_to_server: its deserializer raises on bad bytes.
-        add_telemetry_to_server(self.telemetry, server)
         add_api_services(
             server,
             self.jobs,
@@ -168,6 +181,34 @@ class Scheduler:
             telemetry=self.telemetry,  # a GPU move changes the live fleet with the store
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        return server
+
+    async def _start_api_port(self, listen: str) -> int:
+        """The port for people: the API and health over server TLS, with reflection so that
+        grpcurl and the like work. Telemetry is not served there (UNIMPLEMENTED)."""
+        config = self.config
+        server = self._grpc_server()
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        if config.insecure:
+            port = server.add_insecure_port(listen)
+        else:
+            assert config.api_cert_file and config.api_key_file
+            creds = tls.api_server_credentials(config.api_cert_file, config.api_key_file)
+            port = server.add_secure_port(listen, creds)
+        if not port:
+            raise OSError(f"cannot listen on {listen}")
+        await server.start()
+        self._api_server = server
+        return port
+
+    async def start(self) -> None:
+        config = self.config
+        server = self._grpc_server()
+        # Not the generated add_TelemetryServicer_to_server: its deserializer raises on bad bytes.
+        add_telemetry_to_server(self.telemetry, server)
         if config.insecure:
             self.port = server.add_insecure_port(config.listen)
         else:
@@ -180,6 +221,8 @@ class Scheduler:
             raise OSError(f"cannot listen on {config.listen}")
         await server.start()
         self._server = server
+        if config.api_listen is not None:
+            self.api_port = await self._start_api_port(config.api_listen)
         for name in ("", "neocloud.v1.Telemetry", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._commits = asyncio.create_task(self.telemetry.run_commits())
@@ -198,9 +241,10 @@ class Scheduler:
             )
             self.metrics_port = self._http.port
         logger.info(
-            "scheduler listening on port %d (%s), store %s, %d known nodes, metrics on port %s",
+            "scheduler listening on port %d (%s), API port %s, store %s, %d known nodes, metrics on port %s",
             self.port,
             "plain text" if config.insecure else "mTLS",
+            self.api_port,
             config.db_path,
             len(self.telemetry.fleet.nodes),
             self.metrics_port,
@@ -208,8 +252,9 @@ class Scheduler:
 
     async def stop(self, grace_s: float = 2.0) -> None:
         await self._health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(grace_s)
+        for server in (self._server, self._api_server):
+            if server is not None:
+                await server.stop(grace_s)
         for task in (self._commits, self._control):
             if task is not None:
                 task.cancel()

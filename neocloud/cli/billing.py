@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from neocloud.cli.common import EXIT_USAGE, command, connection_options
+from neocloud.cli import usage_range
+from neocloud.cli.common import EXIT_USAGE, UsageError, command, connection_options, parse_time
 from neocloud.client import Client
 from neocloud.domain.errors import NeocloudError
 from neocloud.scheduler.billing.books import Books
@@ -51,12 +52,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "usage",
         parents=[conn],
         help="usage from the ledger: by job, day or model; the fleet split; CloudEvents export",
-        description="A tenant's usage for a calendar month (UTC), summed --by job, day or model (GPU-hours, "
-        "energy, utilised GPU-hours). With --db on the scheduler host and no --tenant: the fleet split (internal, "
-        "tenants and idle GPU-hours and energy, and revenue); --cloudevents prints one CloudEvents JSON object per "
-        "usage row (OpenMeter ingests them).",
+        description="A tenant's usage, summed --by job, day or model (GPU-hours, energy, utilised GPU-hours): "
+        "for a calendar month (--period, UTC), or sacct-style between --since and --until (default: this month "
+        "so far) with a total and the cost so far (the invoices of the months covered, to date). Rows by job or "
+        "model cover whole months; rows by day are cut to the range. With --db on the scheduler host and no "
+        "--tenant: the fleet split (internal, tenants and idle GPU-hours and energy, and revenue); "
+        "--cloudevents prints one CloudEvents JSON object per usage row (OpenMeter ingests them).",
     )
-    use.add_argument("--period", required=True, help="calendar month, YYYY-MM (UTC)")
+    use.add_argument("--period", help="calendar month, YYYY-MM (UTC)")
+    use.add_argument("--since", type=parse_time, help="'now', Unix seconds or ISO 8601 (default: this month's start)")
+    use.add_argument("--until", type=parse_time, help="'now', Unix seconds or ISO 8601 (default: now)")
     use.add_argument("--tenant", default="", help="tenant (operators; a tenant token reads its own)")
     use.add_argument("--by", choices=GROUPINGS, default="job", help="grouping (default: %(default)s)")
     _local_args(use)
@@ -114,6 +119,10 @@ def _invoice(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
+    if args.period and (args.since is not None or args.until is not None):
+        return _refuse("usage", "give --period or --since/--until, not both")
+    if args.db and not args.period:
+        return _refuse("usage", "--db needs --period")
     if args.db:
 
         def local(books: Books) -> str:
@@ -134,6 +143,9 @@ def _usage(args: argparse.Namespace) -> int:
     if args.cloudevents:
         return _refuse("usage", "--cloudevents needs --db, on the scheduler host")
 
+    if not args.period:
+        return command(_usage_range)(args)
+
     @command
     def remote(args: argparse.Namespace, client: Client) -> None:
         request = pb.GetUsageRequest(tenant=args.tenant, period=args.period, group_by=GROUPING[args.by])
@@ -146,6 +158,22 @@ def _usage(args: argparse.Namespace) -> int:
         print(_show({args.by: groups}, args.json))
 
     return remote(args)
+
+
+def _usage_range(args: argparse.Namespace, client: Client) -> None:
+    until = args.until if args.until is not None else parse_time("now")
+    since = args.since if args.since is not None else usage_range.month_start(until)
+    try:
+        report = usage_range.report(client, args.tenant, args.by, GROUPING[args.by], since, until)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    cost = report["cost_so_far"]
+    print(f"usage from {report['since']} until {report['until']}")
+    print(_show({args.by: report[args.by], "total": [report["total"]]}, False))
+    print("cost so far: " + (f"{cost['amount']} {cost['currency']}" if cost else "- (the scheduler has no rate card)"))
 
 
 def _show(report: dict[str, Any], as_json: bool) -> str:

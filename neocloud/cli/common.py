@@ -1,6 +1,7 @@
 """What the tenant and operator subcommands share: the connection options (server, token,
-TLS), running a handler with a `neocloud.client.Client` (errors become one line on stderr
-and an exit status), and output (tables or JSON)."""
+TLS, config file), running a handler with a `neocloud.client.Client` (errors become one line
+on stderr and an exit status), and output (tables or JSON: enum values as the lower-case
+words the options take, times as RFC 3339 UTC strings)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import argparse
 import datetime as dt
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from neocloud.client import DEFAULT_SERVER, Client, ClientConfigError
+from neocloud.clientconfig import CONFIG_ENV, ENV_VARS
 from neocloud.wire import tls
 
 EXIT_RPC_ERROR = 1
@@ -29,17 +32,42 @@ class UsageError(Exception):
     """The command line cannot work as given (exit status 2)."""
 
 
+CONNECTION_NOTE = (
+    "Each setting comes from its option, else its environment variable, else the config file: --config, "
+    f"else ${CONFIG_ENV}, else $XDG_CONFIG_HOME/neocloud/config.toml (by default ~/.config/neocloud/config.toml), "
+    "TOML with the options' names as keys ('_' for '-'), paths relative to the file, e.g. "
+    'server = "api.example.com:7444", ca = "ca.pem", token_file = "token". '
+    "--json prints enum values as the words the options take (running, spot), times as RFC 3339 UTC strings "
+    "(2026-12-04T17:00:00Z), and null for a value not set."
+)
+
+
 def connection_options() -> argparse.ArgumentParser:
-    """A parent parser with the options every client subcommand takes."""
+    """A parent parser with the options every client subcommand takes (a subcommand's positional
+    arguments may use any name: these store under names of their own)."""
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("connection")
-    g.add_argument("--server", help=f"scheduler HOST:PORT (env NEOCLOUD_SERVER; default {DEFAULT_SERVER})")
-    g.add_argument("--token", help="API token (env NEOCLOUD_TOKEN)")
-    g.add_argument("--ca", help="CA certificate (PEM) that signed the scheduler's certificate (default: system CAs)")
-    g.add_argument("--cert", help="client certificate (PEM), if the scheduler asks for one")
-    g.add_argument("--key", help="private key (PEM) of --cert")
-    g.add_argument("--insecure", action="store_true", help="plain-text gRPC, to a loopback scheduler only")
-    g.add_argument("--json", action="store_true", help="print JSON (proto3 JSON mapping) instead of tables")
+    g = p.add_argument_group("connection (option > environment > config file)", description=CONNECTION_NOTE)
+    env = ENV_VARS
+    g.add_argument("--config", metavar="FILE", help=f"the config file (env {CONFIG_ENV})")
+    g.add_argument(
+        "--server", metavar="HOST:PORT", help=f"the scheduler's API (env {env['server']}; default {DEFAULT_SERVER})"
+    )
+    g.add_argument("--token", help=f"API token (env {env['token']})")
+    g.add_argument("--token-file", metavar="FILE", help=f"read the API token from FILE (env {env['token_file']})")
+    g.add_argument(
+        "--ca",
+        dest="ca_file",
+        metavar="PEM",
+        help=f"CA certificate that signed the scheduler's (env {env['ca']}; default: the system CAs)",
+    )
+    g.add_argument(
+        "--cert", dest="cert_file", metavar="PEM", help=f"client certificate, for the mTLS port (env {env['cert']})"
+    )
+    g.add_argument("--key", dest="key_file", metavar="PEM", help=f"private key of --cert (env {env['key']})")
+    g.add_argument(
+        "--insecure", action="store_true", help=f"plain-text gRPC, to a loopback scheduler only (env {env['insecure']})"
+    )
+    g.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return p
 
 
@@ -48,13 +76,15 @@ class _CliClient(Client):
 
 
 def _client(args: argparse.Namespace) -> Client:
-    # An empty option counts as not given (the environment or the default applies), as it always has.
-    return _CliClient(
-        server=args.server or None,
-        token=args.token or None,
-        ca=args.ca or None,
-        cert=args.cert or None,
-        key=args.key or None,
+    # An empty option counts as not given (the environment or the config file applies).
+    return _CliClient.from_config(
+        args.config or None,
+        server=args.server,
+        token=args.token,
+        token_file=args.token_file,
+        ca=args.ca_file,
+        cert=args.cert_file,
+        key=args.key_file,
         insecure=args.insecure,
     )
 
@@ -93,10 +123,53 @@ def command(handler: Handler) -> Callable[[argparse.Namespace], int]:
 # --- output ----------------------------------------------------------------------------------------
 
 
+# Double fields that hold a Unix time; the protos name them so ("at", "*_at", "start", "end").
+_TIME_FIELD = re.compile(r"(.+_)?at|start|end")
+
+
 def to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
-    )
+    """`message` with every field (an unset optional one as None), enums as words, times as RFC 3339."""
+    out: dict[str, Any] = {}
+    for field in cast(Descriptor, message.DESCRIPTOR).fields:
+        value = getattr(message, field.name)
+        if field.has_presence and not field.is_repeated and not message.HasField(field.name):
+            out[field.name] = None
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            out[field.name] = {k: _value(value_field, v) for k, v in sorted(value.items())}
+        elif field.is_repeated:
+            out[field.name] = [_value(field, v) for v in value]
+        else:
+            out[field.name] = _value(field, value)
+    return out
+
+
+def _value(field: FieldDescriptor, value: Any) -> Any:
+    if field.message_type is not None:
+        return to_dict(value)
+    if field.enum_type is not None:
+        return enum_value_word(field.enum_type, value)
+    if field.type == FieldDescriptor.TYPE_DOUBLE and _TIME_FIELD.fullmatch(field.name):
+        return rfc3339(value)
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+def enum_value_word(enum: EnumDescriptor, number: int) -> str:
+    """JobState 2 -> "running"; a number the enum does not name -> its digits."""
+    value = enum.values_by_number.get(number)
+    if value is None:
+        return str(number)
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
+    return enum_word(value.name, prefix)
+
+
+def rfc3339(t: float) -> str:
+    """Unix seconds -> "2026-12-04T17:00:00Z" (milliseconds when there are any)."""
+    when = dt.datetime.fromtimestamp(t, dt.UTC)
+    text = when.isoformat(timespec="milliseconds" if when.microsecond >= 1000 else "seconds")
+    return text.replace("+00:00", "Z")
 
 
 def print_json(value: Message | Sequence[Message] | dict[str, Any]) -> None:
@@ -107,6 +180,11 @@ def print_json(value: Message | Sequence[Message] | dict[str, Any]) -> None:
     else:
         data = [to_dict(m) for m in value]
     print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def print_json_line(message: Message) -> None:
+    """One JSON object on one line (JSON Lines), flushed: for a stream of events."""
+    print(json.dumps(to_dict(message), sort_keys=True), flush=True)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

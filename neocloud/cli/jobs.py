@@ -18,6 +18,7 @@ from neocloud.cli.common import (
     fmt_time,
     print_fields,
     print_json,
+    print_json_line,
     show,
     show_list,
 )
@@ -40,6 +41,21 @@ examples:
 The command goes after `--`, so its own options are not read as neocloud's. The job is submitted under
 --request-id (a fresh UUID by default): submitting again with the same id and spec returns the same job,
 so a retry after a network error never queues a job twice."""
+
+# How `job --watch` and `logs -f` exit once the job has ended (scripts tell outcomes apart by it).
+EXIT_SUCCEEDED = 0
+EXIT_FAILED = 1  # its program failed, it could not start or it was stopped at --max-runtime (or the call failed)
+EXIT_CANCELLED = 3
+EXIT_PREEMPTED = 4  # preempted (or its node lost) and not requeued: --no-requeue, or out of requeues
+_EXIT_EPILOG = """\
+exit status once the job has ended (with --watch, or logs --follow):
+  0  succeeded
+  1  failed: its program exited non-zero, could not start, ran past --max-runtime
+     (also: the call itself failed, e.g. no such job)
+  2  usage error (bad options, config file or certificate)
+  3  cancelled
+  4  preempted (or its node lost) and not requeued
+Without --watch/--follow, or while the job still runs, the status is 0."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -95,10 +111,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=command(_jobs))
 
     p = subparsers.add_parser(
-        "job", parents=[conn], help="show one job", description="Show a job: its spec, state, allocations and events."
+        "job",
+        parents=[conn],
+        help="show one job",
+        description="Show a job: its spec, state, allocations and events.",
+        epilog=_EXIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("--watch", action="store_true", help="then print its events as they happen, until it ends")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="then print its events as they happen, until it ends, and exit as it did (--json: one object a line)",
+    )
     p.set_defaults(func=command(_job))
 
     p = subparsers.add_parser(
@@ -116,9 +141,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parents=[conn],
         help="print a job's output",
         description="Print a job's output (stdout and stderr as the executor keeps it).",
+        epilog=_EXIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends, then exit as it did")
     p.add_argument("--offset", type=int, default=0, help="skip this many bytes (default: %(default)s)")
     p.set_defaults(func=command(_logs))
 
@@ -192,20 +219,43 @@ def _job_row(j: pb.Job) -> tuple[object, ...]:
     )
 
 
-def _job(args: argparse.Namespace, client: Client) -> None:
-    job = client.jobs.Get(pb.GetJobRequest(job_id=args.job_id), metadata=client.metadata, timeout=CALL_TIMEOUT_S)
+def exit_status(job: pb.Job) -> int:
+    """The exit status that follows an ended job (EXIT_*); 0 for one that has not ended."""
+    if job.state == pb.JOB_STATE_CANCELLED:
+        return EXIT_CANCELLED
+    if job.state != pb.JOB_STATE_FAILED:
+        return EXIT_SUCCEEDED
+    # The scheduler ends a preempted job it may not requeue as failed, with the notice's
+    # time kept and no exit code of its own (scheduler/control/settle.py).
+    if job.HasField("preemption_notice_at") and not job.HasField("exit_code"):
+        return EXIT_PREEMPTED
+    return EXIT_FAILED
+
+
+def _get(client: Client, job_id: str) -> pb.Job:
+    return client.jobs.Get(pb.GetJobRequest(job_id=job_id), metadata=client.metadata, timeout=CALL_TIMEOUT_S)
+
+
+def _job(args: argparse.Namespace, client: Client) -> int:
+    job = _get(client, args.job_id)
+    if not args.watch:
+        if args.json:
+            print_json(job)
+        else:
+            _print_job(job)
+        return 0
     if args.json:
-        print_json(job)
+        print_json_line(job)  # JSON Lines: the job, then one event a line
     else:
         _print_job(job)
-    if args.watch:
-        for event in client.jobs.Watch(pb.WatchJobRequest(job_id=args.job_id), metadata=client.metadata):
-            if args.json:
-                print_json(event)
-            else:
-                state = enum_word(pb.JobState.Name(event.state), "JOB_STATE_")
-                print(f"{fmt_time(event.at)}  {event.kind:<18} {state:<10} {event.message}")
-            sys.stdout.flush()
+    for event in client.jobs.Watch(pb.WatchJobRequest(job_id=args.job_id), metadata=client.metadata):
+        if args.json:
+            print_json_line(event)
+        else:
+            state = enum_word(pb.JobState.Name(event.state), "JOB_STATE_")
+            print(f"{fmt_time(event.at)}  {event.kind:<18} {state:<10} {event.message}", flush=True)
+    # The stream ends after the event that finishes the job: its final record says how.
+    return exit_status(_get(client, args.job_id))
 
 
 def _print_job(job: pb.Job) -> None:
@@ -245,7 +295,7 @@ def _cancel(args: argparse.Namespace, client: Client) -> None:
     show(args, job, f"{job.job_id} {_state(job)}")
 
 
-def _logs(args: argparse.Namespace, client: Client) -> None:
+def _logs(args: argparse.Namespace, client: Client) -> int:
     if args.offset < 0:
         raise UsageError("--offset must not be negative")
     request = pb.JobLogsRequest(job_id=args.job_id, offset=args.offset, follow=args.follow)
@@ -254,3 +304,4 @@ def _logs(args: argparse.Namespace, client: Client) -> None:
     for chunk in client.jobs.Logs(request, metadata=client.metadata, timeout=None if args.follow else CALL_TIMEOUT_S):
         out.write(chunk.data)
         out.flush()
+    return exit_status(_get(client, args.job_id)) if args.follow else 0

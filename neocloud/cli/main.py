@@ -15,7 +15,7 @@ from neocloud import __version__
 
 # Command -> the extra it needs, and the modules only the extras install.
 COMMAND_EXTRAS = {"agent": "agent", "scheduler": "scheduler", "demo": "demo", "bench": "demo"}
-EXTRA_MODULES = frozenset({"ray", "pynvml", "prometheus_client", "grpc_health"})
+EXTRA_MODULES = frozenset({"ray", "pynvml", "prometheus_client", "grpc_health", "grpc_reflection"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from neocloud.cli import demo as demo_cli
     from neocloud.cli import jobs as client_cli
     from neocloud.cli import meter as meter_cli
+    from neocloud.cli import nodes as nodes_cli
     from neocloud.cli import scheduler as scheduler_cli
 
     parser = argparse.ArgumentParser(
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs_cli.add_parser(subparsers)
     bench_cli.add_parser(subparsers)
     client_cli.add_parser(subparsers)
+    nodes_cli.add_parser(subparsers)
     demo_cli.add_parser(subparsers)
     meter_cli.add_parser(subparsers)
     billing_cli.add_parser(subparsers)

@@ -1,5 +1,6 @@
 """Options that several command groups share, defined once: mTLS files and the --insecure
-escape hatch, and where /metrics listens. Imports nothing but argparse."""
+escape hatch, where /metrics listens, and the scheduler's API port for people. Imports
+nothing but argparse."""
 
 from __future__ import annotations
 
@@ -37,3 +38,16 @@ def add_metrics_options(p: argparse.ArgumentParser, *, port: int) -> None:
 def metrics_settings(args: argparse.Namespace) -> dict[str, Any]:
     """What add_metrics_options parsed, under the names the daemons' configs use."""
     return {"metrics_host": args.metrics_host, "metrics_port": args.metrics_port}
+
+
+def add_api_options(p: argparse.ArgumentParser) -> None:
+    """--api-listen, --api-cert and --api-key: the scheduler's port for people's tools."""
+    g = p.add_argument_group("API port for people (server TLS and a token; no client certificate, no telemetry)")
+    g.add_argument("--api-listen", metavar="HOST:PORT", help="e.g. 0.0.0.0:7444 (default: no API port)")
+    g.add_argument("--api-cert", metavar="PEM", help="its server certificate chain (e.g. from a public CA)")
+    g.add_argument("--api-key", metavar="PEM", help="the private key of --api-cert")
+
+
+def api_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What add_api_options parsed, under the names SchedulerConfig uses."""
+    return {"api_listen": args.api_listen, "api_cert_file": args.api_cert, "api_key_file": args.api_key}

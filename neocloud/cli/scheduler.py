@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neocloud.cli.metrics_options import add_scheduler_metrics_options, scheduler_metrics_settings
-from neocloud.cli.options import add_metrics_options, add_mtls_options, metrics_settings, mtls_settings
+from neocloud.cli.options import (
+    add_api_options,
+    add_metrics_options,
+    add_mtls_options,
+    api_settings,
+    metrics_settings,
+    mtls_settings,
+)
 
 if TYPE_CHECKING:
     from neocloud.scheduler.executor.types import Executor
@@ -88,6 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_mtls_options(
         p, ca="the nodes' certificates", own="the scheduler's", insecure="on a loopback address (--listen)"
     )
+    add_api_options(p)
     p.set_defaults(func=run)
 
 
@@ -112,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         **metrics_settings(args),
         **scheduler_metrics_settings(args),
         **mtls_settings(args),
+        **api_settings(args),
         commit_interval_s=args.commit_interval,
         rate_card_path=args.rate_card,
         init=args.init,

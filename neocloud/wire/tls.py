@@ -304,6 +304,14 @@ def server_credentials(cert_file: PathArg, key_file: PathArg, ca_file: PathArg) 
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
+def api_server_credentials(cert_file: PathArg, key_file: PathArg) -> grpc.ServerCredentials:
+    """The API port's credentials: ordinary server TLS (a chain from any CA the clients trust,
+    e.g. a public one), no client certificate asked for; callers prove who they are by token."""
+    cert, parsed = _read_cert(cert_file, "server")
+    key = _read_key_for(key_file, cert_file, parsed, "server")
+    return grpc.ssl_server_credentials([(key, cert)], require_client_auth=False)
+
+
 def channel_credentials(ca_file: PathArg, cert_file: PathArg, key_file: PathArg) -> grpc.ChannelCredentials:
     """Agent-side credentials: trust only the CA, present the node's certificate."""
     ca, _ = _read_cert(ca_file, "ca")

@@ -12,15 +12,21 @@ import grpc
 from neocloud.scheduler.api.admin import AdminService
 from neocloud.scheduler.api.jobs import JobService
 from neocloud.scheduler.api.logs import LogSource
+from neocloud.scheduler.api.nodes import NodeService
 from neocloud.scheduler.api.usage import UsageService
 from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.store.jobs import JobStore
-from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, usage_pb2_grpc
+from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, nodes_pb2_grpc, usage_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAMES = ("neocloud.v1.JobService", "neocloud.v1.AdminService", "neocloud.v1.UsageService")
+SERVICE_NAMES = (
+    "neocloud.v1.JobService",
+    "neocloud.v1.AdminService",
+    "neocloud.v1.UsageService",
+    "neocloud.v1.NodeService",
+)
 
 
 def add_api_services(
@@ -33,12 +39,14 @@ def add_api_services(
     card: RateCard | None = None,
     telemetry: TelemetryService | None = None,
 ) -> None:
-    """Add JobService, AdminService and (given a connection to read the ledger with)
-    UsageService to `server`. The server must be made with
-    `grpc.aio.server(interceptors=[ErrorInterceptor()])` (scheduler/api/errors.py)
-    so that domain errors reach clients as status codes."""
+    """Add JobService, AdminService, (given a connection to read the ledger with)
+    UsageService and (given the running ingest, whose fleet it shows) NodeService to
+    `server`. The server must be made with `grpc.aio.server(interceptors=[ErrorInterceptor()])`
+    (scheduler/api/errors.py) so that domain errors reach clients as status codes."""
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(store, logs, poll_interval_s, clock), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, clock, telemetry), server)
     if usage_db is not None:
         usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(store, usage_db, card), server)
+    if telemetry is not None:
+        nodes_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(store, telemetry.fleet), server)
     logger.debug("added %s", ", ".join(SERVICE_NAMES))

@@ -39,7 +39,7 @@ from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Role
-from neocloud.v1 import admin_pb2, jobs_pb2, telemetry_pb2, usage_pb2
+from neocloud.v1 import admin_pb2, jobs_pb2, nodes_pb2, telemetry_pb2, usage_pb2
 from neocloud.v1 import jobs_pb2_grpc as jobs_grpc
 from neocloud.v1 import telemetry_pb2 as tpb
 from neocloud.v1 import telemetry_pb2_grpc as tpb_grpc
@@ -56,12 +56,13 @@ DOCUMENTED = {
     "neocloud.v1.JobService": API,
     "neocloud.v1.AdminService": API,
     "neocloud.v1.UsageService": API,
+    "neocloud.v1.NodeService": API,
     "grpc.health.v1.Health": {C.OK, C.NOT_FOUND, C.INVALID_ARGUMENT, C.UNIMPLEMENTED},  # List: not implemented
     "neocloud.v1.Telemetry": {C.OK, C.INVALID_ARGUMENT, C.FAILED_PRECONDITION, C.PERMISSION_DENIED, C.ABORTED},
 }
 METHODS: list[MethodDescriptor] = [
     m
-    for f in (jobs_pb2, admin_pb2, usage_pb2, health_pb2, telemetry_pb2)
+    for f in (jobs_pb2, admin_pb2, usage_pb2, nodes_pb2, health_pb2, telemetry_pb2)
     for s in f.DESCRIPTOR.services_by_name.values()
     for m in s.methods
 ]
