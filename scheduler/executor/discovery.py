@@ -33,8 +33,8 @@ def labelled_nodes() -> dict[str, RayNodeInfo]:
             alive=bool(n.get("Alive")),
             gpus=int(resources.get("GPU", 0)),
             ray_node_id=n["NodeID"],
-            cpus=float(resources.get("CPU", 0)),
-            memory_bytes=float(resources.get("memory", 0)),
+            cpus=float(resources["CPU"]) if "CPU" in resources else None,
+            memory_bytes=float(resources["memory"]) if "memory" in resources else None,
         )
         if node_id not in out or (info.alive and not out[node_id].alive):
             out[node_id] = info
