@@ -25,7 +25,7 @@ speed: 60
 site: {power_budget_w: 40000, min_runtime: 0}
 tenants:
   globex:
-    contract: {power_w: 5600}
+    contract: {id: globex-demo, power_w: 5600}  # its terms: the shipped rate card's contracts.globex-demo
   acme:
 internal:
   - {at: 0, gpus: 8}
@@ -98,7 +98,7 @@ def test_short_demo_plays_the_whole_scenario(tmp_path: Path) -> None:
     # Each tenant's invoice, rated from the ledger, and the invoices' usage matching the ledger's rows.
     for tenant in ("internal", "globex", "acme"):
         assert f"Invoice  tenant: {tenant}" in out
-    assert "Commitment c-" in out and "Spot NVIDIA H200 GPU-hours" in out
+    assert "Commitment globex-demo" in out and "Spot NVIDIA H200 GPU-hours" in out
     assert "fleet split" in out and "idle" in out
     (check,) = [line for line in out.splitlines() if line.startswith("ledger check:")]
     assert check.endswith("(match)"), check
