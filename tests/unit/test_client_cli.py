@@ -21,7 +21,9 @@ SUBCOMMANDS = [
     ["admin", "tenant"], ["admin", "tenant", "create"], ["admin", "tenant", "list"],
     ["admin", "token"], ["admin", "token", "create"], ["admin", "token", "list"], ["admin", "token", "revoke"],
     ["admin", "contract"], ["admin", "contract", "create"], ["admin", "contract", "list"],
-    ["admin", "contract", "delete"], ["admin", "set"], ["admin", "settings"], ["admin", "cordon"],
+    ["admin", "contract", "delete"], ["admin", "contract", "end"], ["admin", "ratecard"],
+    ["admin", "ratecard", "apply"], ["admin", "ratecard", "list"], ["admin", "set"], ["admin", "settings"],
+    ["admin", "cordon"],
     ["admin", "uncordon"], ["admin", "cordons"], ["admin", "node"], ["admin", "node", "move-gpu"], ["admin", "audit"],
 ]  # fmt: skip
 
@@ -196,7 +198,7 @@ def test_logs(run: Run, api: ApiServer) -> None:
     assert (code, out) == (0, "epoch 2\n")
 
 
-def test_operator_commands(run: Run, api: ApiServer) -> None:
+def test_operator_commands(run: Run, api: ApiServer, tmp_path: Path) -> None:
     assert run("operator", "admin", "tenant", "create", "--insecure", "initech", "--weight", "2")[0] == 0
     code, out, _ = run("operator", "admin", "tenant", "list", "--insecure")
     assert [line.split()[:2] for line in out.splitlines()] == [
@@ -213,15 +215,34 @@ def test_operator_commands(run: Run, api: ApiServer) -> None:
     assert run("operator", "admin", "token", "revoke", "--insecure", "initech-ci")[0] == 0
     assert api.store.authenticate(token) is None
 
-    code, out, _ = run("operator", "admin", "contract", "create", "--insecure", "--tenant", "initech", "--gpus",
-                       "64", "--gpu-model", "H200", "--start", "2030-01-01T00:00:00Z", "--days", "30")  # fmt: skip
+    # The rate first, then the contract it prices (tests/integration/test_contract_lifecycle.py has the rest).
+    card = tmp_path / "card.yaml"
+    card.write_text(
+        'prices: {internal: {"*": "1"}, on_demand: {"*": "3"}, spot: {"*": "1"}}\n'
+        'contracts: {initech-h200: {commitment_per_month: "9", nominal_gpu_w: 700, overage_per_gpu_hour: "3",'
+        ' sla_credit_per_gpu_hour: "3"}}'
+    )
+    code, out, _ = run("operator", "admin", "ratecard", "apply", "--insecure", str(card), "--dry-run")
+    assert code == 0 and out.startswith("dry run: ") and api.store.ratecard_versions() == []
+    code, out, _ = run("operator", "admin", "ratecard", "apply", "--insecure", str(card))
+    assert code == 0 and out.startswith("rate card r1-")
+    code, _, err = run("operator", "admin", "contract", "create", "--insecure", "--id", "initech-h200", "--tenant",
+                       "initech", "--gpus", "64", "--gpu-model", "H200", "--start", "2030-01-01T00:00:00Z", "--days",
+                       "30")  # fmt: skip
+    assert code == 1 and "FAILED_PRECONDITION: the fleet has no GPU of model 'H200'" in err
+    code, out, _ = run("operator", "admin", "contract", "create", "--insecure", "--id", "initech-h200", "--tenant",
+                       "initech", "--power-w", "1e6", "--start", "2030-01-01T00:00:00Z", "--days", "30")  # fmt: skip
     contract_id = out.strip()
-    assert code == 0 and contract_id.startswith("c-")
+    assert code == 0 and contract_id == "initech-h200"
     record = api.store.get_contract(contract_id)
-    assert (record.start, record.end - record.start, record.gpus) == (1893456000.0, 30 * 86400.0, 64)
+    assert (record.start, record.end - record.start, record.power_w) == (1893456000.0, 30 * 86400.0, 1e6)
     code, out, _ = run("operator", "admin", "contract", "list", "--insecure", "--json")
     assert [c["contract_id"] for c in json.loads(out)] == [contract_id]
-    assert run("operator", "admin", "contract", "delete", "--insecure", contract_id)[0] == 0
+    code, out, _ = run(
+        "operator", "admin", "contract", "end", "--insecure", contract_id, "--at", "2030-01-02T00:00:00Z"
+    )
+    assert code == 0 and api.store.get_contract(contract_id).end == 1893456000.0 + 86400
+    assert run("operator", "admin", "contract", "delete", "--insecure", contract_id)[0] == 0  # not started yet
 
     code, out, _ = run("operator", "admin", "set", "--insecure", "one_tenant_per_node", "no")
     assert (code, out.strip()) == (0, "one_tenant_per_node = false")
@@ -231,6 +252,12 @@ def test_operator_commands(run: Run, api: ApiServer) -> None:
     rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[1:]}
     assert rows["one_tenant_per_node"] == ["false", "set"] and rows["min_runtime_s"][1] == "default"
 
+    code, _, err = run("operator", "admin", "cordon", "--insecure", "gpu-9", "--reason", "XID 79")
+    assert code == 1 and "NOT_FOUND: no node 'gpu-9'" in err
+    api.store._db.execute(
+        "INSERT INTO nodes (node_id, agent_version, backend, stream_epoch, last_seq, first_seen_us, last_seen_us)"
+        " VALUES ('gpu-9', '1', 'sim', 1, 0, 0, 0)"
+    )
     assert run("operator", "admin", "cordon", "--insecure", "gpu-9", "--reason", "XID 79")[0] == 0
     code, out, _ = run("operator", "admin", "cordons", "--insecure", "--json")
     assert [(c["node_id"], c["reason"]) for c in json.loads(out)] == [("gpu-9", "XID 79")]
