@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
+from neocloud.scheduler.store.records import JobState
 from neocloud.v1 import jobs_pb2 as pb
 from tests.api_server import ApiServer
 from tests.integration.test_job_api import rpc_error
@@ -129,3 +130,7 @@ def test_bad_requests_get_a_status_naming_the_field(site: tuple[ApiServer, Rig])
     e = rpc_error(lambda: api.jobs.List(pb.ListJobsRequest(name="a b"), metadata=api.auth("acme"), timeout=10))
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [j.job_id for j in api.jobs.List(pb.ListJobsRequest(), metadata=api.auth("acme"), timeout=10).jobs] == []
+    failed = submit(api)
+    api.store.finish(failed.job_id, JobState.FAILED, 1)
+    e = rpc_error(lambda: submit(api, after_ok=[failed.job_id]))
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "could never start" in e.details()
