@@ -164,8 +164,9 @@ class Scheduler:
         self._commits: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
         self._health = HealthServicer()
+        self._api_health = HealthServicer()  # the API port's: it serves no telemetry
 
-    def _grpc_server(self) -> grpc.aio.Server:
+    def _grpc_server(self, health: HealthServicer) -> grpc.aio.Server:
         """A server with the API services and health (each port has its own per-peer call limit)."""
         server = grpc.aio.server(
             options=SERVER_OPTIONS,
@@ -180,14 +181,14 @@ class Scheduler:
             card=self.card,
             telemetry=self.telemetry,  # a GPU move changes the live fleet with the store
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
         return server
 
     async def _start_api_port(self, listen: str) -> int:
         """The port for people: the API and health over server TLS, with reflection so that
         grpcurl and the like work. Telemetry is not served there (UNIMPLEMENTED)."""
         config = self.config
-        server = self._grpc_server()
+        server = self._grpc_server(self._api_health)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server,
@@ -202,11 +203,13 @@ class Scheduler:
             raise OSError(f"cannot listen on {listen}")
         await server.start()
         self._api_server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._api_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return port
 
     async def start(self) -> None:
         config = self.config
-        server = self._grpc_server()
+        server = self._grpc_server(self._health)
         # Not the generated add_TelemetryServicer_to_server: its deserializer raises on bad bytes.
         add_telemetry_to_server(self.telemetry, server)
         if config.insecure:
@@ -252,6 +255,7 @@ class Scheduler:
 
     async def stop(self, grace_s: float = 2.0) -> None:
         await self._health.enter_graceful_shutdown()
+        await self._api_health.enter_graceful_shutdown()
         for server in (self._server, self._api_server):
             if server is not None:
                 await server.stop(grace_s)

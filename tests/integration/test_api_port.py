@@ -13,16 +13,19 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from neocloud.agent.main import Agent
 from neocloud.cli import main
 from neocloud.client import Client
-from neocloud.scheduler.server import BackgroundScheduler
+from neocloud.scheduler.server import BackgroundScheduler, Scheduler, SchedulerConfig
 from neocloud.scheduler.store.records import Role
 from neocloud.v1 import jobs_pb2, nodes_pb2, telemetry_pb2, telemetry_pb2_grpc
 from neocloud.wire import tls
 from tests.helpers import wait_until
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 @dataclass
@@ -93,6 +96,23 @@ def test_telemetry_is_not_served_on_the_api_port(site: Site) -> None:
         with pytest.raises(grpc.RpcError) as refused:
             list(stream)
         assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # Its health service says so too; the API services are SERVING.
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest
+        assert health.Check(check(service="neocloud.v1.NodeService"), timeout=5).status == SERVING
+        with pytest.raises(grpc.RpcError) as unknown:
+            health.Check(check(service="neocloud.v1.Telemetry"), timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_api_port_needs_its_certificate_and_key(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    mtls = {"ca_file": "ca.pem", "cert_file": "scheduler.pem", "key_file": "scheduler-key.pem"}
+    with pytest.raises(ValueError, match="--api-listen needs --api-cert and --api-key"):
+        Scheduler(SchedulerConfig(db_path=db, **mtls, api_listen="0.0.0.0:7444", api_cert_file="api.pem"))
+    with pytest.raises(ValueError, match=r"--insecure only listens on loopback, not '0\.0\.0\.0'"):
+        Scheduler(SchedulerConfig(listen="127.0.0.1:0", db_path=db, insecure=True, api_listen="0.0.0.0:7444"))
+    assert not (tmp_path / "s.db").exists()  # refused before anything was opened
 
 
 def test_reflection_lists_the_services(site: Site) -> None:
