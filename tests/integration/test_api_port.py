@@ -6,6 +6,7 @@ shows an operator every job and a tenant only its own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,3 +200,7 @@ def test_nodes_shows_an_operator_every_job_and_a_tenant_its_own(
     assert header.split()[:3] == ["NODE", "MODEL", "GPUS"]
     assert row.startswith("node-1") and "on_demand:1" in row and "spot:1" in row and "disk replacement" in row
     assert jobs["acme"] in row and jobs["globex"] not in row
+    code, out, _ = run_cli(capsys, "nodes", "--json", *conn)
+    [listed_node] = json.loads(out)
+    assert code == 0 and {c["job_class"] for c in listed_node["allocated_by_class"]} == {"spot", "on_demand"}
+    assert listed_node["last_seen_at"].endswith("Z") and listed_node["jobs"][0]["job_class"] == "spot"
