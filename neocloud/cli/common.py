@@ -11,6 +11,7 @@ import functools
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -32,13 +33,15 @@ class UsageError(Exception):
     """The command line cannot work as given (exit status 2)."""
 
 
-CONNECTION_NOTE = (
+# Wrapped here: a command with a raw help formatter (for an epilog table) prints it as it is.
+CONNECTION_NOTE = textwrap.fill(
     "Each setting comes from its option, else its environment variable, else the config file: --config, "
     f"else ${CONFIG_ENV}, else $XDG_CONFIG_HOME/neocloud/config.toml (by default ~/.config/neocloud/config.toml), "
     "TOML with the options' names as keys ('_' for '-'), paths relative to the file, e.g. "
     'server = "api.example.com:7444", ca = "ca.pem", token_file = "token". '
     "--json prints enum values as the words the options take (running, spot), times as RFC 3339 UTC strings "
-    "(2026-12-04T17:00:00Z), and null for a value not set."
+    "(2026-12-04T17:00:00Z), and null for a value not set.",
+    78,
 )
 
 
