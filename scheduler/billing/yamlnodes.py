@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 _TAG = "tag:yaml.org,2002:"
 _NUMERIC_TAGS = frozenset({_TAG + "str", _TAG + "int", _TAG + "float"})
 # Plain decimal notation only: no hex, sexagesimal, NaN, infinity or currency signs.
+# Any price, term or amount: below a quadrillion, to at most 24 places (exact, and still bounded).
+MAX_DECIMAL_DIGITS = 15
+MAX_DECIMAL_PLACES = 24
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
@@ -131,13 +134,18 @@ class Node:
             value = Decimal(plain)
         except InvalidOperation as e:  # the pattern should have caught it
             raise self.error(f"{self.shown()} is not a number") from e
+        # Bounded before any arithmetic: '1e999999999' is short text but a billion digits.
+        if value and value.adjusted() >= MAX_DECIMAL_DIGITS:
+            raise self.error(f"{self.shown()} has more than {MAX_DECIMAL_DIGITS} digits before the point")
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES:
+            raise self.error(f"{self.shown()} has more than {MAX_DECIMAL_PLACES} digits after the point")
         if value < 0 <= minimum:
             raise self.error(f"{self.shown()} is negative")
         if value < minimum:
             raise self.error(f"{self.shown()} is below {minimum}")
         if maximum is not None and value > maximum:
             raise self.error(f"{self.shown()} is above {maximum}")
-        exponent = value.as_tuple().exponent
         if isinstance(exponent, int) and exponent > 0:  # '1e3' -> 1000, not 1E+3
             value = Decimal(int(value))
         return value
@@ -163,6 +171,8 @@ def compose(text: str, source: str) -> Node:
         raise ConfigError(source, line, "", f"not valid YAML: {e.problem or e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(source, 0, "", f"not valid YAML: {e}") from e
+    except RecursionError as e:  # PyYAML's composer recurses once per level: '[[[[...' exhausts the stack
+        raise ConfigError(source, 0, "", "nested too deeply (no config needs more than a few levels)") from e
     if root is None:
         raise ConfigError(source, 0, "", "is empty")
     return Node(root, source, "")

@@ -276,3 +276,18 @@ def test_the_demo_contract_is_priced_by_the_shipped_rate_card_alone(site: Site) 
     shipped = Path(__file__).resolve().parents[2] / "deploy" / "config" / "ratecard.example.yaml"
     books = Books(open_db(site.db_path), load_ratecard(shipped))
     assert books.rate("globex", "2026-11").total > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[" * 50_000, "nested too deeply"),  # was RecursionError: INTERNAL and a traceback
+        (CARD.replace('"3.50"', '"1e100000"'), "more than 15 digits before the point"),  # was a 100,001-digit price
+        (CARD.replace('"3.50"', '"1e-40"'), "more than 24 digits after the point"),
+        ("\x00", "not valid YAML"),
+    ],
+)
+def test_a_hostile_rate_card_is_invalid_argument(site: Site, text: str, said: str) -> None:
+    e = refused(lambda: site.apply(text))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and said in (e.details() or ""), e.details()
+    assert site.store.ratecard_versions() == []
