@@ -97,7 +97,10 @@ class MetricsServer:
         self._httpd: WSGIServer = make_server(host, port, app, server_class, handler_class=_Handler)
         if cert_file and key_file:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(cert_file, key_file)
+            try:
+                context.load_cert_chain(cert_file, key_file)
+            except (OSError, ssl.SSLError) as e:
+                raise ValueError(f"/metrics certificate {cert_file} or key {key_file}: {e}") from e
             self._httpd.socket = context.wrap_socket(  # type: ignore[assignment]  # an SSLSocket is a socket
                 self._httpd.socket, server_side=True, do_handshake_on_connect=False
             )

@@ -16,7 +16,7 @@ from neocloud.scheduler.billing_runner import BillingRunner
 from neocloud.scheduler.metering.book import AllocationBook
 from neocloud.scheduler.metering.month import MonthToDate, month_bounds
 from neocloud.scheduler.metrics import TENANT_LABEL_MODES, MeteringCollector, TenantLabels
-from neocloud.scheduler.metrics_http import read_token
+from neocloud.scheduler.metrics_http import MetricsServer, read_token
 from tests.unit.test_billing_runner import CARD
 from tests.unit.test_ledger import HOUR, batch, ingest, open_site, start_job
 
@@ -111,3 +111,13 @@ def test_a_token_file_holds_one_long_enough_token(tmp_path: Path) -> None:
         assert "16 to" in str(e)
     else:
         raise AssertionError("a 3-character token was accepted")
+
+
+def test_a_missing_metrics_certificate_is_named(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.pem")
+    try:
+        MetricsServer(CollectorRegistry(), "127.0.0.1", 0, missing, missing)
+    except ValueError as e:
+        assert missing in str(e)
+    else:
+        raise AssertionError("a missing certificate was accepted")
