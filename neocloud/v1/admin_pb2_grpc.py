@@ -184,7 +184,8 @@ class AdminServiceServicer:
 
     def EndContract(self, request, context):
         """End a contract at `at` (not before now nor its start, not after its end).
-        Reserved work still running then is wound down by the policy.
+        Reserved work still running then is wound down by the policy. Creating,
+        ending and deleting a contract and applying a rate card are audited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

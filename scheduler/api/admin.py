@@ -27,7 +27,8 @@ from neocloud.scheduler.ingest import ownership
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.store import settings as site_settings
 from neocloud.scheduler.store import validate
-from neocloud.scheduler.store.admin import MAX_AUDIT_LIST, AdminEvent
+from neocloud.scheduler.store.admin import MAX_AUDIT_LIST
+from neocloud.scheduler.store.audit import AdminEvent
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.ratecards import StoredRateCard, text_sha256
 from neocloud.scheduler.store.records import ContractRecord, Role, TokenRecord
@@ -151,13 +152,15 @@ class AdminService(pb_grpc.AdminServiceServicer):
         return pb.RevokeTokenResponse()
 
     async def CreateContract(self, request: pb.CreateContractRequest, context: Context) -> pb.Contract:  # noqa: N802
-        await self._auth.operator(context)
+        caller = await self._auth.operator(context)
         start = convert.time_s("start", request.start)
         end = convert.time_s("end", request.end)
-        contract = await asyncio.to_thread(self._create_contract, request, start, end)
+        contract = await asyncio.to_thread(self._create_contract, request, start, end, caller.token_name)
         return convert.contract_to_proto(contract)
 
-    def _create_contract(self, request: pb.CreateContractRequest, start: float, end: float) -> ContractRecord:
+    def _create_contract(
+        self, request: pb.CreateContractRequest, start: float, end: float, actor: str
+    ) -> ContractRecord:
         model = request.gpu_model or None
         # What the request says is checked before what exists: INVALID_ARGUMENT first.
         validate.contract_terms(request.gpus, request.power_w, model, start, end)
@@ -181,6 +184,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
             self._clock(),
             contract_id=request.contract_id,
             card_sequence=sequence,
+            actor=actor,
         )
 
     async def ListContracts(  # noqa: N802
@@ -200,15 +204,15 @@ class AdminService(pb_grpc.AdminServiceServicer):
     async def DeleteContract(  # noqa: N802
         self, request: pb.DeleteContractRequest, context: Context
     ) -> pb.DeleteContractResponse:
-        await self._auth.operator(context)
-        await asyncio.to_thread(self._store.delete_contract, request.contract_id, self._clock())
+        caller = await self._auth.operator(context)
+        await asyncio.to_thread(self._store.delete_contract, request.contract_id, self._clock(), caller.token_name)
         return pb.DeleteContractResponse()
 
     async def EndContract(self, request: pb.EndContractRequest, context: Context) -> pb.Contract:  # noqa: N802
         caller = await self._auth.operator(context)
         now = self._clock()
         at = convert.time_s("at", request.at) if request.at else now
-        ended = await asyncio.to_thread(self._store.end_contract, request.contract_id, at, now)
+        ended = await asyncio.to_thread(self._store.end_contract, request.contract_id, at, now, caller.token_name)
         logger.info("contract %s ended at %.0f by %s", ended.contract_id, at, caller.token_name)
         return convert.contract_to_proto(ended)
 

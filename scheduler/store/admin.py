@@ -9,14 +9,13 @@ import json
 import logging
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.scheduler.policy.types import PolicyConfig
 from neocloud.scheduler.store import settings as site_settings
 from neocloud.scheduler.store import validate
+from neocloud.scheduler.store.audit import AdminEvent, audit
 from neocloud.scheduler.store.contracts import ContractStore
 from neocloud.scheduler.store.records import (
     CordonRecord,
@@ -33,19 +32,6 @@ TOKEN_PREFIX = "nct_"
 # What ingest accepts as an NVML UUID (scheduler/ingest/validate.py), printable and without spaces.
 _GPU_UUID = re.compile(r"(GPU|MIG)-[\x21-\x7e]{1,92}")
 MAX_AUDIT_LIST = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class AdminEvent:
-    """One line of the operators' audit trail."""
-
-    event_id: int
-    at: float
-    actor: str
-    action: str
-    subject: str
-    detail: dict[str, Any]
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,16 +52,6 @@ def _node_id(field: str, value: str) -> str:
         return tls.validate_node_id(value)
     except ValueError as e:
         raise InvalidArgumentError(f"{field}: {e}") from e
-
-
-def _audit(
-    db: sqlite3.Connection, at: float, actor: str, action: str, subject: str, detail: dict[str, Any], reason: str
-) -> AdminEvent:
-    cursor = db.execute(
-        "INSERT INTO admin_events (at, actor, action, subject, detail, reason) VALUES (?, ?, ?, ?, ?, ?)",
-        (at, actor, action, subject, json.dumps(detail, sort_keys=True), reason),
-    )
-    return AdminEvent(int(cursor.lastrowid or 0), at, actor, action, subject, detail, reason)
 
 
 class AdminStore(ContractStore):
@@ -281,7 +257,7 @@ class AdminStore(ContractStore):
             )
             db.execute("DELETE FROM meter_watermarks WHERE uuid = ?", (uuid,))
             detail = {"from": from_node, "to": to_node, "energy_total_mj": energy_mj}
-            event = _audit(db, at, actor, "move-gpu", uuid, detail, reason)
+            event = audit(db, at, actor, "move-gpu", uuid, detail, reason)
         logger.warning("GPU %s moved from node %s to node %s by %s: %s", uuid, from_node, to_node, actor, reason)
         return GpuMove(uuid, from_node, to_node, energy_mj, event)
 

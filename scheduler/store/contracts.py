@@ -18,6 +18,7 @@ from typing import Any
 
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.scheduler.store import ratecards, validate
+from neocloud.scheduler.store.audit import audit
 from neocloud.scheduler.store.base import StoreBase
 from neocloud.scheduler.store.ratecards import StoredRateCard
 from neocloud.scheduler.store.records import ContractRecord
@@ -52,9 +53,11 @@ class ContractStore(StoreBase):
         *,
         contract_id: str | None = None,
         card_sequence: int | None = None,
+        actor: str = "",
     ) -> ContractRecord:
         """`contract_id`: the operator's name for it (None: one is made). `card_sequence`: the
-        rate-card version the caller found its terms in; refused if another is in force by now."""
+        rate-card version the caller found its terms in; refused if another is in force by now.
+        `actor`: the token's name, for the audit trail."""
         validate.contract_terms(gpus, power_w, gpu_model, start, end)
         if contract_id is not None:
             validate.name("contract_id", contract_id)
@@ -71,6 +74,8 @@ class ContractStore(StoreBase):
                 f"INSERT INTO contracts ({_CONTRACT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, tenant, record.start, record.end, gpus, record.power_w, gpu_model, record.created_at),
             )
+            terms = {"tenant": tenant, "start": record.start, "end": record.end, "gpus": gpus, "power_w": power_w}
+            audit(db, record.created_at, actor, "create-contract", cid, {**terms, "gpu_model": gpu_model}, "")
         logger.info("contract %s created for tenant %s", cid, tenant)
         return record
 
@@ -92,7 +97,7 @@ class ContractStore(StoreBase):
             rows = db.execute(query + " ORDER BY start, contract_id", params).fetchall()
         return [_contract(row) for row in rows]
 
-    def end_contract(self, contract_id: str, at: float, now: float | None = None) -> ContractRecord:
+    def end_contract(self, contract_id: str, at: float, now: float | None = None, actor: str = "") -> ContractRecord:
         """End a contract at `at`: not in the past (what was billed stays billed), after its
         start, and not after the end it has. The policy winds its reserved work down then."""
         now = self._now(now)
@@ -114,10 +119,11 @@ class ContractStore(StoreBase):
             if at > c.end:
                 raise FailedPreconditionError(f"contract {contract_id} ends at {c.end:.0f} already, before {at:.0f}")
             db.execute("UPDATE contracts SET end = ? WHERE contract_id = ?", (at, contract_id))
+            audit(db, now, actor, "end-contract", contract_id, {"end_was": c.end, "end": at}, "")
         logger.info("contract %s ended at %.0f (was %.0f)", contract_id, at, c.end)
         return ContractRecord(c.contract_id, c.tenant, c.start, at, c.gpus, c.power_w, c.gpu_model, c.created_at)
 
-    def delete_contract(self, contract_id: str, now: float | None = None) -> None:
+    def delete_contract(self, contract_id: str, now: float | None = None, actor: str = "") -> None:
         """Delete a contract only while nothing can have been billed under it: before its start,
         with no job naming it. Any other contract is ended (end_contract)."""
         now = self._now(now)
@@ -132,6 +138,7 @@ class ContractStore(StoreBase):
                     f" not deleted (neocloud admin contract end {contract_id} --at now)"
                 )
             db.execute("DELETE FROM contracts WHERE contract_id = ?", (contract_id,))
+            audit(db, now, actor, "delete-contract", contract_id, {"start": float(row[0])}, "")
         logger.info("contract %s deleted before it started", contract_id)
 
     # --- what contracts are checked against ---------------------------------------------------------
@@ -181,7 +188,10 @@ class ContractStore(StoreBase):
                     f"{len(missing)} contract(s) would have no terms: add contracts.{missing[0]} (commitment_per_month,"
                     f" overage_per_gpu_hour, sla_credit_per_gpu_hour); missing: {', '.join(missing[:10])}"
                 )
-            return ratecards.insert(db, text, source, actor, self._now(now)), True
+            stored = ratecards.insert(db, text, source, actor, self._now(now))
+            detail = {"version": stored.version, "sha256": stored.sha256, "source": source}
+            audit(db, stored.applied_at, actor, "apply-ratecard", "ratecard", detail, "")
+            return stored, True
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

@@ -178,6 +178,13 @@ def test_an_ended_contract_stays_billable_and_delete_refuses(site: Site) -> None
     assert past.code() == grpc.StatusCode.FAILED_PRECONDITION and "in the past" in (past.details() or "")
     gone = refused(lambda: site.admin.EndContract(pb.EndContractRequest(contract_id="nope"), metadata=site.op))
     assert gone.code() == grpc.StatusCode.NOT_FOUND
+    trail = site.admin.ListAuditEvents(pb.ListAuditEventsRequest(), metadata=site.op).events
+    assert [(e.action, e.subject, e.actor) for e in trail] == [
+        ("apply-ratecard", "ratecard", "ops"),
+        ("create-contract", "acme-h200", "ops"),
+        ("end-contract", "acme-h200", "ops"),
+    ]
+    assert json.loads(trail[-1].detail_json) == {"end": NOW, "end_was": DEC_START + 86400 * 365}
 
 
 def test_a_contract_not_started_yet_may_be_deleted(site: Site) -> None:
