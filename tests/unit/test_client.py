@@ -4,6 +4,8 @@ sent, its environment defaults, and calls against a real JobService/AdminService
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +144,14 @@ def test_the_client_module_neither_parses_arguments_nor_prints() -> None:
     assert not {name for name in imported if name.split(".")[0] == "argparse"}
     calls = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert "print" not in calls
+
+
+def test_the_package_exports_the_client_lazily() -> None:
+    code = (
+        "import sys, neocloud\n"
+        "assert 'grpc' not in sys.modules and 'neocloud.client' not in sys.modules\n"
+        "from neocloud import Client\n"
+        "import neocloud.client\n"
+        "assert Client is neocloud.client.Client\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
