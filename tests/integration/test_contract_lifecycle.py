@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
+from neocloud.cli.main import build_parser
 from neocloud.scheduler.api.errors import ErrorInterceptor
 from neocloud.scheduler.api.logs import MemoryLogSource
 from neocloud.scheduler.api.services import add_api_services
@@ -267,7 +268,9 @@ def test_rate_card_versions_dry_run_and_switch_without_restart(site: Site) -> No
     assert len(site.store.ratecard_versions()) == 2
 
 
-def test_the_demo_contract_is_priced_by_the_shipped_rate_card_alone(site: Site) -> None:
+def test_the_demo_contract_is_priced_by_the_shipped_rate_card_alone(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
     """On main the demo's contract id was made at run time and its terms by demo code, so
     `neocloud invoice --rate-card deploy/config/ratecard.example.yaml` refused it."""
     from neocloud.demo import scenario
@@ -283,6 +286,14 @@ def test_the_demo_contract_is_priced_by_the_shipped_rate_card_alone(site: Site) 
     shipped = Path(__file__).resolve().parents[2] / "deploy" / "config" / "ratecard.example.yaml"
     books = Books(open_db(site.db_path), load_ratecard(shipped))
     assert books.rate("globex", "2026-11").total > 0
+    # What an operator runs on the scheduler host, from the shipped file alone.
+    args = build_parser().parse_args(
+        ["invoice", "--db", str(site.db_path), "--rate-card", str(shipped), "--tenant", "globex", "--period",
+         "2026-11", "--json"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    lines = json.loads(capsys.readouterr().out)["lines"]
+    assert [ln["contract_id"] for ln in lines if ln["kind"] == "commitment"] == ["globex-demo"]
 
 
 @pytest.mark.parametrize(
