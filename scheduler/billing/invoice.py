@@ -76,7 +76,7 @@ class Line:
     contract_id: str = ""
     ref_period: str = ""  # adjustments: the closed period they correct
     ref_kind: str = ""  # adjustments: the kind of line they correct
-    rate_version: str = ""  # the rate card the line was priced with (version.py); not part of the key
+    rate_version: str = ""  # RateCard.version of the card that priced the line; not part of the key
 
     @property
     def key(self) -> tuple[str, ...]:

@@ -20,7 +20,8 @@ What is billed, and how:
 - SLA credits: undelivered reserved GPU-hours x the contract's credit price,
   capped at its % of the period's (prorated) commitment; negative.
 Rounding: see invoice.py (exact until each line, then the currency's minor unit,
-half away from zero). Every line names the rate card's version (version.py).
+half away from zero). Every line names the version of the rate card that priced it
+(RateCard.version).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ from neocloud.scheduler.billing.invoice import (
     shown,
 )
 from neocloud.scheduler.billing.ratecard import BILLABLE_CLASSES, INTERNAL, RESERVED, ContractTerms, RateCard
-from neocloud.scheduler.billing.version import card_version
 from neocloud.scheduler.metering.usage import IDLE_CLASS, UsageRow
 from neocloud.scheduler.store.records import ContractRecord, ContractShortfall
 
@@ -143,10 +143,9 @@ def invoice(
                 )
             )
     lines.extend(_credit_lines(tenant, p, shortfalls, book, cur))
-    version = card_version(card)
-    lines = [dataclasses.replace(line, rate_version=version) for line in lines]
+    lines = [dataclasses.replace(line, rate_version=card.version) for line in lines]
     lines.extend(_checked_adjustments(p, adjustments))  # priced when their period was
-    logger.debug("invoice %s %s: %d line(s), rate card %s", tenant, p.name, len(lines), version)
+    logger.debug("invoice %s %s: %d line(s), rate card %s", tenant, p.name, len(lines), card.version)
     return Invoice(tenant=tenant, period=p.name, currency=cur, lines=tuple(lines))
 
 
