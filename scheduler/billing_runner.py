@@ -22,9 +22,11 @@ from pathlib import Path
 
 from neocloud.scheduler.billing.books import Books, TenantFailure
 from neocloud.scheduler.billing.invoice import Reason
+from neocloud.scheduler.billing.live import LiveRateCard
 from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.metering.ledger import Ledger
 from neocloud.scheduler.metering.month import MonthToDate
+from neocloud.scheduler.store import ratecards
 from neocloud.scheduler.store.db import open_db
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class BillingRunner:
         self._clock = clock
         self.ledger = Ledger(self._db, clock)
         self.month = MonthToDate(self._db)  # the per-tenant figures, kept per metered hour
-        self.books = Books(self._db, card) if card is not None else None
+        # The card in force: the newest `admin ratecard apply`, else --rate-card (read each pass).
+        self.cards = LiveRateCard(lambda: ratecards.latest(self._db), card)
         self.interval_s = interval_s
         self.summary = LedgerSummary()
         self._billing_errors: dict[tuple[str, str], int] = {}
@@ -110,17 +113,15 @@ class BillingRunner:
                 logger.error(
                     "ledger reconciliation: %s rows differ from the reference by %.2f%%", quantity, ratio * 100
                 )
-        billed = self._billed() if self.books is not None else {}
-        return LedgerSummary(
-            seconds, energy, gap, billed, self.books.card.currency if self.books else "", dict(self._billing_errors)
-        )
+        card = self.cards.current()
+        billed = self._billed(Books(db, card)) if card is not None else {}
+        return LedgerSummary(seconds, energy, gap, billed, card.currency if card else "", dict(self._billing_errors))
 
-    def _billed(self) -> dict[tuple[str, str], Decimal]:
+    def _billed(self, books: Books) -> dict[tuple[str, str], Decimal]:
         """Each tenant's invoice for the current month as it stands, by class (commitments
         and credits under their line kind); tenants that cannot be rated are left out."""
-        assert self.books is not None
         period = dt.datetime.fromtimestamp(self._clock(), dt.UTC).strftime("%Y-%m")
-        rated = self.books.invoices(period)
+        rated = books.invoices(period)
         out: dict[tuple[str, str], Decimal] = {}
         for tenant, inv in rated.invoices.items():
             for line in inv.lines:

@@ -15,6 +15,7 @@ from neocloud.scheduler.billing.ratecard import parse_ratecard
 from neocloud.scheduler.billing_runner import BillingRunner
 from neocloud.scheduler.metering.book import AllocationBook
 from neocloud.scheduler.metrics import MeteringCollector
+from neocloud.scheduler.store import ratecards
 from tests.unit.test_ledger import HOUR, batch, ingest, open_site, start_job
 
 CARD = 'prices: {internal: {"*": "1"}, on_demand: {"*": "3.5"}, spot: {"*": "1.40"}}\n'
@@ -40,6 +41,23 @@ def test_a_pass_reconciles_and_prices_the_month_so_far(tmp_path: Path) -> None:
     text = generate_latest(registry).decode()
     assert 'neocloud_tenant_billed_amount{class="spot",currency="USD",tenant="acme"} 0.7' in text
     assert 'neocloud_metering_reconciliation_gap_ratio{quantity="energy"} 0.0' in text
+    runner.close()
+
+
+def test_the_billed_amount_follows_a_rate_card_applied_while_it_runs(tmp_path: Path) -> None:
+    path = tmp_path / "scheduler.db"
+    store, db, fleet = open_site(path)
+    job = start_job(store, "one", ("GPU-a", "GPU-b"), HOUR)
+    store.close_allocations(job, HOUR + 900, "succeeded")
+    fleet.attributor.book = AllocationBook(store.allocations_since(0))
+    ingest(db, fleet, [batch(1, HOUR, 1200)])
+    runner = BillingRunner(path, clock=lambda: HOUR + 1800, card=parse_ratecard(CARD))
+    runner.run_once()
+    assert runner.summary.billed == {("acme", "spot"): Decimal("0.70")}
+    with db:  # `admin ratecard apply` stores a new version; no restart
+        ratecards.insert(db, CARD.replace('"1.40"', '"2.00"'), "test", "operator", HOUR + 1000)
+    runner.run_once()
+    assert runner.summary.billed == {("acme", "spot"): Decimal("1.00")}  # 0.5 GPU-h x 2.00
     runner.close()
 
 
