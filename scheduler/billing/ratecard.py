@@ -36,6 +36,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import MappingProxyType
 
+from neocloud.scheduler.billing.currency import MINOR_UNITS
 from neocloud.scheduler.billing.yamlnodes import ConfigError, Node, compose
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ def _currency(node: Node) -> str:
     code = node.text()
     if len(code) != 3 or not code.isascii() or not code.isalpha() or not code.isupper():
         raise node.error(f"{node.shown()} is not an ISO 4217 code (three capital letters, e.g. USD)")
+    if code not in MINOR_UNITS:  # refused when the card is read, not when a tenant's invoice is rated
+        raise node.error(f"{node.shown()} is not an ISO 4217 currency with a minor unit (e.g. USD, EUR, JPY, KWD)")
     return code
 
 

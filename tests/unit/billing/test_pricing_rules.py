@@ -4,6 +4,7 @@ the month-boundary and increment rules; an issued invoice keeps its money and ra
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections import defaultdict
@@ -20,6 +21,7 @@ from neocloud.scheduler.billing.invoice import BillingError, Reason
 from neocloud.scheduler.billing.ratecard import parse_ratecard
 from neocloud.scheduler.billing.rating import invoice
 from neocloud.scheduler.billing.render import render_json
+from neocloud.scheduler.billing.yamlnodes import ConfigError
 from neocloud.scheduler.store.records import ContractShortfall
 from tests.unit.billing.factories import DEC_START, H200, HOUR_MS, KWH_MJ, NOV, NOV_START, contract, row
 from tests.unit.billing.store import open_store, put_contract, put_rows
@@ -163,7 +165,9 @@ def test_the_fleet_split_lists_a_tenant_that_cannot_be_rated_and_rates_the_other
 
 
 def test_a_currency_without_an_iso_4217_minor_unit_is_refused_with_its_reason() -> None:
-    card = parse_ratecard(EXAMPLE_CARD.replace("currency: USD", "currency: XYZ"))
+    with pytest.raises(ConfigError, match="is not an ISO 4217 currency with a minor unit"):
+        parse_ratecard(EXAMPLE_CARD.replace("currency: USD", "currency: XYZ"))  # refused when the card is read
+    card = dataclasses.replace(parse_ratecard(EXAMPLE_CARD), currency="XYZ")  # a card built in code
     with pytest.raises(BillingError, match="'XYZ' is not an ISO 4217 code") as refused:
         invoice("acme", NOV, EXAMPLE_ROWS, [], [], card)
     assert refused.value.reason is Reason.CURRENCY

@@ -100,6 +100,7 @@ HOSTILE = [
     ("duplicate top key", BASE + "prices: {}\n", 6, "duplicate key 'prices' (first at line 1)"),
     ("no models", BASE.replace('  internal: {"*": "1"}', "  internal: {}"), 2, "names no GPU model"),
     ("lower-case currency", "currency: usd\n" + BASE, 1, "is not an ISO 4217 code"),
+    ("unknown currency", "currency: XYZ\n" + BASE, 1, "is not an ISO 4217 currency with a minor unit"),
     ("zero increment", "billing_increment_s: 0\n" + BASE, 1, "out of range (1 to 3600)"),
     ("fractional increment", "billing_increment_s: 1.5\n" + BASE, 1, "'1.5' is not a whole number"),
     ("energy class missing", BASE + "energy_per_kwh:\n  spot: '0.1'\n", 6, "missing class 'internal'"),
