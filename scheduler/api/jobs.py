@@ -18,8 +18,10 @@ import grpc
 
 from neocloud.domain.errors import InvalidArgumentError, PermissionDeniedError
 from neocloud.scheduler.api import convert
+from neocloud.scheduler.api.admission import Admission
 from neocloud.scheduler.api.auth import Authenticator, own_tenant, visible
 from neocloud.scheduler.api.logs import LogSource
+from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.policy.types import JobClass
 from neocloud.scheduler.store import validate
 from neocloud.scheduler.store.jobs import MAX_LIST, JobStore
@@ -98,14 +100,17 @@ class JobService(pb_grpc.JobServiceServicer):
         logs: LogSource,
         poll_interval_s: float = 0.5,
         clock: Callable[[], float] = time.time,
+        fleet: Fleet | None = None,
     ) -> None:
-        """`poll_interval_s`: how often Watch and Logs look for news while a job runs."""
+        """`poll_interval_s`: how often Watch and Logs look for news while a job runs; `fleet`: the
+        inventory a Submit is checked against (admission.py; None: nothing is refused for its size)."""
         self._store = store
         self._logs = logs
         self._auth = Authenticator(store)
         self._submits = GroupSubmitter(store)
         self._poll_s = poll_interval_s
         self._clock = clock
+        self._admission = Admission(fleet)
 
     async def _job(self, principal: Principal, job_id: str) -> Job:
         job = await asyncio.to_thread(self._store.get, convert.job_id(job_id))
@@ -123,6 +128,7 @@ class JobService(pb_grpc.JobServiceServicer):
             raise PermissionDeniedError("internal tokens submit class internal only")
         if principal.role is Role.TENANT and spec.job_class is JobClass.INTERNAL:
             raise PermissionDeniedError("class internal is for the lab's own teams: submit reserved, on_demand or spot")
+        self._admission.check(spec)  # FAILED_PRECONDITION for a job that can never fit the fleet
         job = await self._submits.submit(spec, self._clock())
         return convert.job_to_proto(job)
 

@@ -43,7 +43,8 @@ def add_api_services(
     UsageService and (given the running ingest, whose fleet it shows) NodeService to
     `server`. The server must be made with `grpc.aio.server(interceptors=[ErrorInterceptor()])`
     (scheduler/api/errors.py) so that domain errors reach clients as status codes."""
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(store, logs, poll_interval_s, clock), server)
+    fleet = telemetry.fleet if telemetry is not None else None  # what a Submit is checked against
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(store, logs, poll_interval_s, clock, fleet), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, clock, telemetry, card), server)
     if usage_db is not None:
         usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(store, usage_db, card), server)
