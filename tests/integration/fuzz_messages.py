@@ -4,15 +4,30 @@ and random bytes. Nothing here knows a service: the suite names the RPCs."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+from grpc_health.v1 import health_pb2
 from hypothesis import strategies as st
 
+import neocloud.v1
 from neocloud.scheduler.ingest.bounds import TYPE_RANGES
+
+# Every proto file the scheduler's services come from: a new one is fuzzed (and its limits checked) unasked.
+PROTO_FILES: tuple[ModuleType, ...] = (
+    *(
+        importlib.import_module(f"neocloud.v1.{m.name}")
+        for m in pkgutil.iter_modules(neocloud.v1.__path__)
+        if m.name.endswith("_pb2")
+    ),
+    health_pb2,
+)
 
 _T = FieldDescriptor
 HOSTILE_TEXT = (

@@ -39,12 +39,12 @@ from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Role
-from neocloud.v1 import admin_pb2, jobs_pb2, nodes_pb2, telemetry_pb2, usage_pb2
+from neocloud.v1 import jobs_pb2
 from neocloud.v1 import jobs_pb2_grpc as jobs_grpc
 from neocloud.v1 import telemetry_pb2 as tpb
 from neocloud.v1 import telemetry_pb2_grpc as tpb_grpc
 from neocloud.wire import tls
-from tests.integration.fuzz_messages import payloads, texts
+from tests.integration.fuzz_messages import PROTO_FILES, payloads, texts
 
 EXAMPLES = int(os.environ.get("NEOCLOUD_FUZZ_EXAMPLES", "20"))
 SECRET = "globex-secret-marker"  # in globex's job only: never in a reply to acme
@@ -57,14 +57,14 @@ DOCUMENTED = {
     "neocloud.v1.AdminService": API,
     "neocloud.v1.UsageService": API,
     "neocloud.v1.NodeService": API,
-    "grpc.health.v1.Health": {C.OK, C.NOT_FOUND, C.INVALID_ARGUMENT, C.UNIMPLEMENTED},  # List: not implemented
-    "neocloud.v1.Telemetry": {C.OK, C.INVALID_ARGUMENT, C.FAILED_PRECONDITION, C.PERMISSION_DENIED, C.ABORTED},
-}
+    # Health.List is not implemented by grpc's servicer. Every RPC may meet a server-wide
+    # limit (message size, calls at once, calls per peer): RESOURCE_EXHAUSTED.
+    "grpc.health.v1.Health": {C.OK, C.NOT_FOUND, C.INVALID_ARGUMENT, C.UNIMPLEMENTED, C.RESOURCE_EXHAUSTED},
+    "neocloud.v1.Telemetry": {C.OK, C.INVALID_ARGUMENT, C.FAILED_PRECONDITION, C.PERMISSION_DENIED, C.ABORTED,
+                              C.RESOURCE_EXHAUSTED},
+}  # fmt: skip
 METHODS: list[MethodDescriptor] = [
-    m
-    for f in (jobs_pb2, admin_pb2, usage_pb2, nodes_pb2, health_pb2, telemetry_pb2)
-    for s in f.DESCRIPTOR.services_by_name.values()
-    for m in s.methods
+    m for f in PROTO_FILES for s in f.DESCRIPTOR.services_by_name.values() for m in s.methods
 ]
 tried: dict[str, Counter[str]] = defaultdict(Counter)  # service -> payload kind -> count
 outcomes: dict[str, Counter[str]] = defaultdict(Counter)  # service -> status -> count

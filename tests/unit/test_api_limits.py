@@ -20,13 +20,15 @@ from neocloud.scheduler.api import errors, limits
 from neocloud.scheduler.api.calls import CallsPerPeer
 from neocloud.scheduler.api.errors import MAX_DETAILS_BYTES, short
 from neocloud.scheduler.ingest.service import RateLimitedLog
-from neocloud.v1 import admin_pb2, jobs_pb2, telemetry_pb2, usage_pb2
 from neocloud.v1 import admin_pb2 as apb
 from neocloud.v1 import jobs_pb2 as jpb
+from neocloud.v1 import telemetry_pb2
 from tests.api_server import ApiServer
+from tests.integration.fuzz_messages import PROTO_FILES
 
-# Every service the scheduler serves through the ErrorInterceptor (Telemetry has bounds.py).
-FILES = (jobs_pb2, admin_pb2, usage_pb2, health_pb2)
+# Every service the scheduler serves: the interceptor checks the unary requests (of Telemetry,
+# a request stream, bounds.py checks the integers), but every message can be checked.
+FILES = PROTO_FILES
 
 
 def request_messages() -> Iterator[Descriptor]:
