@@ -1,5 +1,6 @@
 """Every RPC of every service the scheduler serves, fuzzed over a real socket
-with mTLS (the fuzzer presents a node certificate of its own).
+with mTLS (the fuzzer presents a node certificate of its own), reflection on
+the port for people.
 
 Each RPC gets a batch of generated messages with hostile values, the same
 mutated or truncated on the wire, and random bytes, as an operator, as a
@@ -30,6 +31,7 @@ import grpc
 import pytest
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +51,7 @@ from tests.integration.fuzz_messages import PROTO_FILES, payloads, texts
 EXAMPLES = int(os.environ.get("NEOCLOUD_FUZZ_EXAMPLES", "20"))
 SECRET = "globex-secret-marker"  # in globex's job only: never in a reply to acme
 C = grpc.StatusCode
+REFLECTION = reflection.SERVICE_NAME
 API = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.ALREADY_EXISTS, C.PERMISSION_DENIED, C.UNAUTHENTICATED,
        C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED, C.UNIMPLEMENTED}  # fmt: skip
 # The documented statuses per service; a response stream may also run into the client's deadline.
@@ -60,11 +63,12 @@ DOCUMENTED = {
     # Health.List is not implemented by grpc's servicer. Every RPC may meet a server-wide
     # limit (message size, calls at once, calls per peer): RESOURCE_EXHAUSTED.
     "grpc.health.v1.Health": {C.OK, C.NOT_FOUND, C.INVALID_ARGUMENT, C.UNIMPLEMENTED, C.RESOURCE_EXHAUSTED},
+    REFLECTION: {C.OK, C.INVALID_ARGUMENT, C.RESOURCE_EXHAUSTED},
     "neocloud.v1.Telemetry": {C.OK, C.INVALID_ARGUMENT, C.FAILED_PRECONDITION, C.PERMISSION_DENIED, C.ABORTED,
                               C.RESOURCE_EXHAUSTED},
 }  # fmt: skip
 METHODS: list[MethodDescriptor] = [
-    m for f in PROTO_FILES for s in f.DESCRIPTOR.services_by_name.values() for m in s.methods
+    m for f in (*PROTO_FILES, reflection_pb2) for s in f.DESCRIPTOR.services_by_name.values() for m in s.methods
 ]
 tried: dict[str, Counter[str]] = defaultdict(Counter)  # service -> payload kind -> count
 outcomes: dict[str, Counter[str]] = defaultdict(Counter)  # service -> status -> count
@@ -124,9 +128,16 @@ class Site:
             tls.write_node(root, node)
         self.sched = BackgroundScheduler(
             SchedulerConfig(listen="127.0.0.1:0", db_path=self.db_path, metrics_port=None, ca_file=str(root / "ca.pem"),
-                            cert_file=str(root / "scheduler.pem"), key_file=str(root / "scheduler-key.pem"))
+                            cert_file=str(root / "scheduler.pem"), key_file=str(root / "scheduler-key.pem"),
+                            api_listen="127.0.0.1:0", api_cert_file=str(root / "scheduler.pem"),
+                            api_key_file=str(root / "scheduler-key.pem"))
         )  # fmt: skip
         self.channel = self.connect(root, "fuzz-node")  # the fuzzer holds a node certificate, as a node would
+        # The port for people (server TLS only) is the one that serves reflection.
+        self.api_channel = grpc.secure_channel(
+            f"localhost:{self.sched.scheduler.api_port}",
+            grpc.ssl_channel_credentials((root / "ca.pem").read_bytes()),
+        )
         self.jobs = {who: self._submit(who) for who in ("acme", "globex")}
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.node = GoodNode(self.connect(root, "good-node"))
@@ -155,6 +166,7 @@ class Site:
     def close(self) -> None:
         self.node.close()
         self.channel.close()
+        self.api_channel.close()
         self.sched.stop()
 
 
@@ -193,15 +205,16 @@ def _call(site: Site, method: MethodDescriptor, frames: list[bytes], who: str) -
     path = f"/{method.containing_service.full_name}/{method.name}"
     kinds = {"request_serializer": lambda b: b, "response_deserializer": lambda b: b}
     metadata = site.metadata(who)
+    channel = site.api_channel if method.containing_service.full_name == REFLECTION else site.channel
     try:
         if method.client_streaming:
-            return C.OK, list(site.channel.stream_stream(path, **kinds)(iter(frames), metadata=metadata, timeout=5))
+            return C.OK, list(channel.stream_stream(path, **kinds)(iter(frames), metadata=metadata, timeout=5))
         if method.server_streaming:
             replies: list[bytes] = []
-            for reply in site.channel.unary_stream(path, **kinds)(frames[0], metadata=metadata, timeout=0.3):
+            for reply in channel.unary_stream(path, **kinds)(frames[0], metadata=metadata, timeout=0.3):
                 replies.append(reply)
             return C.OK, replies
-        return C.OK, [site.channel.unary_unary(path, **kinds)(frames[0], metadata=metadata, timeout=5)]
+        return C.OK, [channel.unary_unary(path, **kinds)(frames[0], metadata=metadata, timeout=5)]
     except grpc.RpcError as e:
         if e.code() is C.DEADLINE_EXCEEDED and method.server_streaming:
             return C.DEADLINE_EXCEEDED, []  # the stream was still open: the client stopped waiting
