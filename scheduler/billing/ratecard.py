@@ -33,11 +33,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib.resources.abc import Traversable
-from pathlib import Path
 from types import MappingProxyType
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator
+
+from neocloud import config
+from neocloud.config import Schema, Text, exact_decimal, whole
 from neocloud.scheduler.billing.currency import MINOR_UNITS
-from neocloud.scheduler.billing.yamlnodes import ConfigError, Node, compose
 
 logger = logging.getLogger(__name__)
 
@@ -49,19 +52,6 @@ BILLABLE_CLASSES = (INTERNAL, RESERVED, ON_DEMAND, SPOT)  # the invoice's order
 PRICED_CLASSES = (INTERNAL, ON_DEMAND, SPOT)  # rated per GPU-hour from `prices`
 ANY_MODEL = "*"
 MAX_INCREMENT_S = 3600
-
-_TOP_KEYS = frozenset({"currency", "billing_increment_s", "prices", "energy_per_kwh", "contracts"})
-_TERMS_KEYS = frozenset(
-    {
-        "commitment_per_month",
-        "included_gpu_hours_per_month",
-        "nominal_gpu_w",
-        "overage_per_gpu_hour",
-        "sla_credit_per_gpu_hour",
-        "sla_credit_cap_pct",
-    }
-)
-_TERMS_REQUIRED = frozenset({"commitment_per_month", "overage_per_gpu_hour", "sla_credit_per_gpu_hour"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,111 +92,120 @@ class RateCard:
 
 def load_ratecard(path: str | Traversable) -> RateCard:
     """Read and validate the rate card at `path` (errors name this path)."""
-    path = Path(path) if isinstance(path, str) else path
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(str(path), 0, "", f"cannot read: {e.strerror or e}") from e
-    return parse_ratecard(text, source=str(path))
+    return parse_ratecard(config.read_text(path), source=str(path))
 
 
 def parse_ratecard(text: str, source: str = "ratecard.yaml") -> RateCard:
-    root = compose(text, source)
-    top = root.fields(_TOP_KEYS, required=frozenset({"prices"}))
-    currency = _currency(top["currency"]) if "currency" in top else "USD"
-    increment = (
-        top["billing_increment_s"].integer(minimum=1, maximum=MAX_INCREMENT_S) if "billing_increment_s" in top else 1
-    )
-    prices = _prices(top["prices"])
-    energy = _energy(top["energy_per_kwh"]) if "energy_per_kwh" in top else dict.fromkeys(BILLABLE_CLASSES, Decimal(0))
-    contracts = _contracts(top["contracts"]) if "contracts" in top else {}
-    card = RateCard(
-        currency=currency,
-        billing_increment_s=increment,
-        prices=MappingProxyType({cls: MappingProxyType(by_model) for cls, by_model in prices.items()}),
-        energy_per_kwh=MappingProxyType(energy),
-        contracts=MappingProxyType(contracts),
+    doc = config.parse(text, source)
+    card = config.validate(_RateCardFile, doc)
+    terms = card.contracts
+    for contract_id, t in terms.items():
+        if t.included_gpu_hours_per_month is not None and t.nominal_gpu_w is not None:
+            raise doc.error(("contracts", contract_id, "nominal_gpu_w"), "give included_gpu_hours_per_month or "
+                            "nominal_gpu_w, not both")  # fmt: skip
+    energy = card.energy_per_kwh.model_dump() if card.energy_per_kwh else dict.fromkeys(BILLABLE_CLASSES, Decimal(0))
+    prices = card.prices.model_dump(exclude={RESERVED})
+    out = RateCard(
+        currency=card.currency,
+        billing_increment_s=card.billing_increment_s,
+        prices=MappingProxyType({cls: MappingProxyType(prices[cls]) for cls in PRICED_CLASSES}),
+        energy_per_kwh=MappingProxyType({cls: energy[cls] for cls in BILLABLE_CLASSES}),
+        contracts=MappingProxyType(
+            {
+                contract_id: ContractTerms(
+                    contract_id=contract_id,
+                    where=f"{source} line {doc.line(('contracts', contract_id))}",
+                    **t.model_dump(),
+                )
+                for contract_id, t in terms.items()
+            }
+        ),
         source=source,
         version="file-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
     )
-    logger.info("rate card %s: %s, %d contract(s), increment %d s", source, currency, len(contracts), increment)
-    return card
+    logger.info(
+        "rate card %s: %s, %d contract(s), increment %d s", source, out.currency, len(terms), out.billing_increment_s
+    )
+    return out
 
 
-def _currency(node: Node) -> str:
-    code = node.text()
+# --- the file's schema (pydantic, at the edge only: parse_ratecard converts it once to the types above) ---
+
+
+def _currency(code: str) -> str:
     if len(code) != 3 or not code.isascii() or not code.isalpha() or not code.isupper():
-        raise node.error(f"{node.shown()} is not an ISO 4217 code (three capital letters, e.g. USD)")
+        raise ValueError(f"{config.VALUE} is not an ISO 4217 code (three capital letters, e.g. USD)")
     if code not in MINOR_UNITS:  # refused when the card is read, not when a tenant's invoice is rated
-        raise node.error(f"{node.shown()} is not an ISO 4217 currency with a minor unit (e.g. USD, EUR, JPY, KWD)")
+        raise ValueError(f"{config.VALUE} is not an ISO 4217 currency with a minor unit (e.g. USD, EUR, JPY, KWD)")
     return code
 
 
-def _prices(node: Node) -> dict[str, dict[str, Decimal]]:
-    out: dict[str, dict[str, Decimal]] = {}
-    for cls, by_model in node.items(frozenset((*PRICED_CLASSES, RESERVED))):
-        if cls == RESERVED:
-            raise by_model.error(
-                "reserved usage is priced by its contract: set contracts.<id>.overage_per_gpu_hour instead"
-            )
-        models: dict[str, Decimal] = {}
-        for model, price in by_model.items():
-            _check_model(price, model)
-            models[model] = price.decimal()
-        if not models:
-            raise by_model.error('names no GPU model: give at least one, or "*" for any')
-        out[cls] = models
-    missing = [cls for cls in PRICED_CLASSES if cls not in out]
-    if missing:
-        raise node.error(f"missing class {missing[0]!r}: every class needs a price per GPU-hour")
-    return out
-
-
-def _check_model(node: Node, model: str) -> None:
+def _gpu_model(model: str) -> str:
     """A GPU model is named as NVML reports it ("NVIDIA H200"), or "*"."""
     if model != model.strip() or not model or not model.isprintable():
-        raise node.error(f"GPU model {model!r} is not a valid name (no surrounding spaces or control characters)")
+        raise ValueError(f"GPU model {model!r} is not a valid name (no surrounding spaces or control characters)")
     if "*" in model and model != ANY_MODEL:
-        raise node.error(f'GPU model {model!r}: only a lone "*" matches any model (no patterns)')
+        raise ValueError(f'GPU model {model!r}: only a lone "*" matches any model (no patterns)')
+    return model
 
 
-def _energy(node: Node) -> dict[str, Decimal]:
-    if not node.is_mapping():
-        price = node.decimal()
-        return dict.fromkeys(BILLABLE_CLASSES, price)
-    out = {cls: price.decimal() for cls, price in node.items(frozenset(BILLABLE_CLASSES))}
-    missing = [cls for cls in BILLABLE_CLASSES if cls not in out]
-    if missing:
-        # A forgotten class would silently bill its energy at zero.
-        raise node.error(f"missing class {missing[0]!r}: name every class, or give one price for all")
-    return out
+def _some_model(by_model: dict[str, Decimal]) -> dict[str, Decimal]:
+    if not by_model:
+        raise ValueError('names no GPU model: give at least one, or "*" for any')
+    return by_model
 
 
-def _contracts(node: Node) -> dict[str, ContractTerms]:
-    out: dict[str, ContractTerms] = {}
-    for contract_id, terms in node.items():
-        if not contract_id.strip() or contract_id != contract_id.strip():
-            raise terms.error(f"contract id {contract_id!r} is not valid")
-        out[contract_id] = _terms(contract_id, terms)
-    return out
+def _not_priced_per_hour(_: Any) -> None:
+    raise ValueError("reserved usage is priced by its contract: set contracts.<id>.overage_per_gpu_hour instead")
 
 
-def _terms(contract_id: str, node: Node) -> ContractTerms:
-    f = node.fields(_TERMS_KEYS, required=_TERMS_REQUIRED)
-    if "included_gpu_hours_per_month" in f and "nominal_gpu_w" in f:
-        raise f["nominal_gpu_w"].error("give included_gpu_hours_per_month or nominal_gpu_w, not both")
-    nominal = f["nominal_gpu_w"].decimal() if "nominal_gpu_w" in f else None
-    if nominal is not None and nominal <= 0:
-        raise f["nominal_gpu_w"].error("must be above 0 (watts one GPU draws, host share included)")
-    cap = f["sla_credit_cap_pct"].decimal(maximum=Decimal(100)) if "sla_credit_cap_pct" in f else Decimal(100)
-    included = f.get("included_gpu_hours_per_month")
-    return ContractTerms(
-        contract_id=contract_id,
-        commitment_per_month=f["commitment_per_month"].decimal(),
-        overage_per_gpu_hour=f["overage_per_gpu_hour"].decimal(),
-        sla_credit_per_gpu_hour=f["sla_credit_per_gpu_hour"].decimal(),
-        sla_credit_cap_pct=cap,
-        included_gpu_hours_per_month=included.decimal() if included is not None else None,
-        nominal_gpu_w=nominal,
-        where=f"{node.source} line {node.line}",
-    )
+def _one_price_for_all(value: Any) -> Any:
+    """`energy_per_kwh: "0.09"` is that price for every class."""
+    return value if isinstance(value, dict) else dict.fromkeys(BILLABLE_CLASSES, value)
+
+
+def _contract_id(contract_id: str) -> str:
+    if not contract_id.strip() or contract_id != contract_id.strip():
+        raise ValueError(f"contract id {contract_id!r} is not valid")
+    return contract_id
+
+
+def _draws_power(watts: Decimal) -> Decimal:
+    if watts <= 0:
+        raise ValueError("must be above 0 (watts one GPU draws, host share included)")
+    return watts
+
+
+Money = Annotated[Decimal, exact_decimal()]
+ByModel = Annotated[dict[Annotated[str, AfterValidator(_gpu_model)], Money], AfterValidator(_some_model)]
+
+
+class _Prices(Schema):
+    internal: ByModel
+    on_demand: ByModel
+    spot: ByModel
+    reserved: Annotated[None, PlainValidator(_not_priced_per_hour)] = None
+
+
+class _Energy(Schema):
+    internal: Money
+    reserved: Money
+    on_demand: Money
+    spot: Money
+
+
+class _Terms(Schema):
+    commitment_per_month: Money
+    included_gpu_hours_per_month: Money | None = None
+    nominal_gpu_w: Annotated[Money, AfterValidator(_draws_power)] | None = None
+    overage_per_gpu_hour: Money
+    sla_credit_per_gpu_hour: Money
+    sla_credit_cap_pct: Annotated[Decimal, exact_decimal(maximum=Decimal(100))] = Decimal(100)
+
+
+class _RateCardFile(Schema):
+    currency: Annotated[Text, AfterValidator(_currency)] = "USD"
+    billing_increment_s: Annotated[int, whole(1, MAX_INCREMENT_S)] = 1
+    prices: _Prices
+    energy_per_kwh: Annotated[_Energy | None, BeforeValidator(_one_price_for_all)] = None
+    contracts: dict[Annotated[str, AfterValidator(_contract_id)], _Terms] = Field(default_factory=dict)

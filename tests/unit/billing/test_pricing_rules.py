@@ -7,22 +7,22 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections import defaultdict
 from contextlib import redirect_stderr, redirect_stdout
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from neocloud.cli import main
+from neocloud.config import ConfigError
 from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.cloudevents import write_usage_events
 from neocloud.scheduler.billing.invoice import BillingError, Reason
 from neocloud.scheduler.billing.ratecard import parse_ratecard
 from neocloud.scheduler.billing.rating import invoice
 from neocloud.scheduler.billing.render import render_json
-from neocloud.scheduler.billing.yamlnodes import ConfigError
 from neocloud.scheduler.store.records import ContractShortfall
+from tests.billing_reference import recompute_from_export
 from tests.unit.billing.factories import DEC_START, H200, HOUR_MS, KWH_MJ, NOV, NOV_START, contract, row
 from tests.unit.billing.store import open_store, put_contract, put_rows
 
@@ -44,30 +44,6 @@ EXAMPLE_ROWS = [
     row("a2", "spot", hour=5, gpu_ms=1_000_000, energy_mj=KWH_MJ // 2),
 ]
 EXAMPLE_TOTAL = Decimal("9.22")
-
-
-def recompute_from_export(events: list[dict], card: dict[str, Decimal], increment_s: int) -> dict[str, Decimal]:  # type: ignore[type-arg]
-    """The README's rules, as a customer applies them to the CloudEvents export: per allocation and
-    month, sum gpu_ms, round up to the increment, hours x price, round half up to cents; energy per
-    class, kWh x price, rounded the same way."""
-    ms: dict[tuple[str, str, str], int] = defaultdict(int)
-    mj: dict[str, int] = defaultdict(int)
-    for e in events:
-        d = e["data"]
-        ms[(d["allocation"], d["class"], d["model"])] += d["gpu_ms"]
-        mj[d["class"]] += d["energy_mj"]
-    step = Decimal(increment_s * 1000)
-    usage: dict[str, Decimal] = defaultdict(Decimal)
-    for (_, cls, _), total in ms.items():
-        usage[cls] += (Decimal(total) / step).to_integral_value(ROUND_CEILING) * step
-    cent = Decimal("0.01")
-    out = {
-        f"usage {cls}": (hours_ms / 3_600_000 * card[cls]).quantize(cent, ROUND_HALF_UP)
-        for cls, hours_ms in usage.items()
-    }
-    for cls, total_mj in mj.items():
-        out[f"energy {cls}"] = (Decimal(total_mj) / 3_600_000_000 * card["energy"]).quantize(cent, ROUND_HALF_UP)
-    return out
 
 
 def test_the_worked_example_recomputed_from_the_export_equals_the_invoice() -> None:

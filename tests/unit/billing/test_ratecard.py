@@ -7,9 +7,9 @@ from typing import cast
 
 import pytest
 
+from neocloud.config import ConfigError
 from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.billing.ratecard import RateCard, load_ratecard, parse_ratecard
-from neocloud.scheduler.billing.yamlnodes import ConfigError
 from tests.unit.billing.factories import CARD_YAML, EXAMPLE_CARD, H100, H200
 
 BASE = """\
@@ -83,7 +83,7 @@ HOSTILE = [
     ("unknown top-level key", BASE + "currnecy: USD\n", 6, "currnecy: unknown key"),
     ("unknown class", BASE + "  spto: {'*': '1'}\n", 6, "prices.spto: unknown key"),
     ("reserved priced per hour", BASE + "  reserved: {'*': '1'}\n", 6, "priced by its contract"),
-    ("missing class", BASE.replace('  on_demand: {"*": "2"}\n', ""), 1, "missing class 'on_demand'"),
+    ("missing class", BASE.replace('  on_demand: {"*": "2"}\n', ""), 1, "prices: missing required key 'on_demand'"),
     ("model key not a string", BASE + "    200: '1'\n", 6, "key '200' must be a string"),
     ("model with spaces", BASE + "    ' NVIDIA H100': '1'\n", 6, "is not a valid name"),
     ("model pattern", BASE + "    'NVIDIA H*': '1'\n", 6, 'only a lone "*"'),
@@ -101,9 +101,9 @@ HOSTILE = [
     ("no models", BASE.replace('  internal: {"*": "1"}', "  internal: {}"), 2, "names no GPU model"),
     ("lower-case currency", "currency: usd\n" + BASE, 1, "is not an ISO 4217 code"),
     ("unknown currency", "currency: XYZ\n" + BASE, 1, "is not an ISO 4217 currency with a minor unit"),
-    ("zero increment", "billing_increment_s: 0\n" + BASE, 1, "out of range (1 to 3600)"),
-    ("fractional increment", "billing_increment_s: 1.5\n" + BASE, 1, "'1.5' is not a whole number"),
-    ("energy class missing", BASE + "energy_per_kwh:\n  spot: '0.1'\n", 6, "missing class 'internal'"),
+    ("zero increment", "billing_increment_s: 0\n" + BASE, 1, "must be a whole number from 1 to 3600, not '0'"),
+    ("fractional increment", "billing_increment_s: 1.5\n" + BASE, 1, "whole number from 1 to 3600, not '1.5'"),
+    ("energy class missing", BASE + "energy_per_kwh:\n  spot: '0.1'\n", 6, "energy_per_kwh: missing required key"),
     ("energy unknown class", BASE + "energy_per_kwh:\n  idle: '0.1'\n", 7, "energy_per_kwh.idle: unknown key"),
     ("energy negative", BASE + "energy_per_kwh: -0.1\n", 6, "'-0.1' is negative"),
     ("merge key", BASE + "contracts:\n  c1:\n    <<: {a: 1}\n", 8, "merge keys"),
@@ -154,4 +154,31 @@ def test_empty_and_unreadable_files(tmp_path: Path) -> None:
     path = tmp_path / "card.yaml"
     path.write_text("prices: [\n")
     with pytest.raises(ConfigError, match=rf"^{path} line \d+: not valid YAML"):
+        load_ratecard(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (BASE + "# " + "x" * (1 << 20) + "\n", "ratecard.yaml: is larger than 1 MiB"),
+        (BASE + "contracts: " + "{a: " * 20 + "1" + "}" * 20 + "\n", "nested more than 16 levels deep"),
+        (BASE.replace('"1.40"', "!!binary aGVsbG8="), "line 5: prices.spot.'NVIDIA H200': the tag"),
+        # int() refuses over 4,300 digits: the text is read as a decimal and bounded, not a traceback.
+        (
+            BASE.replace('"1.40"', "1" * 5000),
+            "line 5: prices.spot.'NVIDIA H200': '" + "1" * 60 + "...' has more than 15",
+        ),
+        ("- 1\n", "ratecard.yaml line 1: must be a mapping, not a list"),
+    ],
+)
+def test_what_no_config_needs_is_refused_before_the_schema(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_ratecard(text, source="ratecard.yaml")
+    assert expected in str(e.value)
+
+
+def test_an_oversized_file_is_read_no_further(tmp_path: Path) -> None:
+    path = tmp_path / "card.yaml"
+    path.write_text(BASE + "#" * (2 << 20))
+    with pytest.raises(ConfigError, match=rf"^{path}: is larger than 1 MiB$"):
         load_ratecard(path)
