@@ -2,7 +2,8 @@
 
 Through the scheduler's UsageService with an API token (a tenant reads its own),
 or, on the scheduler host, straight from its store with `--db` (operators: the
-fleet split, issuing a closed month, the CloudEvents export)."""
+fleet split, issuing a closed month). The usage export (`--export`, `--cloudevents
+SITE`) prints the same lines either way (cloudevents.write_usage_events)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import argparse
 import io
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from neocloud.cli import usage_range
 from neocloud.cli.common import EXIT_USAGE, UsageError, command, connection_options, parse_time
@@ -20,10 +21,12 @@ from neocloud.client import Client
 from neocloud.domain.errors import NeocloudError
 from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.cloudevents import write_usage_events
+from neocloud.scheduler.billing.export import from_record
 from neocloud.scheduler.billing.invoice import parse_period
 from neocloud.scheduler.billing.ratecard import load_ratecard
 from neocloud.scheduler.billing.render import invoice_from_json, render_csv, render_json, render_table
 from neocloud.scheduler.billing.reports import GROUPINGS, fleet_split, tenant_usage
+from neocloud.scheduler.metering.usage import UsageRow
 from neocloud.scheduler.store.db import StoreError, open_db
 from neocloud.v1 import usage_pb2 as pb
 
@@ -54,10 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="usage from the ledger: by job, day or model; the fleet split; CloudEvents export",
         description="A tenant's usage, summed --by job, day or model (GPU-hours, energy, utilised GPU-hours): "
         "for a calendar month (--period, UTC), or sacct-style between --since and --until (default: this month "
-        "so far) with a total and the cost so far (the invoices of the months covered, to date). Rows by job or "
-        "model cover whole months; rows by day are cut to the range. With --db on the scheduler host and no "
-        "--tenant: the fleet split (internal, tenants and idle GPU-hours and energy, and revenue); "
-        "--cloudevents prints one CloudEvents JSON object per usage row (OpenMeter ingests them).",
+        "so far) with a total and the cost so far (the invoices of the months covered, to date). Hours count "
+        "when they start in the range. By job, each job's cost: its share of the invoice's GPU-time usage lines "
+        "(not commitments, overage, energy or credits). --export prints the month's usage rows, the ones the "
+        "invoice is rated from, one JSON object per line; --cloudevents SITE prints them as CloudEvents "
+        "(OpenMeter ingests them). With --db on the scheduler host and no --tenant: the fleet split (internal, "
+        "tenants and idle GPU-hours and energy, and revenue), or every tenant's rows with --export.",
     )
     use.add_argument("--period", help="calendar month, YYYY-MM (UTC)")
     use.add_argument("--since", type=parse_time, help="'now', Unix seconds or ISO 8601 (default: this month's start)")
@@ -65,7 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     use.add_argument("--tenant", default="", help="tenant (operators; a tenant token reads its own)")
     use.add_argument("--by", choices=GROUPINGS, default="job", help="grouping (default: %(default)s)")
     _local_args(use)
-    use.add_argument("--cloudevents", metavar="SITE", help="with --db: CloudEvents JSON lines, source neocloud/SITE")
+    use.add_argument("--export", action="store_true", help="the month's usage rows, one JSON object per line")
+    use.add_argument("--cloudevents", metavar="SITE", help="export as CloudEvents JSON lines, source neocloud/SITE")
     use.set_defaults(func=_usage)
 
 
@@ -119,19 +125,20 @@ def _invoice(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
+    export = args.export or args.cloudevents is not None
     if args.period and (args.since is not None or args.until is not None):
         return _refuse("usage", "give --period or --since/--until, not both")
-    if args.db and not args.period:
-        return _refuse("usage", "--db needs --period")
+    if (args.db or export) and not args.period:
+        return _refuse("usage", "--db and --export need --period")
     if args.db:
 
         def local(books: Books) -> str:
             p = parse_period(args.period)
             rows = books.rows(p.start, p.end, args.tenant or None)
-            if args.cloudevents:
-                events = io.StringIO()
-                write_usage_events(rows, events, args.cloudevents)
-                return events.getvalue()
+            if export:
+                lines = io.StringIO()
+                write_usage_events(rows, lines, args.cloudevents)
+                return lines.getvalue()
             if args.tenant:
                 return _show({args.by: tenant_usage(rows, args.by)}, args.json)
             rated = books.invoices(args.period)  # a tenant that cannot be rated is listed, not fatal
@@ -140,9 +147,8 @@ def _usage(args: argparse.Namespace) -> int:
             return _show(fleet_split(rows, revenue, books.card.currency, unbilled), args.json)
 
         return _local("usage", local)(args)
-    if args.cloudevents:
-        return _refuse("usage", "--cloudevents needs --db, on the scheduler host")
-
+    if export:
+        return command(_export)(args)
     if not args.period:
         return command(_usage_range)(args)
 
@@ -153,11 +159,37 @@ def _usage(args: argparse.Namespace) -> int:
         groups = [
             {args.by: g.key, "gpu_hours": round(g.gpu_hours, 6), "energy_kwh": round(g.energy_kwh, 6),
              "utilised_gpu_hours": round(g.utilised_gpu_hours, 6)}
+            | ({"cost": g.cost or None} if args.by == "job" else {})
             for g in reply.groups
         ]  # fmt: skip
-        print(_show({args.by: groups}, args.json))
+        report: dict[str, Any] = {args.by: groups}
+        if args.by == "job":
+            report |= usage_range.pricing(reply)
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return
+        print(_show({args.by: groups}, False))
+        if args.by == "job":
+            print(usage_range.cost_note(report))
 
     return remote(args)
+
+
+def _export(args: argparse.Namespace, client: Client) -> None:
+    """The month's rows through ExportUsage, printed as the operator's --db export prints them."""
+    request = pb.ExportUsageRequest(tenant=args.tenant, period=args.period)
+    pages = client.usage.ExportUsage(request, metadata=client.metadata)
+    written = write_usage_events(_rows(pages, sys.stderr), sys.stdout, args.cloudevents)
+    print(f"{written} usage row(s) of {args.period}", file=sys.stderr)
+
+
+def _rows(pages: Iterator[pb.UsagePage], note: TextIO) -> Iterator[UsageRow]:
+    """The rows of each page as it arrives; the rate card in force (first page) goes to `note`."""
+    for i, page in enumerate(pages):
+        if i == 0:
+            card = f"{page.rate_version} ({page.currency})" if page.rate_version else "none on the scheduler"
+            print(f"rate card in force: {card}", file=note)
+        yield from (from_record(r) for r in page.records)
 
 
 def _usage_range(args: argparse.Namespace, client: Client) -> None:
@@ -173,6 +205,8 @@ def _usage_range(args: argparse.Namespace, client: Client) -> None:
     cost = report["cost_so_far"]
     print(f"usage from {report['since']} until {report['until']}")
     print(_show({args.by: report[args.by], "total": [report["total"]]}, False))
+    if args.by == "job":
+        print(usage_range.cost_note(report))
     print("cost so far: " + (f"{cost['amount']} {cost['currency']}" if cost else "- (the scheduler has no rate card)"))
 
 

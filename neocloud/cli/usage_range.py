@@ -1,8 +1,8 @@
 """`neocloud usage --since/--until`, sacct-style: a tenant's GPU-hours, kWh and utilised
-GPU-hours between two times, by job, day or model, with a total and the cost so far,
-read through the UsageService's month-based RPCs (GetUsage per month, GetInvoice for
-the cost). Rows by job or model cover the whole months the range touches (the ledger
-is read a month at a time); rows by day are cut to the range."""
+GPU-hours between two times, by job, day or model, with a total, each job's cost and
+the cost so far, read through the UsageService a month at a time (GetUsage with since
+and until inside each month the range touches, GetInvoice for the cost so far). Hours
+count when they start in the range."""
 
 from __future__ import annotations
 
@@ -43,42 +43,94 @@ def months(since: float, until: float) -> list[str]:
 def report(
     client: Client, tenant: str, by: str, grouping: pb.UsageGrouping, since: float, until: float
 ) -> dict[str, Any]:
-    """The figures summed per key over the months, the total and the cost so far."""
+    """The figures (and by job the costs) summed per key over the months, the total and the cost so far."""
     sums: dict[str, list[float]] = {}
+    costs: dict[str, Decimal] = {}
+    priced: list[pb.GetUsageResponse] = []
+    unpriced = ""
     cost: Decimal | None = Decimal(0)
     currency = ""
-    first_day, last_day = _day(since), _day(until - 1e-6)
-    for period in months(since, until):
-        request = pb.GetUsageRequest(tenant=tenant, period=period, group_by=grouping)
-        for g in client.usage.GetUsage(request, metadata=client.metadata, timeout=CALL_TIMEOUT_S).groups:
-            if by == "day" and not first_day <= g.key <= last_day:
-                continue
+    for period, start, end in chunks(since, until):
+        request = pb.GetUsageRequest(tenant=tenant, group_by=grouping, since=start, until=end)
+        reply = client.usage.GetUsage(request, metadata=client.metadata, timeout=CALL_TIMEOUT_S)
+        for g in reply.groups:
             row = sums.setdefault(g.key, [0.0, 0.0, 0.0])
             for i, name in enumerate(FIGURES):
                 row[i] += getattr(g, name)
+            if g.cost:
+                costs[g.key] = costs.get(g.key, Decimal(0)) + Decimal(g.cost)
+        if reply.unpriced:
+            unpriced = unpriced or f"{period}: {reply.unpriced}"
+        elif reply.groups:
+            priced.append(reply)
         invoice = _invoice(client, tenant, period)
         if invoice is None or cost is None:
             cost = None  # no rate card on the scheduler: usage is read, nothing is priced
         else:
             cost += Decimal(invoice["total"])
             currency = invoice["currency"]
-    rows = [{by: key, **_figures(v)} for key, v in sorted(sums.items())]
+    job = by == "job"
+    prices = _pricing(priced, unpriced) if job else {}
+    shown = job and not prices.get("unpriced")
+    rows = [
+        {by: key, **_figures(v)} | ({"cost": _cost(costs, key, shown)} if job else {})
+        for key, v in sorted(sums.items())
+    ]
     total = [sum(v[i] for v in sums.values()) for i in range(len(FIGURES))]
     return {
         "since": rfc3339(since),
         "until": rfc3339(until),
         by: rows,
-        "total": _figures(total),
+        "total": _figures(total) | ({"cost": str(sum(costs.values(), Decimal(0))) if shown else None} if job else {}),
+        **prices,
         "cost_so_far": None if cost is None else {"amount": str(cost), "currency": currency},
     }
 
 
+def chunks(since: float, until: float) -> list[tuple[str, float, float]]:
+    """[since, until) cut at month boundaries: (month, start, end) for each month it touches."""
+    out = []
+    for period in months(since, until):
+        year, month = (int(x) for x in period.split("-"))
+        start = dt.datetime(year, month, 1, tzinfo=dt.UTC).timestamp()
+        end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC).timestamp()
+        out.append((period, max(since, start), min(until, end)))
+    return out
+
+
+def pricing(reply: pb.GetUsageResponse) -> dict[str, Any]:
+    """What priced a GetUsage reply's costs: currency and rate card, or why nothing is priced."""
+    return _pricing([reply] if not reply.unpriced else [], reply.unpriced)
+
+
+def _pricing(priced: list[pb.GetUsageResponse], unpriced: str) -> dict[str, Any]:
+    currencies = sorted({r.currency for r in priced})
+    if len(currencies) > 1:
+        unpriced = unpriced or f"the rate card's currency changed in the range ({', '.join(currencies)})"
+    return {
+        "currency": None if unpriced or not currencies else currencies[0],
+        "rate_versions": sorted({r.rate_version for r in priced}),
+        "unpriced": unpriced or None,
+    }
+
+
+def cost_note(report: dict[str, Any]) -> str:
+    """One line under a by-job table: what the cost column is, in which currency, or why it is empty."""
+    if report.get("unpriced"):
+        return f"cost: not priced ({report['unpriced']})"
+    versions = ", ".join(report["rate_versions"]) or "-"
+    return (
+        f"cost: GPU-time usage in {report['currency'] or '-'} (rate card {versions}); "
+        "commitments, overage, energy and SLA credits are on the invoice, not on jobs"
+    )
+
+
+def _cost(costs: dict[str, Decimal], key: str, shown: bool) -> str | None:
+    return str(costs.get(key, Decimal(0))) if shown else None
+
+
 def _figures(values: list[float]) -> dict[str, float]:
     return {name: round(v, 6) for name, v in zip(FIGURES, values, strict=True)}
-
-
-def _day(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d")
 
 
 def _invoice(client: Client, tenant: str, period: str) -> dict[str, Any] | None:

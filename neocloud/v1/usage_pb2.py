@@ -24,25 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17neocloud/v1/usage.proto\x12\x0bneocloud.v1\"3\n\x11GetInvoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"*\n\x12GetInvoiceResponse\x12\x14\n\x0cinvoice_json\x18\x01 \x01(\t\"_\n\x0fGetUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12,\n\x08group_by\x18\x03 \x01(\x0e\x32\x1a.neocloud.v1.UsageGrouping\"\\\n\nUsageGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tgpu_hours\x18\x02 \x01(\x01\x12\x12\n\nenergy_kwh\x18\x03 \x01(\x01\x12\x1a\n\x12utilised_gpu_hours\x18\x04 \x01(\x01\";\n\x10GetUsageResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.neocloud.v1.UsageGroup*y\n\rUsageGrouping\x12\x1e\n\x1aUSAGE_GROUPING_UNSPECIFIED\x10\x00\x12\x16\n\x12USAGE_GROUPING_JOB\x10\x01\x12\x16\n\x12USAGE_GROUPING_DAY\x10\x02\x12\x18\n\x14USAGE_GROUPING_MODEL\x10\x03\x32\xa6\x01\n\x0cUsageService\x12M\n\nGetInvoice\x12\x1e.neocloud.v1.GetInvoiceRequest\x1a\x1f.neocloud.v1.GetInvoiceResponse\x12G\n\x08GetUsage\x12\x1c.neocloud.v1.GetUsageRequest\x1a\x1d.neocloud.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17neocloud/v1/usage.proto\x12\x0bneocloud.v1\"3\n\x11GetInvoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"*\n\x12GetInvoiceResponse\x12\x14\n\x0cinvoice_json\x18\x01 \x01(\t\"\x9b\x01\n\x0fGetUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12,\n\x08group_by\x18\x03 \x01(\x0e\x32\x1a.neocloud.v1.UsageGrouping\x12\x12\n\x05since\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05until\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_sinceB\x08\n\x06_until\"j\n\nUsageGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tgpu_hours\x18\x02 \x01(\x01\x12\x12\n\nenergy_kwh\x18\x03 \x01(\x01\x12\x1a\n\x12utilised_gpu_hours\x18\x04 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x05 \x01(\t\"u\n\x10GetUsageResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.neocloud.v1.UsageGroup\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0crate_version\x18\x03 \x01(\t\x12\x10\n\x08unpriced\x18\x04 \x01(\t\"4\n\x12\x45xportUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"\x89\x02\n\x0bUsageRecord\x12\x10\n\x08usage_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x15\n\rallocation_id\x18\x04 \x01(\t\x12\x11\n\tgpu_model\x18\x05 \x01(\t\x12\x11\n\tjob_class\x18\x06 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x07 \x01(\t\x12\x0c\n\x04hour\x18\x08 \x01(\x03\x12\x0e\n\x06gpu_ms\x18\t \x01(\x03\x12\x11\n\tenergy_mj\x18\n \x01(\x03\x12\x13\n\x0butil_gpu_ms\x18\x0b \x01(\x03\x12\x15\n\rpeak_power_mw\x18\x0c \x01(\x03\x12\x19\n\x11memory_peak_bytes\x18\r \x01(\x03\"^\n\tUsagePage\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.neocloud.v1.UsageRecord\x12\x14\n\x0crate_version\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t*y\n\rUsageGrouping\x12\x1e\n\x1aUSAGE_GROUPING_UNSPECIFIED\x10\x00\x12\x16\n\x12USAGE_GROUPING_JOB\x10\x01\x12\x16\n\x12USAGE_GROUPING_DAY\x10\x02\x12\x18\n\x14USAGE_GROUPING_MODEL\x10\x03\x32\xf0\x01\n\x0cUsageService\x12M\n\nGetInvoice\x12\x1e.neocloud.v1.GetInvoiceRequest\x1a\x1f.neocloud.v1.GetInvoiceResponse\x12G\n\x08GetUsage\x12\x1c.neocloud.v1.GetUsageRequest\x1a\x1d.neocloud.v1.GetUsageResponse\x12H\n\x0b\x45xportUsage\x12\x1f.neocloud.v1.ExportUsageRequest\x1a\x16.neocloud.v1.UsagePage0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'neocloud.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USAGEGROUPING']._serialized_start=389
-  _globals['_USAGEGROUPING']._serialized_end=510
+  _globals['_USAGEGROUPING']._serialized_start=940
+  _globals['_USAGEGROUPING']._serialized_end=1061
   _globals['_GETINVOICEREQUEST']._serialized_start=40
   _globals['_GETINVOICEREQUEST']._serialized_end=91
   _globals['_GETINVOICERESPONSE']._serialized_start=93
   _globals['_GETINVOICERESPONSE']._serialized_end=135
-  _globals['_GETUSAGEREQUEST']._serialized_start=137
-  _globals['_GETUSAGEREQUEST']._serialized_end=232
-  _globals['_USAGEGROUP']._serialized_start=234
-  _globals['_USAGEGROUP']._serialized_end=326
-  _globals['_GETUSAGERESPONSE']._serialized_start=328
-  _globals['_GETUSAGERESPONSE']._serialized_end=387
-  _globals['_USAGESERVICE']._serialized_start=513
-  _globals['_USAGESERVICE']._serialized_end=679
+  _globals['_GETUSAGEREQUEST']._serialized_start=138
+  _globals['_GETUSAGEREQUEST']._serialized_end=293
+  _globals['_USAGEGROUP']._serialized_start=295
+  _globals['_USAGEGROUP']._serialized_end=401
+  _globals['_GETUSAGERESPONSE']._serialized_start=403
+  _globals['_GETUSAGERESPONSE']._serialized_end=520
+  _globals['_EXPORTUSAGEREQUEST']._serialized_start=522
+  _globals['_EXPORTUSAGEREQUEST']._serialized_end=574
+  _globals['_USAGERECORD']._serialized_start=577
+  _globals['_USAGERECORD']._serialized_end=842
+  _globals['_USAGEPAGE']._serialized_start=844
+  _globals['_USAGEPAGE']._serialized_end=938
+  _globals['_USAGESERVICE']._serialized_start=1064
+  _globals['_USAGESERVICE']._serialized_end=1304
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class UsageServiceStub:
                 request_serializer=neocloud_dot_v1_dot_usage__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=neocloud_dot_v1_dot_usage__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ExportUsage = channel.unary_stream(
+                '/neocloud.v1.UsageService/ExportUsage',
+                request_serializer=neocloud_dot_v1_dot_usage__pb2.ExportUsageRequest.SerializeToString,
+                response_deserializer=neocloud_dot_v1_dot_usage__pb2.UsagePage.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -58,7 +63,19 @@ class UsageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUsage(self, request, context):
-        """A month's usage, summed by job, UTC day or GPU model.
+        """A month's usage (or the hours in [since, until) of one month), summed by job,
+        UTC day or GPU model; by job with each job's GPU-time cost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportUsage(self, request, context):
+        """The usage rows a month's invoice is rated from, as the ledger holds them now
+        (per allocation, class, GPU model, contract and hour, quantities as integers),
+        in pages of at most 1,000 rows ordered by (hour, usage_id). One calendar month
+        per call. The first page carries the rate card in force; a month without usage
+        is one empty page.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,6 +93,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=neocloud_dot_v1_dot_usage__pb2.GetUsageRequest.FromString,
                     response_serializer=neocloud_dot_v1_dot_usage__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ExportUsage': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUsage,
+                    request_deserializer=neocloud_dot_v1_dot_usage__pb2.ExportUsageRequest.FromString,
+                    response_serializer=neocloud_dot_v1_dot_usage__pb2.UsagePage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +154,33 @@ class UsageService:
             '/neocloud.v1.UsageService/GetUsage',
             neocloud_dot_v1_dot_usage__pb2.GetUsageRequest.SerializeToString,
             neocloud_dot_v1_dot_usage__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/neocloud.v1.UsageService/ExportUsage',
+            neocloud_dot_v1_dot_usage__pb2.ExportUsageRequest.SerializeToString,
+            neocloud_dot_v1_dot_usage__pb2.UsagePage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,26 @@ def _thousandths(value: int) -> str:
     return str(Decimal(value).scaleb(-3))
 
 
+def usage_data(row: UsageRow) -> dict[str, Any]:
+    """What one row says, as the `data` of its CloudEvent: the ledger's integers and exact decimal strings."""
+    return {
+        "tenant": row.tenant,
+        "job": row.job_id,
+        "allocation": row.allocation_id,
+        "class": row.job_class,
+        "model": row.gpu_model,
+        "contract": row.contract_id or "",
+        "hour_start": rfc3339(row.hour),
+        "gpu_seconds": _thousandths(row.gpu_ms),
+        "energy_joules": _thousandths(row.energy_mj),
+        "util_gpu_seconds": _thousandths(row.util_gpu_ms),
+        "peak_power_watts": _thousandths(row.peak_power_mw),
+        "memory_peak_bytes": row.memory_peak_bytes,
+        "gpu_ms": row.gpu_ms,
+        "energy_mj": row.energy_mj,
+    }
+
+
 def usage_event(row: UsageRow, site: str, *, event_type: str = USAGE_EVENT_TYPE) -> dict[str, Any]:
     """One row as a CloudEvent; the same row always gives the same event."""
     if not site or "/" in site:
@@ -58,36 +78,28 @@ def usage_event(row: UsageRow, site: str, *, event_type: str = USAGE_EVENT_TYPE)
         "time": rfc3339(row.hour),
         "subject": row.tenant,
         "datacontenttype": CONTENT_TYPE,
-        "data": {
-            "tenant": row.tenant,
-            "job": row.job_id,
-            "allocation": row.allocation_id,
-            "class": row.job_class,
-            "model": row.gpu_model,
-            "contract": row.contract_id or "",
-            "hour_start": rfc3339(row.hour),
-            "gpu_seconds": _thousandths(row.gpu_ms),
-            "energy_joules": _thousandths(row.energy_mj),
-            "util_gpu_seconds": _thousandths(row.util_gpu_ms),
-            "peak_power_watts": _thousandths(row.peak_power_mw),
-            "memory_peak_bytes": row.memory_peak_bytes,
-            "gpu_ms": row.gpu_ms,
-            "energy_mj": row.energy_mj,
-        },
+        "data": usage_data(row),
     }
 
 
 def write_usage_events(
-    rows: Iterable[UsageRow], stream: TextIO, site: str, *, event_type: str = USAGE_EVENT_TYPE
+    rows: Iterable[UsageRow], stream: TextIO, site: str | None, *, event_type: str = USAGE_EVENT_TYPE
 ) -> int:
-    """Write one event per tenant row as JSON lines to `stream`; returns how many were written."""
+    """Write one JSON line per tenant row to `stream`: its CloudEvent, or with `site` None its
+    data with its id ("usage_id"). Returns how many were written. The operator's export
+    (--db) and a tenant's (over the API) both print through here."""
     written = skipped = 0
     for row in rows:
         if not row.tenant or row.job_class == IDLE_CLASS:
             skipped += 1
             continue
-        event = usage_event(row, site, event_type=event_type)
-        stream.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        out = usage_event(row, site, event_type=event_type) if site is not None else usage_record(row)
+        stream.write(json.dumps(out, ensure_ascii=False, separators=(",", ":")) + "\n")
         written += 1
-    logger.debug("wrote %d usage event(s), skipped %d idle row(s)", written, skipped)
+    logger.debug("wrote %d usage line(s), skipped %d idle row(s)", written, skipped)
     return written
+
+
+def usage_record(row: UsageRow) -> dict[str, Any]:
+    """A row as a plain JSON object: its id, then its data."""
+    return {"usage_id": row.usage_id, **usage_data(row)}

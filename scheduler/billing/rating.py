@@ -231,11 +231,16 @@ def _sum_usage(
         logger.debug(
             "invoice %s %s: %d row(s) of other tenants, other periods or idle ignored", tenant, p.name, ignored
         )
-    increment_ms = increment_s * 1000
     usage_ms: dict[tuple[str, str, str], int] = defaultdict(int)
     for (_, cls, model, cid), ms in per_allocation.items():
-        usage_ms[(cls, model, cid)] += -(-ms // increment_ms) * increment_ms  # round up, once per allocation
+        usage_ms[(cls, model, cid)] += billed_ms(ms, increment_s)
     return {k: v for k, v in usage_ms.items() if v > 0}, dict(energy_mj)
+
+
+def billed_ms(ms: int, increment_s: int) -> int:
+    """An allocation's GPU-ms of one month as billed: rounded up to the increment, once per allocation."""
+    increment_ms = increment_s * 1000
+    return -(-ms // increment_ms) * increment_ms
 
 
 def _class_sort(key: tuple[str, str, str]) -> tuple[int, str, str]:

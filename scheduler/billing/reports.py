@@ -1,6 +1,7 @@
 """Usage reports from ledger rows: a tenant's usage grouped by job, day or model,
-and the fleet split (internal vs tenants vs idle) that decides how much spare
-capacity to sell. Pure: rows in, plain dicts out."""
+each job's cost (its share of the invoice's GPU-time usage lines), and the fleet
+split (internal vs tenants vs idle) that decides how much spare capacity to sell.
+Pure: rows in, plain dicts out."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
+from neocloud.scheduler.billing.currency import minor_units
+from neocloud.scheduler.billing.invoice import MS_PER_HOUR, Invoice, LineKind, exact
+from neocloud.scheduler.billing.ratecard import RESERVED
+from neocloud.scheduler.billing.rating import billed_ms
 from neocloud.scheduler.metering.usage import IDLE_CLASS, UsageRow
 
 GROUPINGS = ("job", "day", "model")
@@ -32,6 +38,40 @@ def tenant_usage(rows: Iterable[UsageRow], by: str) -> list[dict[str, Any]]:
         {by: k, "gpu_hours": round(v[0], 6), "energy_kwh": round(v[1], 6), "utilised_gpu_hours": round(v[2], 6)}
         for k, v in sorted(groups.items())
     ]
+
+
+def job_costs(invoice: Invoice, allocations: Iterable[UsageRow], increment_s: int) -> dict[str, Decimal]:
+    """Each job's share of `invoice`'s GPU-time usage lines, which were rated from `allocations`
+    (a row per allocation, class, model and contract: Books.allocation_totals).
+
+    A job's GPU-ms are billed as the invoice bills them (rounded up per allocation), priced
+    at the line's unit price; each line's amount is then split over its jobs in the currency's
+    minor units, largest remainder first (ties by job id), so the jobs' costs add up to the
+    usage lines to the cent. Reserved usage is 0 (the commitment pays for it); commitments,
+    overage, energy, SLA credits and adjustments are no job's. Every job of `allocations` is
+    in the result."""
+    lines = {(ln.job_class, ln.gpu_model): ln for ln in invoice.lines if ln.kind is LineKind.USAGE}
+    scale = 10 ** minor_units(invoice.currency)
+    shares: dict[tuple[str, str], dict[str, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
+    costs: dict[str, int] = {}  # job -> minor units
+    for a in allocations:
+        costs.setdefault(a.job_id, 0)
+        if a.job_class != RESERVED and a.job_class != IDLE_CLASS:
+            shares[(a.job_class, a.gpu_model)][a.job_id] += Fraction(billed_ms(a.gpu_ms, increment_s), MS_PER_HOUR)
+    for key, hours in shares.items():
+        line = lines.get(key)
+        if line is None:  # nothing billed for it (0 GPU-ms)
+            continue
+        exact_units = {job: h * exact(line.unit_price) * scale for job, h in hours.items()}
+        units = {job: int(v) for job, v in exact_units.items()}  # floor: amounts are >= 0
+        left = int(line.amount * scale) - sum(units.values())
+        if not 0 <= left <= len(units):
+            raise ValueError(f"usage line {line.description!r} was not rated from these allocations")
+        for job in sorted(units, key=lambda j: (units[j] - exact_units[j], j))[:left]:
+            units[job] += 1
+        for job, n in units.items():
+            costs[job] += n
+    return {job: Decimal(n).scaleb(-minor_units(invoice.currency)) for job, n in costs.items()}
 
 
 def fleet_split(

@@ -66,12 +66,12 @@ def test_a_tenant_reads_its_own_usage_and_invoice_and_nothing_else(site: tuple[B
     acme = connection(sched, tokens["acme"])
     code, out, _ = cli("usage", "--period", PERIOD, "--by", "job", "--json", *acme)
     assert code == 0
-    assert json.loads(out) == {
-        "job": [
-            {"job": "j-a1", "gpu_hours": 24.0, "energy_kwh": 13.333333, "utilised_gpu_hours": 18.0},
-            {"job": "j-a2", "gpu_hours": 8.0, "energy_kwh": 4.444444, "utilised_gpu_hours": 6.0},
-        ]
-    }
+    report = json.loads(out)
+    assert report["job"] == [
+        {"job": "j-a1", "gpu_hours": 24.0, "energy_kwh": 13.333333, "utilised_gpu_hours": 18.0, "cost": "33.60"},
+        {"job": "j-a2", "gpu_hours": 8.0, "energy_kwh": 4.444444, "utilised_gpu_hours": 6.0, "cost": "11.20"},
+    ]  # 24 and 8 spot GPU-h x 1.40
+    assert (report["currency"], report["unpriced"]) == ("USD", None)
     code, out, _ = cli("invoice", "--period", PERIOD, "--json", *acme)
     invoice = json.loads(out)
     assert code == 0 and invoice["tenant"] == "acme"
@@ -107,6 +107,6 @@ def test_without_a_rate_card_usage_is_read_but_nothing_is_rated(
     store.create_tenant("acme")
     acme = connection(sched, store.create_token(Role.TENANT, "acme-ci", tenant="acme"))
     code, out, _ = cli("usage", "--period", PERIOD, *acme)
-    assert code == 0 and "job: none" in out
+    assert code == 0 and "job: none" in out and "cost: not priced (the scheduler has no rate card" in out
     code, _, err = cli("invoice", "--period", PERIOD, *acme)
     assert code != 0 and "FAILED_PRECONDITION" in err and "--rate-card" in err
