@@ -48,6 +48,17 @@ class ContractBook:
         c = self.by_id.get(contract_id) if contract_id is not None else None
         return c is not None and c.active(self.now)
 
+    def inactive(self, contract_id: str | None) -> str | None:
+        """Why reserved work on this contract may not run now; None while the contract is active."""
+        c = self.by_id.get(contract_id) if contract_id is not None else None
+        if c is None:
+            return "reserved work without an active contract"
+        if self.now >= c.end:
+            return f"contract {c.contract_id} ended"
+        if self.now < c.start:
+            return f"contract {c.contract_id} is not active yet"
+        return None
+
     def gpu_headroom(self, contract: Contract) -> int:
         """GPUs the contract has reserved but does not use (0 for a power contract)."""
         return max(0, contract.gpus - self.used_gpus[contract.contract_id]) if contract.gpus > 0 else 0

@@ -161,18 +161,9 @@ class _Pass:
 
     def _preempt_outside_contract(self) -> None:
         """Reserved work may run only while its contract is active."""
-        active = {cid for cid in self.book.by_id if self.book.active(cid)}
         for j in self.fleet.reserved_jobs:
-            if j.contract_id in active or j.preemption_notice_at is not None or j.job_id in self.planner.gone:
-                continue
-            if not self.book.active(j.contract_id):
-                c = self.book.by_id.get(j.contract_id) if j.contract_id is not None else None
-                if c is None:
-                    why = "reserved work without an active contract"
-                elif self.inp.now >= c.end:
-                    why = f"contract {c.contract_id} ended"
-                else:
-                    why = f"contract {c.contract_id} is not active yet"
+            why = self.book.inactive(j.contract_id)
+            if why is not None and j.preemption_notice_at is None and j.job_id not in self.planner.gone:
                 self.preemptions.append(Preemption(j.job_id, why, requeue=False))
                 self._retire(j)
 
@@ -213,30 +204,28 @@ class _Pass:
             route = self._route(cls, job.tenant, model, cid)
         key, lists = route
         n = k // g
-        room = self.rooms.place(job, key) if self.rooms.of else None
-        got: tuple[tuple[tuple[str, tuple[str, ...]], ...], bool] | None
-        lent = False  # (a holder's own carve-out is not lent capacity: only what spot borrows is)
-        if room is None:
+        entries = self.rooms.place(job, key) if self.rooms.of else None
+        if isinstance(entries, int):  # preempted work is still leaving its room: it waits for that room
+            self.pending[job.job_id] = explain.awaiting_release(entries)
+            self._count_waiting(job, cls, need_w, cid)
+            return False
+        lent = False  # (only what spot borrows is lent; never a room, as spot never preempts)
+        if entries is None:
             place = self.placer.place
             for pools in lists:
                 got = place(pools, g, n, key)
-                if got is not None:
+                if got is not None:  # (its flag says carved out: the holder's own, not lent)
+                    entries = got[0]
                     break
             else:
                 got = self._borrow(job, cls, key, model, g, n, need_w, cid)
                 if got is None:
                     return False
-                lent = got[1]
-        elif isinstance(room, int):  # preempted work is still leaving its room: it waits for that room
-            self.pending[job.job_id] = explain.awaiting_release(room)
-            self._count_waiting(job, cls, need_w, cid)
-            return False
-        else:
-            got = (room, False)  # (spot never preempts, so a room is never lent capacity)
+                entries, lent = got
         # Placed (inline: this runs once per placement).
         pl = _new(Placement)  # (see _new)
         _set_job_id(pl, job.job_id)
-        _set_placement(pl, got[0])
+        _set_placement(pl, entries)
         _set_lent(pl, lent)
         self.placements.append(pl)
         self.draw_w += need_w  # (fairshare.serve charges the tenant)
