@@ -219,7 +219,7 @@ def _show(report: dict[str, Any], as_json: bool) -> str:
             out.append(f"{section}: none")
             continue
         cols = list(items[0])
-        cells = [[str(item[c]) for c in cols] for item in items]
+        cells = [["-" if item[c] is None else str(item[c]) for c in cols] for item in items]
         widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
         out.append(f"{section}:")
         out.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))

@@ -39,9 +39,20 @@ PRICES = {"on_demand": Decimal("3.50"), "spot": Decimal("1.40"), "energy": Decim
 LONG_HOURS = 600  # two on-demand allocations of 600 hours: 1,200 rows, more than one page
 
 
-def _row(tenant: str, job: str, cls: str, hour: int, gpu_ms: int, energy_mj: int) -> tuple[object, ...]:
+def _row(
+    tenant: str, job: str, cls: str, hour: int, gpu_ms: int, energy_mj: int, model: str = H200
+) -> tuple[object, ...]:
     alloc = f"a-{job}"
-    return (usage_id(alloc, H200, hour), tenant, job, alloc, H200, cls, None, hour, gpu_ms, energy_mj, 0, 0, 0)
+    return (usage_id(alloc, model, hour), tenant, job, alloc, model, cls, None, hour, gpu_ms, energy_mj, 0, 0, 0)
+
+
+def _insert(db_path: str, rows: list[tuple[object, ...]]) -> None:
+    with sqlite3.connect(db_path) as db:
+        db.executemany(
+            "INSERT INTO usage (usage_id, tenant, job_id, allocation_id, gpu_model, job_class, contract_id, hour,"
+            f" gpu_ms, energy_mj, util_gpu_ms, peak_power_mw, memory_peak_bytes) VALUES ({', '.join('?' * 13)})",
+            rows,
+        )
 
 
 @pytest.fixture
@@ -65,12 +76,7 @@ def audited(scheduler_factory: Callable[..., BackgroundScheduler], tmp_path: Pat
         rows.append(_row("acme", job, "spot", NOV_START + 7200, 60_000, 1_000_000))
     rows.append(_row("acme", "j-oct", "spot", NOV_START - 3600, 3_600_000, 0))  # October: not this month's
     rows.append(_row("beta", "j-b1", "spot", NOV_START, 3_600_000, 5_000_000))
-    with sqlite3.connect(sched.scheduler.config.db_path) as db:
-        db.executemany(
-            "INSERT INTO usage (usage_id, tenant, job_id, allocation_id, gpu_model, job_class, contract_id, hour,"
-            f" gpu_ms, energy_mj, util_gpu_ms, peak_power_mw, memory_peak_bytes) VALUES ({', '.join('?' * 13)})",
-            rows,
-        )
+    _insert(sched.scheduler.config.db_path, rows)
     return sched, tokens
 
 
@@ -179,3 +185,18 @@ def test_get_usage_between_two_times_inside_one_month(audited: tuple[BackgroundS
             with pytest.raises(grpc.RpcError) as refused:
                 usage(**bad)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in str(refused.value.details())
+
+
+def test_usage_that_cannot_be_priced_is_still_shown_with_the_reason(audited: tuple[BackgroundScheduler, dict]) -> None:  # type: ignore[type-arg]
+    sched, tokens = audited
+    # A model the rate card has no on-demand price for.
+    _insert(
+        sched.scheduler.config.db_path, [_row("acme", "j-b200", "on_demand", NOV_START, 3_600_000, 0, "NVIDIA B200")]
+    )
+    code, out, err = cli("usage", "--period", PERIOD, "--by", "job", "--json", *connection(sched, tokens["acme"]))
+    report = json.loads(out)
+    assert code == 0, err
+    assert "j-b200" in {g["job"] for g in report["job"]} and {g["cost"] for g in report["job"]} == {None}
+    assert "no on_demand price for 'NVIDIA B200'" in report["unpriced"] and report["currency"] is None
+    code, table, _ = cli("usage", "--period", PERIOD, "--by", "job", *connection(sched, tokens["acme"]))
+    assert code == 0 and "None" not in table and table.splitlines()[-1].startswith("cost: not priced (")
