@@ -73,7 +73,7 @@ class UsageServiceServicer:
     def ExportUsage(self, request, context):
         """The usage rows a month's invoice is rated from, as the ledger holds them now
         (per allocation, class, GPU model, contract and hour, quantities as integers),
-        in pages of at most 1,000 rows ordered by (hour, usage_id). One calendar month
+        in pages of at most 1,000 rows in hour order. One calendar month
         per call. The first page carries the rate card in force; a month without usage
         is one empty page.
         """
