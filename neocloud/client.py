@@ -41,8 +41,9 @@ IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
     "neocloud.v1.JobService": ("Get", "List", "Cancel"),
     "neocloud.v1.AdminService": (
         "ListTenants", "ListTokens", "ListContracts", "GetSettings", "ListCordons", "ListAuditEvents",
+        "ListRateCards",
     ),
-    "neocloud.v1.UsageService": ("GetInvoice", "GetUsage"),
+    "neocloud.v1.UsageService": ("GetInvoice", "GetUsage", "ExportUsage"),  # a stream: retried before its first page
     "neocloud.v1.NodeService": ("ListNodes",),
 }  # fmt: skip
 RETRY_POLICY = {

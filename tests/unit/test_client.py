@@ -155,3 +155,15 @@ def test_the_package_exports_the_client_lazily() -> None:
         "assert Client is neocloud.client.Client\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_retried_method_exists_and_only_reads() -> None:
+    from google.protobuf import descriptor_pool
+
+    from neocloud.v1 import nodes_pb2, usage_pb2  # noqa: F401 (registers the services)
+
+    for service, methods in neocloud.client.IDEMPOTENT_METHODS.items():
+        described = descriptor_pool.Default().FindServiceByName(service)
+        for name in methods:
+            assert described.FindMethodByName(name) is not None, f"{service}/{name}"
+            assert name.startswith(("Get", "List", "Export")) or name == "Cancel", f"{name} may not be idempotent"
