@@ -37,10 +37,12 @@ class Enactor:
         changed.update({p.job_id: "" for p in decision.placements})
         if changed:  # `neocloud job ID` shows it as the job's message
             self.store.set_pending_reasons(changed)
-        self._place(decision, now, views)
-        self._warn(decision)
+        # What was written, before a start that fails could end the step: a job whose start failed
+        # is pending again next pass, and its reason, differing from none, is written again.
         self.pending = dict(decision.pending)
         self.rooms = dict(decision.rooms)
+        self._place(decision, now, views)
+        self._warn(decision)
 
     def _preempt(self, decision: Decision, now: float) -> None:
         for preemption in decision.preemptions:
