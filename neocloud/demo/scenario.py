@@ -17,10 +17,12 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import AfterValidator, Field, PlainValidator
+
+from neocloud import config
+from neocloud.config import VALUE, ConfigError, Schema, Text, number, whole
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +33,9 @@ DEFAULT_LOAD = {"internal": 0.9, "reserved": 0.8, "on_demand": 0.75, "spot": 0.7
 MAX_GPUS = 4096
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d*)?)\s*%\s*")
-_TAG = "tag:yaml.org,2002:"
 
-
-class ScenarioError(ValueError):
-    """The scenario cannot run as written; the message says where and why."""
+# The demo's name for a config error (file, line, field); an InvalidArgumentError like the rate card's.
+ScenarioError = ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,255 +123,151 @@ class Scenario:
         """Refuse what can never run on a fleet of this size (a typo, or too few --nodes)."""
         for level in self.internal:
             if level.gpus.resolve(fleet_gpus) > fleet_gpus:
-                raise ScenarioError(
-                    f"{self.source} line {level.line}: internal demand {level.gpus} exceeds the fleet's "
-                    f"{fleet_gpus} GPUs (more --nodes?)"
-                )
+                raise ScenarioError(self.source, level.line, "", f"internal demand {level.gpus} exceeds the fleet's "
+                                    f"{fleet_gpus} GPUs (more --nodes?)")  # fmt: skip
         for job in self.jobs:
             if job.gpus > fleet_gpus:
-                raise ScenarioError(
-                    f"{self.source} line {job.line}: a {job.gpus}-GPU job cannot fit the fleet's "
-                    f"{fleet_gpus} GPUs (more --nodes?)"
-                )
+                raise ScenarioError(self.source, job.line, "", f"a {job.gpus}-GPU job cannot fit the fleet's "
+                                    f"{fleet_gpus} GPUs (more --nodes?)")  # fmt: skip
 
 
 def load(path: str | Traversable) -> Scenario:
-    path = Path(path) if isinstance(path, str) else path
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(f"cannot read the scenario {path}: {getattr(e, 'strerror', None) or e}") from e
-    return parse(text, str(path))
+    return parse(config.read_text(path), str(path))
 
 
 def parse(text: str, source: str = "<scenario>") -> Scenario:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source} line {mark.line + 1}" if mark is not None else source
-        raise ScenarioError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from e
-    if root is None:
-        raise ScenarioError(f"{source}: the scenario is empty")
-    top = _Map(_N(root, source, ""), {"minutes", "speed", "site", "tenants", "internal", "jobs"})
-    minutes = top.number("minutes", low=0.0, above=True, default=60.0)
-    speed = top.number("speed", low=0.0, above=True, default=40.0)
-    site = _site(top.get("site") if "site" in top else None)
-    tenants = tuple(
-        _tenant(name, node) for name, node in (_Map(top.get("tenants"), None).items() if "tenants" in top else ())
+    doc = config.parse(text, source)
+    f = config.validate(_ScenarioFile, doc)
+    tenants = tuple(_tenant(doc, name, entry or _Tenant()) for name, entry in f.tenants.items())
+    by_name = {t.name: t for t in tenants}
+    internal = tuple(
+        InternalLevel(lvl.at, lvl.gpus, lvl.note, doc.line(("internal", i))) for i, lvl in enumerate(f.internal)
     )
-    names = {t.name: t for t in tenants}
-    internal = tuple(_level(node) for node in top.need("internal").seq())
-    for before, after in itertools.pairwise(internal):
+    for i, (before, after) in enumerate(itertools.pairwise(internal), start=1):
         if after.at <= before.at:
-            raise ScenarioError(f"{source} line {after.line}: internal levels must be in time order (minute "
-                                f"{after.at:g} comes after minute {before.at:g})")  # fmt: skip
-    jobs = tuple(_submission(node, names) for node in (top.get("jobs").seq() if "jobs" in top else ()))
-    events: tuple[InternalLevel | Submission, ...] = (*internal, *jobs)
-    for event in events:
-        if event.at > minutes:
-            raise ScenarioError(f"{source} line {event.line}: minute {event.at:g} is after the end ({minutes:g})")
-    return Scenario(source, minutes, speed, site, tenants, internal, jobs)
+            raise doc.error(("internal", i, "at"), f"internal levels must be in time order (minute {after.at:g} "
+                            f"comes after minute {before.at:g})")  # fmt: skip
+    jobs = tuple(_submission(doc, i, job, by_name) for i, job in enumerate(f.jobs))
+    sections: dict[str, tuple[InternalLevel | Submission, ...]] = {"internal": internal, "jobs": jobs}
+    for section, events in sections.items():
+        for i, event in enumerate(events):
+            if event.at > f.minutes:
+                raise doc.error((section, i, "at"), f"minute {event.at:g} is after the end ({f.minutes:g})")
+    return Scenario(source, f.minutes, f.speed, Site(**dict(f.site)), tenants, internal, jobs)
 
 
-# --- one entry each ---------------------------------------------------------------------------------
+# --- relations between fields, checked as the file's values become the types above -------------
 
 
-def _site(node: _N | None) -> Site:
-    if node is None:
-        return Site(math.inf, Gpus(0), 0.0, DEFAULT_LOAD["internal"])
-    m = _Map(node, {"power_budget_w", "internal_floor_gpus", "min_runtime", "internal_load"})
-    budget = m.get("power_budget_w") if "power_budget_w" in m else None
-    return Site(
-        power_budget_w=math.inf if budget is None or _is_inf(budget) else _number(budget, 0.0, above=True),
-        internal_floor=_gpus(m.get("internal_floor_gpus")) if "internal_floor_gpus" in m else Gpus(0),
-        min_runtime=m.number("min_runtime", low=0.0, default=0.0),
-        internal_load=m.number("internal_load", low=0.0, high=1.0, default=DEFAULT_LOAD["internal"]),
-    )
+def _tenant(doc: config.Document, name: str, entry: _Tenant) -> Tenant:
+    where: config.Loc = ("tenants", name, "contract")
+    c = entry.contract
+    if c is not None and (c.power_w is None) == (c.gpus is None):
+        raise doc.error(where, "a contract has exactly one of power_w (watts) and gpus")
+    if c is not None and c.end is not None and c.end <= c.start:
+        raise doc.error((*where, "end"), f"the contract must end after it starts (minute {c.start:g})")
+    contract = None if c is None else Contract(c.power_w, c.gpus, c.start, c.end, c.id)
+    return Tenant(name, entry.weight, contract, doc.line(("tenants", name)))
 
 
-def _tenant(name: str, node: _N) -> Tenant:
-    if not _NAME.fullmatch(name) or name == "internal":
-        raise node.error(f"tenant name {name!r} must be 1-63 of [a-z0-9-] and not 'internal'")
-    m = _Map(node, {"weight", "contract"}, empty_ok=True)
-    contract = None
-    if "contract" in m:
-        c = _Map(m.need("contract"), {"id", "power_w", "gpus", "start", "end"})
-        contract_id = c.text("id", required=True)
-        if not _NAME.fullmatch(contract_id):
-            raise c.need("id").error(f"contract id {contract_id!r} must be 1-63 of [a-z0-9-]")
-        if ("power_w" in c) == ("gpus" in c):
-            raise c.node.error("a contract has exactly one of power_w (watts) and gpus")
-        start = c.number("start", low=0.0, default=0.0)
-        end = c.number("end", low=0.0, default=None)
-        if end is not None and end <= start:
-            raise c.need("end").error(f"the contract must end after it starts (minute {start:g})")
-        contract = Contract(
-            power_w=c.number("power_w", low=0.0, above=True) if "power_w" in c else None,
-            gpus=c.integer("gpus", 1, MAX_GPUS) if "gpus" in c else None,
-            start=start,
-            end=end,
-            contract_id=contract_id,
-        )
-    return Tenant(name, m.number("weight", low=0.0, above=True, default=1.0), contract, node.line)
+def _submission(doc: config.Document, i: int, job: _Job, tenants: dict[str, Tenant]) -> Submission:
+    if job.tenant not in tenants:
+        raise doc.error(("jobs", i, "tenant"), f"unknown tenant {job.tenant!r}: declare it under tenants")
+    if job.job_class == "reserved" and tenants[job.tenant].contract is None:
+        raise doc.error(("jobs", i, "class"), f"tenant {job.tenant} has no contract to run reserved work against")
+    if job.gpus_per_node is None and job.gpus > 8 and job.gpus % 8:
+        raise doc.error(("jobs", i, "gpus"), f"{job.gpus} GPUs do not split into whole 8-GPU nodes: give gpus_per_node")
+    if job.gpus_per_node is not None and job.gpus % job.gpus_per_node:
+        raise doc.error(("jobs", i, "gpus_per_node"), f"must divide gpus ({job.gpus})")
+    load = DEFAULT_LOAD[job.job_class] if job.load is None else job.load
+    return Submission(**{**dict(job), "load": load}, line=doc.line(("jobs", i)))
 
 
-def _level(node: _N) -> InternalLevel:
-    m = _Map(node, {"at", "gpus", "note"})
-    return InternalLevel(m.number("at", low=0.0), _gpus(m.need("gpus")), m.text("note"), node.line)
+# --- the file's schema (pydantic, at the edge only: parse converts it once to the types above) -----
 
 
-def _submission(node: _N, tenants: dict[str, Tenant]) -> Submission:
-    m = _Map(node, {"at", "tenant", "class", "gpus", "gpus_per_node", "count", "duration", "grace", "checkpoint",
-                    "load", "note"})  # fmt: skip
-    tenant = m.text("tenant", required=True)
-    if tenant not in tenants:
-        raise m.need("tenant").error(f"unknown tenant {tenant!r}: declare it under tenants")
-    job_class = m.text("class", required=True)
-    if job_class not in CLASSES:
-        raise m.need("class").error(f"must be one of {', '.join(CLASSES)} (internal work is the internal section)")
-    if job_class == "reserved" and tenants[tenant].contract is None:
-        raise m.need("class").error(f"tenant {tenant} has no contract to run reserved work against")
-    gpus = m.integer("gpus", 1, MAX_GPUS)
-    per_node = m.integer("gpus_per_node", 1, 8) if "gpus_per_node" in m else None
-    if per_node is None and gpus > 8 and gpus % 8:
-        raise m.need("gpus").error(f"{gpus} GPUs do not split into whole 8-GPU nodes: give gpus_per_node")
-    if per_node is not None and gpus % per_node:
-        raise m.need("gpus_per_node").error(f"must divide gpus ({gpus})")
-    return Submission(
-        at=m.number("at", low=0.0),
-        tenant=tenant,
-        job_class=job_class,
-        gpus=gpus,
-        gpus_per_node=per_node,
-        count=m.integer("count", 1, 1000) if "count" in m else 1,
-        duration=m.number("duration", low=0.0, above=True, default=None),
-        grace=m.number("grace", low=0.0, default=0.5),
-        checkpoint=m.number("checkpoint", low=0.0, above=True, default=None),
-        load=m.number("load", low=0.0, high=1.0, default=DEFAULT_LOAD[job_class]),
-        note=m.text("note"),
-        line=node.line,
-    )
-
-
-def _gpus(node: _N) -> Gpus:
-    value = node.scalar()
+def _gpus(value: Any) -> Gpus:
     if isinstance(value, str) and (match := _PERCENT.fullmatch(value)):
         percent = float(match.group(1))
         if percent > 100.0:
-            raise node.error(f"a share of the fleet is at most 100%, not {value!r}")
+            raise ValueError(f"a share of the fleet is at most 100%, not {VALUE}")
         return Gpus(percent=percent)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_GPUS:
         return Gpus(count=value)
-    raise node.error(f"must be a number of GPUs (0-{MAX_GPUS}) or a share of the fleet like '50%', not {node.shown()}")
+    raise ValueError(f"must be a number of GPUs (0-{MAX_GPUS}) or a share of the fleet like '50%', not {VALUE}")
 
 
-# --- composed YAML with lines -----------------------------------------------------------------------
+_ABOVE_ZERO = number(0.0, above=True)
 
 
-@dataclass(frozen=True, slots=True)
-class _N:
-    raw: yaml.Node
-    source: str
-    path: str
-    key_line: int = 0  # the line of the key naming this value: a block value starts below it
-
-    @property
-    def line(self) -> int:
-        return self.key_line or int(self.raw.start_mark.line) + 1
-
-    def error(self, problem: str) -> ScenarioError:
-        field = f"{self.path}: " if self.path else ""
-        return ScenarioError(f"{self.source} line {self.line}: {field}{problem}")
-
-    def shown(self) -> str:
-        if isinstance(self.raw, yaml.ScalarNode):
-            return repr(self.raw.value)
-        return "a list" if isinstance(self.raw, yaml.SequenceNode) else "a mapping"
-
-    def scalar(self) -> Any:
-        if not isinstance(self.raw, yaml.ScalarNode):
-            raise self.error(f"must be a single value, not {self.shown()}")
-        return yaml.SafeLoader("").construct_object(self.raw)  # resolves int, float, bool, null, str
-
-    def seq(self) -> list[_N]:
-        if not isinstance(self.raw, yaml.SequenceNode):
-            raise self.error(f"must be a list, not {self.shown()}")
-        return [_N(item, self.source, f"{self.path}[{i}]") for i, item in enumerate(self.raw.value)]
+def _power_budget(value: Any) -> float:
+    if isinstance(value, str) and value.strip().lower() in ("inf", "none", "unlimited"):
+        return math.inf
+    return float(_ABOVE_ZERO.func(value))  # type: ignore[call-arg]
 
 
-class _Map:
-    """A mapping node's fields: unknown and duplicate keys are errors at their line."""
-
-    def __init__(self, node: _N, allowed: set[str] | None, empty_ok: bool = False) -> None:
-        self.node = node
-        self._fields: dict[str, _N] = {}
-        if empty_ok and isinstance(node.raw, yaml.ScalarNode) and node.scalar() is None:
-            return  # `acme:` with nothing under it
-        if not isinstance(node.raw, yaml.MappingNode):
-            raise node.error(f"must be a mapping of fields, not {node.shown()}")
-        for key_node, value in node.raw.value:
-            key = _N(key_node, node.source, node.path).scalar()
-            if not isinstance(key, str):
-                raise _N(key_node, node.source, node.path).error(f"field names are text, not {key!r}")
-            path = f"{node.path}.{key}" if node.path else key
-            if key in self._fields:
-                raise _N(key_node, node.source, path).error("appears twice")
-            if allowed is not None and key not in allowed:
-                raise _N(key_node, node.source, path).error(
-                    f"unknown field; expected one of {', '.join(sorted(allowed))}"
-                )
-            self._fields[key] = _N(value, node.source, path, int(key_node.start_mark.line) + 1)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._fields
-
-    def items(self) -> list[tuple[str, _N]]:
-        return list(self._fields.items())
-
-    def get(self, key: str) -> _N:
-        return self._fields[key]
-
-    def need(self, key: str) -> _N:
-        if key not in self._fields:
-            field = f"{self.node.path}.{key}" if self.node.path else key
-            raise ScenarioError(f"{self.node.source} line {self.node.line}: {field}: missing")
-        return self._fields[key]
-
-    def number(self, key: str, low: float, high: float = math.inf, above: bool = False, default: Any = ...) -> Any:
-        if key not in self._fields:
-            if default is ...:
-                self.need(key)
-            return default
-        return _number(self._fields[key], low, high, above)
-
-    def integer(self, key: str, low: int, high: int) -> int:
-        node = self.need(key)
-        value = node.scalar()
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise node.error(f"must be a whole number from {low} to {high}, not {node.shown()}")
-        return value
-
-    def text(self, key: str, required: bool = False) -> str:
-        if key not in self._fields and not required:
-            return ""
-        node = self.need(key)
-        value = node.scalar()
-        if not isinstance(value, str) or not value.strip():
-            raise node.error(f"must be text, not {node.shown()}")
-        return value.strip()
+def _tenant_name(name: str) -> str:
+    if not _NAME.fullmatch(name) or name == "internal":
+        raise ValueError(f"tenant name {name!r} must be 1-63 of [a-z0-9-] and not 'internal'")
+    return name
 
 
-def _number(node: _N, low: float, high: float = math.inf, above: bool = False) -> float:
-    value = node.scalar()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise node.error(f"must be a number, not {node.shown()}")
-    if value < low or (above and value == low) or value > high:
-        bound = f"more than {low:g}" if above else f"at least {low:g}"
-        raise node.error(f"must be {bound}{f' and at most {high:g}' if math.isfinite(high) else ''}, not {value:g}")
-    return float(value)
+def _contract_id(contract_id: str) -> str:
+    if not _NAME.fullmatch(contract_id):
+        raise ValueError(f"contract id {contract_id!r} must be 1-63 of [a-z0-9-]")
+    return contract_id
 
 
-def _is_inf(node: _N) -> bool:
-    value = node.scalar()
-    return isinstance(value, str) and value.strip().lower() in ("inf", "none", "unlimited")
+GpusValue = Annotated[Gpus, PlainValidator(_gpus)]
+Positive = Annotated[float, _ABOVE_ZERO]
+NotNegative = Annotated[float, number(0.0)]
+Share = Annotated[float, number(0.0, 1.0)]
+
+
+class _Site(Schema):
+    power_budget_w: Annotated[float, PlainValidator(_power_budget)] = math.inf
+    internal_floor: GpusValue = Field(default=Gpus(0), alias="internal_floor_gpus")
+    min_runtime: NotNegative = 0.0
+    internal_load: Share = DEFAULT_LOAD["internal"]
+
+
+class _Contract(Schema):
+    id: Annotated[Text, AfterValidator(_contract_id)]
+    power_w: Positive | None = None
+    gpus: Annotated[int, whole(1, MAX_GPUS)] | None = None
+    start: NotNegative = 0.0
+    end: NotNegative | None = None  # None: to the end of the demo
+
+
+class _Tenant(Schema):
+    weight: Positive = 1.0
+    contract: _Contract | None = None
+
+
+class _Level(Schema):
+    at: NotNegative
+    gpus: GpusValue
+    note: Text = ""
+
+
+class _Job(Schema):
+    at: NotNegative
+    tenant: Text
+    job_class: Literal["reserved", "on_demand", "spot"] = Field(alias="class")
+    gpus: Annotated[int, whole(1, MAX_GPUS)]
+    gpus_per_node: Annotated[int, whole(1, 8)] | None = None
+    count: Annotated[int, whole(1, 1000)] = 1
+    duration: Positive | None = None
+    grace: NotNegative = 0.5
+    checkpoint: Positive | None = None
+    load: Share | None = None  # None: the class's DEFAULT_LOAD
+    note: Text = ""
+
+
+class _ScenarioFile(Schema):
+    minutes: Positive = 60.0
+    speed: Positive = 40.0
+    site: _Site = Field(default_factory=_Site)
+    tenants: dict[Annotated[str, AfterValidator(_tenant_name)], _Tenant | None] = Field(default_factory=dict)
+    internal: list[_Level]
+    jobs: list[_Job] = Field(default_factory=list)

@@ -166,7 +166,7 @@ def test_the_wheel_declares_the_extras_and_a_base_without_them(wheel: Path) -> N
     assert {"agent", "scheduler", "demo", "all", "dev"} <= set(metadata.get_all("Provides-Extra") or [])
     requires = metadata.get_all("Requires-Dist") or []
     base = {re.split(r"[<>=;\[ ]", r, maxsplit=1)[0].lower() for r in requires if "extra ==" not in r}
-    assert base == {"grpcio", "protobuf", "cryptography", "pyyaml"}
+    assert base == {"grpcio", "protobuf", "cryptography", "pyyaml", "pydantic"}
     assert all("==" not in r.split(";")[0] for r in requires), "ranges, not pins"
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from neocloud.config import ConfigError
 from neocloud.demo.scenario import DEFAULT_FILE, Gpus, ScenarioError, load, parse
+from neocloud.domain.errors import InvalidArgumentError
 
 GOOD = """\
 minutes: 30
@@ -79,18 +81,21 @@ def _replace(old: str, new: str) -> str:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", "bad.yaml: the scenario is empty"),
+        ("", "bad.yaml: the file is empty"),
         ("minutes: [1\n", "bad.yaml line 2: not valid YAML"),
-        ("- 1\n- 2\n", "bad.yaml line 1: must be a mapping of fields, not a list"),
-        (_replace("speed: 60", "sped: 60"), "bad.yaml line 2: sped: unknown field; expected one of"),
-        (_replace("speed: 60", "minutes: 60"), "bad.yaml line 2: minutes: appears twice"),
+        ("- 1\n- 2\n", "bad.yaml line 1: must be a mapping, not a list"),
+        (
+            _replace("speed: 60", "sped: 60"),
+            "bad.yaml line 2: sped: unknown key (expected one of: internal, jobs, minutes,",
+        ),
+        (_replace("speed: 60", "minutes: 60"), "bad.yaml line 2: duplicate key 'minutes' (first at line 1)"),
         (_replace("speed: 60", "speed: fast"), "bad.yaml line 2: speed: must be a number, not 'fast'"),
-        (_replace("speed: 60", "speed: 0"), "bad.yaml line 2: speed: must be more than 0, not 0"),
+        (_replace("speed: 60", "speed: 0"), "bad.yaml line 2: speed: must be more than 0, not '0'"),
         (_replace("speed: 60", "speed: .nan"), "bad.yaml line 2: speed: must be a number"),
         (_replace("minutes: 30", "minutes: true"), "bad.yaml line 1: minutes: must be a number, not 'true'"),
         (_replace("power_budget_w: 20000", "power_budget_w: -5"), "line 4: site.power_budget_w: must be more than 0"),
         (_replace("internal_floor_gpus: 8", "internal_floor_gpus: 120%"), "line 5: site.internal_floor_gpus: a share"),
-        (_replace("  acme:\n", "  Acme!:\n"), "line 10: tenants.Acme!: tenant name 'Acme!' must be 1-63"),
+        (_replace("  acme:\n", "  Acme!:\n"), "line 10: tenants.'Acme!': tenant name 'Acme!' must be 1-63"),
         (_replace("  acme:\n", "  internal:\n"), "line 10: tenants.internal: tenant name 'internal'"),
         (
             _replace("{id: globex-demo, power_w: 5600, start: 1}", "{id: globex-demo, power_w: 5600, gpus: 8}"),
@@ -98,17 +103,20 @@ def _replace(old: str, new: str) -> str:
         ),
         (_replace("start: 1}", "start: 5, end: 2}"), "line 9: tenants.globex.contract.end: the contract must end"),
         # The rate card prices a contract by its id, so the scenario names it (no terms in the scenario).
-        (_replace("id: globex-demo, ", ""), "line 9: tenants.globex.contract.id: missing"),
+        (_replace("id: globex-demo, ", ""), "line 9: tenants.globex.contract: missing required key 'id'"),
         (_replace("id: globex-demo", "id: Globex!"), "line 9: tenants.globex.contract.id: contract id 'Globex!'"),
         (
             _replace("start: 1}", 'start: 1, commitment_per_month: "1.00"}'),
             "line 9: tenants.globex.contract.commitment_per_month",
         ),
         (_replace("weight: 2", "weight: 0"), "line 11: tenants.acme.weight: must be more than 0"),
-        (_replace("{at: 5, gpus: 4, note: quiet}", "{at: 0, gpus: 4}"), "line 14: internal levels must be in time"),
+        (
+            _replace("{at: 5, gpus: 4, note: quiet}", "{at: 0, gpus: 4}"),
+            "line 14: internal[1].at: internal levels must be in time",
+        ),
         (_replace("gpus: 100%", "gpus: lots"), "line 13: internal[0].gpus: must be a number of GPUs"),
         (_replace("gpus: 100%", "gpus: -1"), "line 13: internal[0].gpus: must be a number of GPUs"),
-        (_replace("{at: 0, gpus: 100%}", "[0, 100%]"), "line 13: internal[0]: must be a mapping of fields"),
+        (_replace("{at: 0, gpus: 100%}", "[0, 100%]"), "line 13: internal[0]: must be a mapping, not a list"),
         (
             _replace("internal:\n  - {at: 0, gpus: 100%}\n  - {at: 5, gpus: 4, note: quiet}\n", "internal: 8\n"),
             "line 12: internal: must be a list, not '8'",
@@ -117,7 +125,10 @@ def _replace(old: str, new: str) -> str:
             _replace("tenant: globex, class", "tenant: initech, class"),
             "line 16: jobs[0].tenant: unknown tenant 'initech': declare it under tenants",
         ),
-        (_replace("class: spot", "class: internal"), "line 17: jobs[1].class: must be one of reserved, on_demand"),
+        (
+            _replace("class: spot", "class: internal"),
+            "line 17: jobs[1].class: must be one of 'reserved', 'on_demand' or 'spot', not 'internal'",
+        ),
         (
             _replace("tenant: globex, class: reserved", "tenant: acme, class: reserved"),
             "line 16: jobs[0].class: tenant acme has no contract",
@@ -129,17 +140,17 @@ def _replace(old: str, new: str) -> str:
             "line 17: jobs[1].gpus_per_node: must divide gpus (4)",
         ),
         (_replace("count: 3", "count: 0"), "line 17: jobs[1].count: must be a whole number from 1 to 1000, not '0'"),
-        (_replace("load: 0.5", "load: 1.5"), "line 17: jobs[1].load: must be at least 0 and at most 1, not 1.5"),
-        (_replace("grace: 1", "grace: -1"), "line 17: jobs[1].grace: must be at least 0, not -1"),
-        (_replace("{at: 2, tenant", "{at: 31, tenant"), "line 16: minute 31 is after the end (30)"),
+        (_replace("load: 0.5", "load: 1.5"), "line 17: jobs[1].load: must be at least 0 and at most 1, not '1.5'"),
+        (_replace("grace: 1", "grace: -1"), "line 17: jobs[1].grace: must be at least 0, not '-1'"),
+        (_replace("{at: 2, tenant", "{at: 31, tenant"), "line 16: jobs[0].at: minute 31 is after the end (30)"),
         (
             _replace("{at: 2, tenant: globex, class: reserved, gpus: 8}", "{at: 2, tenant: globex}"),
-            "line 16: jobs[0].class: missing",
+            "line 16: jobs[0]: missing required key 'class'",
         ),
-        (_replace("note: quiet", "note: [a]"), "line 14: internal[1].note: must be a single value, not a list"),
+        (_replace("note: quiet", "note: [a]"), "line 14: internal[1].note: must be a string, not a list"),
         (
             _replace("  acme:\n    weight: 2\n", "  acme:\n    weight: 2\n  acme: {}\n"),
-            "line 12: tenants.acme: appears twice",
+            "line 12: tenants: duplicate key 'acme' (first at line 10)",
         ),
     ],
 )
@@ -157,9 +168,17 @@ def test_the_fleet_must_be_big_enough() -> None:
         s.check_fleet(16)
 
 
+def test_the_scenario_is_a_config_error_and_a_domain_error() -> None:
+    """One loader for every config: the demo's errors are the rate card's kind (file, line, field)."""
+    with pytest.raises(ConfigError) as e:
+        parse("minutes: !!python/name:os.system ''\ninternal: []\n", "bad.yaml")
+    assert isinstance(e.value, InvalidArgumentError) and (e.value.line, e.value.field) == (1, "minutes")
+    assert "the tag 'tag:yaml.org,2002:python/name:os.system' is not supported" in str(e.value)
+
+
 def test_unreadable_files_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ScenarioError, match=r"cannot read the scenario .*missing.yaml"):
+    with pytest.raises(ScenarioError, match=r"missing.yaml: cannot read: "):
         load(tmp_path / "missing.yaml")
     (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(ScenarioError, match="cannot read the scenario"):
+    with pytest.raises(ScenarioError, match=r"bin.yaml: cannot read: .*utf-8"):
         load(tmp_path / "bin.yaml")
