@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,21 +38,24 @@ REFRESH_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Inventory:
-    """Node sizes per GPU model, largest first."""
+    """Node sizes per GPU model, smallest first (a check is a bisection, not a walk over the nodes)."""
 
     sizes: dict[str, list[int]]
+    totals: dict[str, int]
 
     @staticmethod
     def of(fleet: Fleet) -> Inventory:
         sizes: dict[str, list[int]] = {}
         for node in list(fleet.nodes.values()):  # (a copy: ingest changes the dict on the event loop)
-            gpus = list(node.gpus.values())
-            if gpus:  # a node's model is its first GPU's, as the policy's inventory has it
-                model = min(gpus, key=lambda g: g.index).model
+            gpus = node.gpus
+            if gpus:  # (a node's GPUs are all one model: any of them names it, at no cost per GPU)
+                model = next(iter(gpus.values())).model
                 sizes.setdefault(model, []).append(len(gpus))
-        for lst in sizes.values():
-            lst.sort(reverse=True)
-        return Inventory(sizes)
+        return Inventory.from_sizes(sizes)
+
+    @staticmethod
+    def from_sizes(sizes: dict[str, list[int]]) -> Inventory:
+        return Inventory({m: sorted(lst) for m, lst in sizes.items()}, {m: sum(lst) for m, lst in sizes.items()})
 
     def never_fits(self, gpus: int, per_node: int, model: str | None) -> str | None:
         """Why a job of `gpus` GPUs at `per_node` per node (of `model`, or any one model) can never
@@ -67,20 +71,20 @@ class Inventory:
         if len(models) == 1:
             return why[0]
         # Any model would do: name the one that comes closest, by GPUs.
-        best = max(models, key=lambda m: sum(self.sizes[m]))
+        best = max(models, key=self.totals.__getitem__)
         return f"{why[models.index(best)]} (the model with the most GPUs; a job runs on one model)"
 
     def _why(self, model: str, gpus: int, per_node: int) -> str | None:
         sizes = self.sizes[model]
-        total = sum(sizes)
+        total = self.totals[model]
         if gpus > total:
             return f"asks for {gpus} {model} GPUs; the fleet has {total}"
         nodes = gpus // per_node
-        able = sum(1 for s in sizes if s >= per_node)
+        able = len(sizes) - bisect_left(sizes, per_node)
         if able < nodes:
             return (
                 f"asks for {_nodes(nodes)} with {per_node} {model} GPUs each; the fleet has {_nodes(able)} "
-                f"with {per_node} or more (largest: {sizes[0]} GPUs)"
+                f"with {per_node} or more (largest: {sizes[-1]} GPUs)"
             )
         return None
 
@@ -95,7 +99,7 @@ class Admission:
     def __init__(self, fleet: Fleet | None, clock: Callable[[], float] = time.monotonic) -> None:
         self._fleet = fleet
         self._clock = clock
-        self._inventory = Inventory({})
+        self._inventory = Inventory({}, {})
         self._nodes = -1
         self._until = 0.0
 

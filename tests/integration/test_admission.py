@@ -97,10 +97,10 @@ def test_an_empty_fleet_refuses_nothing_and_a_new_model_is_seen_at_once(api: Fle
 
 
 def test_gang_shapes_count_the_nodes_that_can_hold_a_slice() -> None:
-    inv = Inventory({H200: [8, 8, 4], "NVIDIA H100": [8]})
+    inv = Inventory.from_sizes({H200: [8, 8, 4], "NVIDIA H100": [8]})
     assert inv.never_fits(16, 8, H200) is None
     assert inv.never_fits(12, 4, H200) is None
-    small = Inventory({H200: [8, 4, 4, 4]})  # 20 GPUs, but one node can hold a slice of 8
+    small = Inventory.from_sizes({H200: [8, 4, 4, 4]})  # 20 GPUs, but one node can hold a slice of 8
     assert small.never_fits(16, 8, H200) == (
         "asks for 2 nodes with 8 NVIDIA H200 GPUs each; the fleet has 1 node with 8 or more (largest: 8 GPUs)"
     )
@@ -108,4 +108,4 @@ def test_gang_shapes_count_the_nodes_that_can_hold_a_slice() -> None:
         "asks for 40 NVIDIA H200 GPUs; the fleet has 20 (the model with the most GPUs; a job runs on one model)"
     )
     assert inv.never_fits(8, 8, None) is None
-    assert Inventory({}).never_fits(10**6, 8, "anything") is None
+    assert Inventory.from_sizes({}).never_fits(10**6, 8, "anything") is None
