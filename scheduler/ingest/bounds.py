@@ -3,13 +3,19 @@
 SQLite stores integers as signed 64-bit: a uint64 of 2^63 or more cannot be
 written, and one such value in a commit used to fail it for every node. So
 every 64-bit field a node sends is bounded to what the store can hold (or
-less), and `check` refuses a message with a value outside its field's range
-before anything is applied. Cross-field plausibility (power against the
-GPU's limit, memory used against its total, energy against time) stays in
-validate.py; this table is about what a field can hold at all.
+less), and nothing outside its field's range is applied. Cross-field
+plausibility (power against the GPU's limit, memory used against its total,
+energy against time) stays in validate.py; this table is about what a field
+can hold at all.
+
+`check` walks any message against the table (a Hello is checked with it). A
+batch, the hot path, is checked in validate.py's one pass over it, with the
+bounds read from here, and `check` is called only to name what that pass
+found wrong.
 
 tests/unit/test_bounds.py walks the proto descriptors: an integer field added
-to telemetry.proto without a line here fails it.
+to telemetry.proto without a line here fails it, and so does a range of a
+batch's field that validate.py does not enforce.
 """
 
 from __future__ import annotations
@@ -144,7 +150,7 @@ def check(message: Message) -> str | None:
 
 
 def _check(message: Message) -> str | None:
-    # Paths are built only on the way out of a failure: this runs for every GPU of every batch.
+    # Paths are built only on the way out of a failure.
     descriptor = message.DESCRIPTOR
     plan = _plans.get(descriptor.full_name) or _plan(cast(Descriptor, descriptor))
     for name, lo, hi in plan.scalars:
