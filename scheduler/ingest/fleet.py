@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from neocloud.domain.fleet import GpuState, NodeState
@@ -175,43 +176,27 @@ class Fleet:
 
     def apply_batch(self, node: NodeState, batch: pb.Batch, received_us: int) -> None:
         counters = self.counters
+        attributor = self.attributor
         for series in batch.gpus:
             gpu = node.gpus[series.uuid]
-            n = len(series.timestamp_us)
+            # Each field is read once: on upb every access builds a wrapper, and this
+            # runs for every GPU of every batch.
+            ts, power = series.timestamp_us, series.power_mw
+            n = len(ts)
             if n:
                 counters.samples += n
                 gpu.last_series = series
-                gpu.last_sample_us = series.timestamp_us[-1]
+                gpu.last_sample_us = ts[-1]
             if n or series.power_sample_us:
-                self.attributor.on_series(gpu.uuid, series)
-            if series.energy:
-                power_now = series.power_mw[-1] if series.power_mw else gpu.last_power_mw
-                acc = gpu.energy
-                for e in series.energy:
-                    first, total_before, t0_us = acc.last_mj is None, acc.total_mj, acc.last_us
-                    bridge = True
-                    if not first and (e.counter_reset or e.energy_mj < acc.last_mj):  # type: ignore[operator]
-                        bridge = self._may_bridge(gpu, e.timestamp_us)
-                    cap = rated.max_credit_mj(gpu.model, e.timestamp_us - t0_us)
-                    if acc.add(e.timestamp_us, e.energy_mj, e.counter_reset, gpu.last_power_mw, power_now, cap, bridge):
-                        counters.energy_capped += 1
-                        logger.warning(
-                            "GPU %s on %s: energy credit cut to the %s's rated power x span (or a reset past the "
-                            "rate limit)",
-                            gpu.uuid,
-                            gpu.node_id,
-                            gpu.model[:96],
-                        )
-                    if first:
-                        self.attributor.on_first_reading(gpu.uuid, e.timestamp_us)
-                    else:
-                        self.attributor.on_delta(gpu.uuid, t0_us, e.timestamp_us, acc.total_mj - total_before)
-                counters.energy_readings += len(series.energy)
+                attributor.on_series(gpu.uuid, series)
+            power_now = power[-1] if power else gpu.last_power_mw
+            if energy := series.energy:
+                self._apply_energy(gpu, energy, power_now)
+                counters.energy_readings += len(energy)
                 self.dirty_gpus.add(gpu.uuid)
-            if series.power_mw:
-                gpu.last_power_mw = series.power_mw[-1]
-            if series.HasField("ecc_uncorrected_total") and series.ecc_uncorrected_total and not gpu.unhealthy_reason:
-                self._mark_unhealthy(gpu, f"{series.ecc_uncorrected_total} uncorrected ECC errors")
+            gpu.last_power_mw = power_now
+            if (ecc := series.ecc_uncorrected_total) and not gpu.unhealthy_reason:
+                self._mark_unhealthy(gpu, f"{ecc} uncorrected ECC errors")
         for event in batch.events:
             self._health_event(node.gpus[event.uuid], event)
         node.last_seq = batch.seq
@@ -220,6 +205,28 @@ class Fleet:
         node.clock_offsets_us.append(received_us - batch.agent_time_us)
         counters.batches_accepted += 1
         self.dirty_nodes.add(node.node_id)
+
+    def _apply_energy(self, gpu: GpuState, energy: Iterable[pb.EnergyReading], power_now: int) -> None:
+        acc = gpu.energy
+        for e in energy:
+            t_us, energy_mj, counter_reset = e.timestamp_us, e.energy_mj, e.counter_reset
+            first, total_before, t0_us = acc.last_mj is None, acc.total_mj, acc.last_us
+            bridge = True
+            if not first and (counter_reset or energy_mj < acc.last_mj):  # type: ignore[operator]
+                bridge = self._may_bridge(gpu, t_us)
+            cap = rated.max_credit_mj(gpu.model, t_us - t0_us)
+            if acc.add(t_us, energy_mj, counter_reset, gpu.last_power_mw, power_now, cap, bridge):
+                self.counters.energy_capped += 1
+                logger.warning(
+                    "GPU %s on %s: energy credit cut to the %s's rated power x span (or a reset past the rate limit)",
+                    gpu.uuid,
+                    gpu.node_id,
+                    gpu.model[:96],
+                )
+            if first:
+                self.attributor.on_first_reading(gpu.uuid, t_us)
+            else:
+                self.attributor.on_delta(gpu.uuid, t0_us, t_us, acc.total_mj - total_before)
 
     @staticmethod
     def _may_bridge(gpu: GpuState, t_us: int) -> bool:
