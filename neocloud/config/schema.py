@@ -80,7 +80,8 @@ def _keys(model: type[Schema], loc: Loc) -> list[str]:
             by_key = {f.alias or name: f.annotation for name, f in current.model_fields.items()}
             current = by_key.get(str(part))
         else:  # dict[K, V] (a key) or list[V] (an index)
-            current = get_args(current)[-1]
+            args = get_args(current)
+            current = args[-1] if args else None
     current = _unwrap(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(f.alias or name for name, f in current.model_fields.items())

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BYTES = 1 << 20  # a rate card with thousands of contracts fits many times over
 MAX_DEPTH = 16  # no config needs more than a few levels
+MAX_VALUES = 100_000  # aliases included: ten levels of ten `*a` each are 10^10 values in a few hundred bytes
 _TAG = "tag:yaml.org,2002:"
 # Plain decimal notation: a YAML float or int in this form becomes an exact Decimal or int; any
 # other spelling (0x10, 1:30, .nan, .inf) stays the text as written, which no number field accepts.
@@ -130,13 +131,15 @@ def parse(text: str, source: str) -> Document:
         raise ConfigError(source, 0, "", "nested too deeply (no config needs more than a few levels)") from e
     if root is None:
         raise ConfigError(source, 0, "", "the file is empty")
-    nodes: dict[Loc, tuple[int, yaml.Node]] = {}
+    nodes: dict[Loc, tuple[int, yaml.Node]] = {}  # also counts the values made, to bound aliases
     data = _value(root, (), int(root.start_mark.line) + 1, source, nodes)
     return Document(source, data, nodes)
 
 
 def _value(node: yaml.Node, loc: Loc, line: int, source: str, nodes: dict[Loc, tuple[int, yaml.Node]]) -> Any:
     nodes[loc] = (line, node)
+    if len(nodes) > MAX_VALUES:
+        raise ConfigError(source, line, field_path(loc), f"more than {MAX_VALUES} values (aliases included)")
     if len(loc) > MAX_DEPTH:
         raise ConfigError(source, line, field_path(loc), f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(node, yaml.MappingNode):

@@ -169,6 +169,12 @@ def test_empty_and_unreadable_files(tmp_path: Path) -> None:
             "line 5: prices.spot.'NVIDIA H200': '" + "1" * 60 + "...' has more than 15",
         ),
         ("- 1\n", "ratecard.yaml line 1: must be a mapping, not a list"),
+        # A billion laughs: every alias is a copy, so the values are counted, not the text.
+        (
+            "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)),
+            "more than 100000 values (aliases included)",
+        ),
     ],
 )
 def test_what_no_config_needs_is_refused_before_the_schema(text: str, expected: str) -> None:
