@@ -143,10 +143,17 @@ def test_internal_spike_preempts_spot_with_notice_and_grace(site: Site, tmp_path
     assert kinds.index("preemption_notice") < kinds.index("requeued")
 
 
-def test_reserved_tenant_reclaims_lent_capacity(site: Site) -> None:
+def test_reserved_tenant_reclaims_lent_capacity(site: Site, tmp_path: Path) -> None:
     now = time.time()
-    contract = site.cli("operator", ("admin", "contract", "create"), "--tenant", "beta", "--gpus", "8",
-                        "--start", str(now - 60), "--end", str(now + 3600))  # fmt: skip
+    card = tmp_path / "ratecard.yaml"  # the contract's terms come first: one the card cannot price is refused
+    card.write_text(
+        'prices: {internal: {"*": "1"}, on_demand: {"*": "3.5"}, spot: {"*": "1.4"}}\n'
+        'contracts: {beta-reserved: {commitment_per_month: "1000.00", overage_per_gpu_hour: "3.00",'
+        ' sla_credit_per_gpu_hour: "2.00", sla_credit_cap_pct: 10}}\n'
+    )
+    site.cli("operator", ("admin", "ratecard", "apply"), str(card))
+    contract = site.cli("operator", ("admin", "contract", "create"), "--id", "beta-reserved", "--tenant", "beta",
+                        "--gpus", "8", "--start", str(now - 60), "--end", str(now + 3600))  # fmt: skip
     spot = site.submit("acme", "--class", "spot", "--gpus", "24", "--grace", "1", "--", "sleep", "60")
     site.wait_state(spot, JobState.RUNNING)  # borrows the contract's idle 8 GPUs
     reserved = site.submit("beta", "--class", "reserved", "--contract", contract["contract_id"], "--gpus", "8",
