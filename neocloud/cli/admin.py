@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,31 @@ def add_parser(subparsers: argparse._SubParsersAction, conn: argparse.ArgumentPa
     p.add_argument("--role", choices=sorted(ROLES), required=True, help="what the token may do")
     p.add_argument("--tenant", help="the tenant a tenant token acts for")
     p.add_argument("--name", required=True, help="a name to know and revoke the token by")
+    expiry = p.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "--expires-in",
+        type=parse_span,
+        metavar="SPAN",
+        help="lifetime, e.g. 90d, 12h, 30m (at most 366d; default: 90d for tenant and internal tokens, "
+        "never for operator tokens)",
+    )
+    expiry.add_argument("--expires-at", type=parse_time, metavar="TIME", help="RFC 3339 / ISO 8601 or Unix seconds")
     p.set_defaults(func=command(_token_create))
-    p = leaf(token_actions, "list", "list API tokens (names and roles, never the tokens)")
-    p.add_argument("--revoked", action="store_true", help="include revoked tokens")
+    p = leaf(token_actions, "list", "list API tokens (names, ids, roles and expiries, never the tokens)")
+    p.add_argument("--revoked", action="store_true", help="include revoked and expired tokens")
     p.set_defaults(func=command(_token_list))
-    p = leaf(token_actions, "revoke", "revoke an API token")
+    p = leaf(token_actions, "revoke", "revoke an API token (a rotated one's old token too)")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=command(_token_revoke))
+    p = leaf(
+        token_actions, "rotate", "issue a new token of the same name, role and tenant; the old expires after --grace"
+    )
+    p.add_argument("name", metavar="NAME|ID", help="the token's name, or its id (token list)")
+    p.add_argument("--grace", type=parse_span, default=3600.0, help="the old token works this long yet (default: 1h)")
+    p.add_argument(
+        "--expires-in", type=parse_span, metavar="SPAN", help="the new token's lifetime (default: the old one's)"
+    )
+    p.set_defaults(func=command(_token_rotate))
 
     contract = actions.add_parser("contract", help="reserved-capacity contracts", description="Contracts.")
     contract_actions = contract.add_subparsers(dest="contract_action", metavar="ACTION", required=True)
@@ -137,22 +156,63 @@ def _tenant_list(args: argparse.Namespace, client: Client) -> None:
 
 def _token_create(args: argparse.Namespace, client: Client) -> None:
     request = pb.CreateTokenRequest(name=args.name, role=ROLES[args.role], tenant=args.tenant or "")
-    created = _call(client, "CreateToken", request)
+    if args.expires_in is not None:
+        request.expires_at = time.time() + args.expires_in
+    elif args.expires_at is not None:
+        request.expires_at = args.expires_at
+    _print_new_token(args, _call(client, "CreateToken", request))
+
+
+def _token_rotate(args: argparse.Namespace, client: Client) -> None:
+    request = pb.RotateTokenRequest(name=args.name, grace_s=args.grace)
+    if args.expires_in is not None:
+        request.expires_at = time.time() + args.expires_in
+    rotated = _call(client, "RotateToken", request)
+    if not args.json:
+        print(
+            f"token {rotated.old.token_id} of {rotated.old.name} expires at {fmt_time(rotated.old.expires_at)}",
+            file=sys.stderr,
+        )
+    _print_new_token(args, rotated)
+
+
+def _print_new_token(args: argparse.Namespace, reply: pb.CreateTokenResponse | pb.RotateTokenResponse) -> None:
     if args.json:
-        print_json(created)
+        print_json(reply)
         return
-    print(created.token)
+    print(reply.token)
+    expiry = fmt_time(reply.info.expires_at) if reply.info.HasField("expires_at") else "never"
+    print(f"token {reply.info.token_id} of {reply.info.name} expires: {expiry}", file=sys.stderr)
     print("store this token now: it is not shown again (only its hash is kept)", file=sys.stderr)
 
 
 def _token_list(args: argparse.Namespace, client: Client) -> None:
     tokens = _call(client, "ListTokens", pb.ListTokensRequest(include_revoked=args.revoked)).tokens
-    show_list(args, tokens, ("NAME", "ROLE", "TENANT", "CREATED", "REVOKED"), _token_row)
+    show_list(args, tokens, ("NAME", "ID", "ROLE", "TENANT", "CREATED", "EXPIRES", "REVOKED"), _token_row)
 
 
 def _token_row(t: pb.Token) -> tuple[object, ...]:
     revoked = fmt_time(t.revoked_at) if t.HasField("revoked_at") else "-"
-    return t.name, enum_word(pb.Role.Name(t.role), "ROLE_"), t.tenant or "-", fmt_time(t.created_at), revoked
+    expires = fmt_time(t.expires_at) if t.HasField("expires_at") else "never"
+    if t.HasField("superseded_at"):
+        expires += " (rotated)"
+    role = enum_word(pb.Role.Name(t.role), "ROLE_")
+    return t.name, t.token_id, role, t.tenant or "-", fmt_time(t.created_at), expires, revoked
+
+
+_SPAN_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_span(text: str) -> float:
+    """'90d', '12h', '30m', '45s' or plain seconds -> seconds."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _SPAN_UNITS else (text, "s")
+    try:
+        seconds = float(number) * _SPAN_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a span like 90d, 12h, 30m or 45s") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a span is 0 or more")
+    return seconds
 
 
 def _token_revoke(args: argparse.Namespace, client: Client) -> None:

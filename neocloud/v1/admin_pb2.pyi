@@ -47,28 +47,36 @@ class ListTenantsResponse(_message.Message):
     def __init__(self, tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ...) -> None: ...
 
 class Token(_message.Message):
-    __slots__ = ("name", "role", "tenant", "created_at", "revoked_at")
+    __slots__ = ("name", "role", "tenant", "created_at", "revoked_at", "expires_at", "token_id", "superseded_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: Role
     tenant: str
     created_at: float
     revoked_at: float
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant: _Optional[str] = ..., created_at: _Optional[float] = ..., revoked_at: _Optional[float] = ...) -> None: ...
+    expires_at: float
+    token_id: str
+    superseded_at: float
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant: _Optional[str] = ..., created_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., token_id: _Optional[str] = ..., superseded_at: _Optional[float] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("name", "role", "tenant")
+    __slots__ = ("name", "role", "tenant", "expires_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: Role
     tenant: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    expires_at: float
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("info", "token")
@@ -99,6 +107,26 @@ class RevokeTokenRequest(_message.Message):
 class RevokeTokenResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RotateTokenRequest(_message.Message):
+    __slots__ = ("name", "grace_s", "expires_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    grace_s: float
+    expires_at: float
+    def __init__(self, name: _Optional[str] = ..., grace_s: _Optional[float] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
+class RotateTokenResponse(_message.Message):
+    __slots__ = ("info", "token", "old")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OLD_FIELD_NUMBER: _ClassVar[int]
+    info: Token
+    token: str
+    old: Token
+    def __init__(self, info: _Optional[_Union[Token, _Mapping]] = ..., token: _Optional[str] = ..., old: _Optional[_Union[Token, _Mapping]] = ...) -> None: ...
 
 class Contract(_message.Message):
     __slots__ = ("contract_id", "tenant", "gpus", "power_w", "gpu_model", "start", "end", "created_at")

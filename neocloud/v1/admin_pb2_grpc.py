@@ -59,6 +59,11 @@ class AdminServiceStub:
                 request_serializer=neocloud_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=neocloud_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
                 _registered_method=True)
+        self.RotateToken = channel.unary_unary(
+                '/neocloud.v1.AdminService/RotateToken',
+                request_serializer=neocloud_dot_v1_dot_admin__pb2.RotateTokenRequest.SerializeToString,
+                response_deserializer=neocloud_dot_v1_dot_admin__pb2.RotateTokenResponse.FromString,
+                _registered_method=True)
         self.CreateContract = channel.unary_unary(
                 '/neocloud.v1.AdminService/CreateContract',
                 request_serializer=neocloud_dot_v1_dot_admin__pb2.CreateContractRequest.SerializeToString,
@@ -155,7 +160,17 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeToken(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Revokes every token of the name, those a rotation superseded too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateToken(self, request, context):
+        """Issue a new token with the old one's name, role and tenant; the old one
+        expires after the grace. Audited ("rotate-token"). The response holds the
+        new token in plain text, the only time it is shown.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -282,6 +297,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=neocloud_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
                     response_serializer=neocloud_dot_v1_dot_admin__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'RotateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateToken,
+                    request_deserializer=neocloud_dot_v1_dot_admin__pb2.RotateTokenRequest.FromString,
+                    response_serializer=neocloud_dot_v1_dot_admin__pb2.RotateTokenResponse.SerializeToString,
             ),
             'CreateContract': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateContract,
@@ -484,6 +504,33 @@ class AdminService:
             '/neocloud.v1.AdminService/RevokeToken',
             neocloud_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
             neocloud_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neocloud.v1.AdminService/RotateToken',
+            neocloud_dot_v1_dot_admin__pb2.RotateTokenRequest.SerializeToString,
+            neocloud_dot_v1_dot_admin__pb2.RotateTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

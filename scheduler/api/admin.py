@@ -27,7 +27,7 @@ from neocloud.scheduler.ingest import ownership
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.store import settings as site_settings
 from neocloud.scheduler.store import validate
-from neocloud.scheduler.store.admin import MAX_AUDIT_LIST
+from neocloud.scheduler.store.admin import DEFAULT_ROTATE_GRACE_S, MAX_AUDIT_LIST, default_expiry, token_hash
 from neocloud.scheduler.store.audit import AdminEvent
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.ratecards import StoredRateCard, text_sha256
@@ -133,14 +133,15 @@ class AdminService(pb_grpc.AdminServiceServicer):
         role = convert.role(request.role)
         tenant = request.tenant or None
         now = self._clock()
-        token = await asyncio.to_thread(self._store.create_token, role, request.name, tenant, now)
-        info = TokenRecord(request.name, role, tenant, now)
+        expires = request.expires_at if request.HasField("expires_at") else default_expiry(role, now)
+        token = await asyncio.to_thread(self._store.create_token, role, request.name, tenant, now, expires)
+        info = TokenRecord(request.name, role, tenant, now, None, expires, token_hash(token)[:12])
         logger.info("token %s (%s) created by %s", request.name, role, caller.token_name)
         return pb.CreateTokenResponse(info=convert.token_to_proto(info), token=token)
 
     async def ListTokens(self, request: pb.ListTokensRequest, context: Context) -> pb.ListTokensResponse:  # noqa: N802
         await self._auth.operator(context)
-        tokens = await asyncio.to_thread(self._store.list_tokens, request.include_revoked)
+        tokens = await asyncio.to_thread(self._store.list_tokens, request.include_revoked, self._clock())
         return pb.ListTokensResponse(tokens=[convert.token_to_proto(t) for t in tokens])
 
     async def RevokeToken(  # noqa: N802
@@ -150,6 +151,16 @@ class AdminService(pb_grpc.AdminServiceServicer):
         await asyncio.to_thread(self._store.revoke_token, request.name, self._clock())
         logger.info("token %s revoked by %s", request.name, caller.token_name)
         return pb.RevokeTokenResponse()
+
+    async def RotateToken(  # noqa: N802
+        self, request: pb.RotateTokenRequest, context: Context
+    ) -> pb.RotateTokenResponse:
+        caller = await self._auth.operator(context)
+        grace = request.grace_s if request.HasField("grace_s") else DEFAULT_ROTATE_GRACE_S
+        expires = request.expires_at if request.HasField("expires_at") else None
+        args = (request.name, grace, expires, caller.token_name, self._clock())
+        token, new, old = await asyncio.to_thread(self._store.rotate_token, *args)
+        return pb.RotateTokenResponse(info=convert.token_to_proto(new), token=token, old=convert.token_to_proto(old))
 
     async def CreateContract(self, request: pb.CreateContractRequest, context: Context) -> pb.Contract:  # noqa: N802
         caller = await self._auth.operator(context)

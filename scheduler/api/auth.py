@@ -17,6 +17,11 @@ peer whose tokens the store refused more than FAILED_BURST times, faster
 than FAILED_PER_S, is refused with RESOURCE_EXHAUSTED before any store read
 until its budget refills. A caller with a remembered live token is never
 slowed by that.
+
+A token past its expiry is refused with UNAUTHENTICATED "... expired at <RFC
+3339>": a remembered one from the moment it expires (the cache checks the
+expiry on every hit, against the wall clock), and an expired one is remembered
+as refused like an unknown one, so retrying it costs no store read either.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -37,7 +42,7 @@ from neocloud.domain.errors import (
     UnauthenticatedError,
 )
 from neocloud.scheduler.policy.types import INTERNAL_TENANT
-from neocloud.scheduler.store.admin import token_hash
+from neocloud.scheduler.store.admin import fmt_utc, token_hash
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Job, Principal, Role
 
@@ -77,52 +82,62 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
         failed_burst: int = FAILED_BURST,
         failed_per_s: float = FAILED_PER_S,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """Tokens are remembered for `ttl_s` (0: not at all), at most `max_tokens` live
         and as many refused ones; each peer may have `failed_burst` tokens refused at
-        once and `failed_per_s` a second after that."""
+        once and `failed_per_s` a second after that. `wall`: the Unix time expiries are
+        compared with (`clock` only times the cache)."""
         self._store = store
         self._ttl_s = ttl_s
         self._max_tokens = max_tokens
         self._clock = clock
+        self._wall = wall
         # token hash -> (principal, the store's write count of the token table then, expiry)
         self._live: OrderedDict[str, tuple[Principal, int, float]] = OrderedDict()
-        # token hash -> (write count, expiry) of tokens the store refused
-        self._refused: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # token hash -> (write count, expiry, why) of tokens refused
+        self._refused: OrderedDict[str, tuple[int, float, str]] = OrderedDict()
         self._failures = _PeerBudget(failed_burst, failed_per_s, max_tokens, clock)
         store.write_count(TOKEN_TABLE)  # start counting now, not on a call's path
 
     async def principal(self, context: grpc.aio.ServicerContext) -> Principal:
-        """Who is calling; UnauthenticatedError for a missing, malformed, unknown or revoked
-        token, ResourceExhaustedError for a peer that had too many tokens refused of late."""
+        """Who is calling; UnauthenticatedError for a missing, malformed, unknown, revoked or
+        expired token, ResourceExhaustedError for a peer that had too many tokens refused of late."""
         token = bearer_token(context.invocation_metadata())
         key = token_hash(token)
         writes = self._store.write_count(TOKEN_TABLE)  # read before the store: a revoke after it shows
         now = self._clock()
         known = self._live.get(key)
         if known is not None and known[1] == writes and now < known[2]:
+            if _expired(known[0], self._wall()):
+                self._live.pop(key)
+                self._refuse(key, writes, now, _expiry_message(known[0]))
             self._live.move_to_end(key)
             return known[0]
         refused = self._refused.get(key)
         if refused is not None and refused[0] == writes and now < refused[1]:
-            raise UnauthenticatedError(_REFUSED)
+            raise UnauthenticatedError(refused[2])
         peer = peer_host(context.peer())
         if not self._failures.has_budget(peer):
             raise ResourceExhaustedError(
                 f"too many unknown or revoked tokens from {peer}: retry in {1 / self._failures.per_s:.1f} s"
             )
         principal = await asyncio.to_thread(self._store.authenticate, token)
-        if principal is None:
+        if principal is None or _expired(principal, self._wall()):
             self._live.pop(key, None)
             self._failures.spend(peer)
-            logger.info("refused a call from %s: unknown or revoked token", context.peer())
-            if self._ttl_s > 0:
-                _remember(self._refused, key, (writes, now + self._ttl_s), self._max_tokens)
-            raise UnauthenticatedError(_REFUSED)
+            why = _REFUSED if principal is None else _expiry_message(principal)
+            logger.info("refused a call from %s: %s", context.peer(), why)
+            self._refuse(key, writes, now, why)
         self._refused.pop(key, None)
         if self._ttl_s > 0:
             _remember(self._live, key, (principal, writes, now + self._ttl_s), self._max_tokens)
         return principal
+
+    def _refuse(self, key: str, writes: int, now: float, why: str) -> NoReturn:
+        if self._ttl_s > 0:
+            _remember(self._refused, key, (writes, now + self._ttl_s, why), self._max_tokens)
+        raise UnauthenticatedError(why)
 
     async def operator(self, context: grpc.aio.ServicerContext) -> Principal:
         principal = await self.principal(context)
@@ -131,6 +146,15 @@ class Authenticator:
 
 
 _REFUSED = "the token is unknown or revoked: ask your operator for a new one"
+
+
+def _expired(principal: Principal, wall_now: float) -> bool:
+    return principal.expires_at is not None and wall_now >= principal.expires_at
+
+
+def _expiry_message(principal: Principal) -> str:
+    at = fmt_utc(principal.expires_at) if principal.expires_at is not None else "?"
+    return f"token {principal.token_name} expired at {at}: ask your operator for a new one (or to rotate it)"
 
 
 def _remember(cache: OrderedDict[str, _V], key: str, value: _V, most: int) -> None:

@@ -180,9 +180,12 @@ def tenant_to_proto(t: TenantRecord) -> admin_pb.Tenant:
 
 
 def token_to_proto(t: TokenRecord) -> admin_pb.Token:
-    message = admin_pb.Token(name=t.name, role=_ROLES_PB[t.role], tenant=t.tenant or "", created_at=t.created_at)
-    if t.revoked_at is not None:
-        message.revoked_at = t.revoked_at
+    message = admin_pb.Token(
+        name=t.name, role=_ROLES_PB[t.role], tenant=t.tenant or "", created_at=t.created_at, token_id=t.token_id
+    )
+    for field in ("revoked_at", "expires_at", "superseded_at"):
+        if getattr(t, field) is not None:
+            setattr(message, field, getattr(t, field))
     return message
 
 

@@ -4,12 +4,15 @@ audit trail of what they did."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, replace
+from typing import Any
 
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.scheduler.policy.types import PolicyConfig
@@ -32,6 +35,10 @@ TOKEN_PREFIX = "nct_"
 # What ingest accepts as an NVML UUID (scheduler/ingest/validate.py), printable and without spaces.
 _GPU_UUID = re.compile(r"(GPU|MIG)-[\x21-\x7e]{1,92}")
 MAX_AUDIT_LIST = 1000
+TOKEN_DEFAULT_LIFETIME_S = 90 * 86400.0  # tenant and internal tokens, unless asked otherwise
+MAX_TOKEN_LIFETIME_S = 366 * 86400.0  # the most any expiry may be ahead: a token is rotated at least yearly
+DEFAULT_ROTATE_GRACE_S = 3600.0  # the old token keeps working this long after a rotation...
+MAX_ROTATE_GRACE_S = 7 * 86400.0  # ...at most this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,66 @@ class GpuMove:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def default_expiry(role: Role, now: float) -> float | None:
+    """Tenant and internal tokens live TOKEN_DEFAULT_LIFETIME_S unless asked otherwise; operator
+    tokens never expire by default (the site's break-glass; a restart bootstraps one if none is live)."""
+    return None if role is Role.OPERATOR else now + TOKEN_DEFAULT_LIFETIME_S
+
+
+def check_expiry(expires_at: float | None, now: float) -> None:
+    if expires_at is None:
+        return
+    validate.finite("expires_at", expires_at)
+    if expires_at <= now:
+        raise InvalidArgumentError(f"expires_at {fmt_utc(expires_at)} is not in the future (now {fmt_utc(now)})")
+    if expires_at - now > MAX_TOKEN_LIFETIME_S:
+        raise InvalidArgumentError(
+            f"expires_at {fmt_utc(expires_at)} is more than {MAX_TOKEN_LIFETIME_S / 86400:.0f} days away, the most"
+            " a token may live: rotate it instead (neocloud admin token rotate)"
+        )
+
+
+def fmt_utc(t: float) -> str:
+    """RFC 3339, UTC, to the second."""
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# A token that is neither revoked nor superseded: at most one per name (the unique index).
+_CURRENT = "revoked_at IS NULL AND superseded_at IS NULL"
+_TOKEN_COLUMNS = (
+    "SELECT name, role, tenant, created_at, revoked_at, expires_at, substr(token_hash, 1, 12), superseded_at"
+    " FROM api_tokens"
+)
+
+
+def _token_record(r: tuple[Any, ...]) -> TokenRecord:
+    return TokenRecord(r[0], Role(r[1]), r[2], r[3], r[4], r[5], r[6], r[7])
+
+
+def _insert_token(
+    db: sqlite3.Connection, token: str, role: Role, tenant: str | None, name: str, at: float, expires: float | None
+) -> str:
+    """Store a token's hash; returns its id (the hash's first 12 hex)."""
+    digest = token_hash(token)
+    db.execute(
+        "INSERT INTO api_tokens (token_hash, tenant, role, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (digest, tenant, role.value, name, at, expires),
+    )
+    return digest[:12]
+
+
+def _current_token(db: sqlite3.Connection, name_or_id: str) -> TokenRecord:
+    """The current token of a name, else the one current token whose id it is."""
+    row = db.execute(f"{_TOKEN_COLUMNS} WHERE name = ? AND {_CURRENT}", (name_or_id,)).fetchone()
+    if row is None and re.fullmatch(r"[0-9a-f]{12}", name_or_id):
+        row = db.execute(
+            f"{_TOKEN_COLUMNS} WHERE substr(token_hash, 1, 12) = ? AND {_CURRENT}", (name_or_id,)
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no current token named {name_or_id[:64]!r} or with that id (neocloud admin token list)")
+    return _token_record(row)
 
 
 def _node_id(field: str, value: str) -> str:
@@ -82,38 +149,47 @@ class AdminStore(ContractStore):
 
     # --- API tokens ---------------------------------------------------------------------------------
 
-    def create_token(self, role: Role, name: str, tenant: str | None = None, now: float | None = None) -> str:
-        """Create a token and return its plaintext, the only time it is ever seen: only its hash is kept."""
+    def create_token(
+        self,
+        role: Role,
+        name: str,
+        tenant: str | None = None,
+        now: float | None = None,
+        expires_at: float | None = None,
+    ) -> str:
+        """Create a token and return its plaintext, the only time it is ever seen: only its hash is kept.
+        `expires_at`: None for never (the API applies the role's default, default_expiry)."""
         validate.name("name", name)
         if not isinstance(role, Role):
             raise InvalidArgumentError(f"role {role!r} is unknown: use operator, internal or tenant")
         if (role is Role.TENANT) != (tenant is not None):
             raise InvalidArgumentError("tenant is required for role tenant and not allowed for operator or internal")
+        at = self._now(now)
+        check_expiry(expires_at, at)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._write() as db:
             if tenant is not None and not db.execute("SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone():
                 raise NotFoundError(f"tenant {tenant!r} does not exist: create it first")
-            if db.execute("SELECT 1 FROM api_tokens WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone():
+            if db.execute(f"SELECT 1 FROM api_tokens WHERE name = ? AND {_CURRENT}", (name,)).fetchone():
                 raise AlreadyExistsError(f"a token named {name!r} exists already: revoke it or pick another name")
-            db.execute(
-                "INSERT INTO api_tokens (token_hash, tenant, role, name, created_at) VALUES (?, ?, ?, ?, ?)",
-                (token_hash(token), tenant, role.value, name, self._now(now)),
-            )
+            _insert_token(db, token, role, tenant, name, at, expires_at)
         logger.info("API token %s created (role %s, tenant %s)", name, role.value, tenant)
         return token
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal a live token stands for, or None for an unknown or revoked one."""
+        """The principal of a token that is not revoked, or None. An expired one is returned too,
+        with its expires_at: the caller says when it expired rather than "unknown"."""
         if not token:
             return None
         with self._read() as db:
             row = db.execute(
-                "SELECT role, tenant, name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                "SELECT role, tenant, name, expires_at FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
                 (token_hash(token),),
             ).fetchone()
-        return None if row is None else Principal(Role(row[0]), row[1], row[2])
+        return None if row is None else Principal(Role(row[0]), row[1], row[2], row[3])
 
     def revoke_token(self, name: str, now: float | None = None) -> None:
+        """Revoke every token of that name, those a rotation superseded (still in their grace) too."""
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (self._now(now), name)
@@ -122,29 +198,56 @@ class AdminStore(ContractStore):
                 raise NotFoundError(f"no live token named {name!r}")
         logger.info("API token %s revoked", name)
 
-    def list_tokens(self, include_revoked: bool = False) -> list[TokenRecord]:
-        where = "" if include_revoked else " WHERE revoked_at IS NULL"
+    def rotate_token(
+        self, name_or_id: str, grace_s: float, expires_at: float | None, actor: str, now: float | None = None
+    ) -> tuple[str, TokenRecord, TokenRecord]:
+        """Issue a new token of the same name, role and tenant, and let the old one expire after
+        `grace_s` (sooner if it expires sooner); audited. `expires_at`: the new token's expiry; None:
+        the old token's lifetime again (never, if it had none). Returns (new token, new, old)."""
+        at = self._now(now)
+        if not 0 <= validate.finite("grace_s", grace_s) <= MAX_ROTATE_GRACE_S:
+            raise InvalidArgumentError(f"grace {grace_s:g} s is not between 0 and {MAX_ROTATE_GRACE_S:g} s (7 days)")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._write() as db:
+            old = _current_token(db, name_or_id)
+            if expires_at is None and old.expires_at is not None:
+                expires_at = at + min(old.expires_at - old.created_at, MAX_TOKEN_LIFETIME_S)
+            check_expiry(expires_at, at)
+            old_expiry = min(at + grace_s, old.expires_at if old.expires_at is not None else float("inf"))
+            db.execute(
+                "UPDATE api_tokens SET superseded_at = ?, expires_at = ? WHERE substr(token_hash, 1, 12) = ?"
+                " AND name = ? AND revoked_at IS NULL AND superseded_at IS NULL",
+                (at, old_expiry, old.token_id, old.name),
+            )
+            new_id = _insert_token(db, token, old.role, old.tenant, old.name, at, expires_at)
+            detail = {"old_token_id": old.token_id, "old_expires_at": old_expiry, "new_token_id": new_id}
+            audit(db, at, actor, "rotate-token", old.name, detail | {"new_expires_at": expires_at}, "")
+        logger.info("API token %s rotated by %s: %s expires at %.0f", old.name, actor, old.token_id, old_expiry)
+        new = TokenRecord(old.name, old.role, old.tenant, at, None, expires_at, new_id)
+        return token, new, replace(old, expires_at=old_expiry, superseded_at=at)
+
+    def list_tokens(self, include_revoked: bool = False, now: float | None = None) -> list[TokenRecord]:
+        """Live tokens (not revoked, not expired; superseded ones in their grace too), or every one."""
+        where = "" if include_revoked else " WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
+        params = () if include_revoked else (self._now(now),)
         with self._read() as db:
-            rows = db.execute(
-                f"SELECT name, role, tenant, created_at, revoked_at FROM api_tokens{where} ORDER BY created_at, name"
-            ).fetchall()
-        return [TokenRecord(r[0], Role(r[1]), r[2], r[3], r[4]) for r in rows]
+            rows = db.execute(f"{_TOKEN_COLUMNS}{where} ORDER BY created_at, name", params).fetchall()
+        return [_token_record(r) for r in rows]
 
     def bootstrap_operator_token(self, name: str = "bootstrap", now: float | None = None) -> str | None:
         """Create a first operator token if no live one exists; None if one does (the check and the
         insert are one transaction, so two schedulers starting at once make at most one)."""
         validate.name("name", name)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        at = self._now(now)
         with self._write() as db:
-            if db.execute("SELECT 1 FROM api_tokens WHERE role = 'operator' AND revoked_at IS NULL").fetchone():
+            # An expired operator token is no operator: a restart then recovers the site.
+            live = "role = 'operator' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
+            if db.execute(f"SELECT 1 FROM api_tokens WHERE {live}", (at,)).fetchone():
                 return None
-            if db.execute("SELECT 1 FROM api_tokens WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone():
+            if db.execute(f"SELECT 1 FROM api_tokens WHERE name = ? AND {_CURRENT}", (name,)).fetchone():
                 raise AlreadyExistsError(f"a token named {name!r} exists already; pick another bootstrap name")
-            db.execute(
-                "INSERT INTO api_tokens (token_hash, tenant, role, name, created_at)"
-                " VALUES (?, NULL, 'operator', ?, ?)",
-                (token_hash(token), name, self._now(now)),
-            )
+            _insert_token(db, token, Role.OPERATOR, None, name, at, None)
         logger.info("bootstrap operator token %s created", name)
         return token
 

@@ -276,6 +276,13 @@ MIGRATIONS: tuple[str, ...] = (
         applied_at REAL NOT NULL
     );
     """,
+    # 8: tokens expire; a rotated token is superseded by a new one of its name and lives out its grace
+    """
+    ALTER TABLE api_tokens ADD COLUMN expires_at REAL;
+    ALTER TABLE api_tokens ADD COLUMN superseded_at REAL;
+    DROP INDEX api_tokens_active_name;
+    CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens(name) WHERE revoked_at IS NULL AND superseded_at IS NULL;
+    """,
 )
 
 

@@ -134,6 +134,7 @@ class Principal:
     role: Role
     tenant: str | None
     token_name: str = ""
+    expires_at: float | None = None  # Unix seconds; None: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,9 @@ class TokenRecord:
     tenant: str | None
     created_at: float
     revoked_at: float | None = None
+    expires_at: float | None = None  # None: never
+    token_id: str = ""  # the first 12 hex of the token's SHA-256: names one token of a rotated name
+    superseded_at: float | None = None  # when a rotation replaced it (it lives out its grace)
 
 
 @dataclass(frozen=True, slots=True)
