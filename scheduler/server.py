@@ -33,7 +33,7 @@ from neocloud.scheduler.metrics_http import MetricsServer
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.shortfalls import ShortfallStore
-from neocloud.wire import tls
+from neocloud.wire import revocation, tls
 from neocloud.wire.netaddr import is_loopback, split_host_port
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ MAX_STREAMS_PER_CONNECTION = 100
 # Calls in progress from one host, over all its connections (scheduler/api/calls.py); the
 # next one gets RESOURCE_EXHAUSTED. Nodes behind one NAT or proxy count as one host.
 MAX_CALLS_PER_PEER = 1000
+# How often the CRL beside --ca is checked for a change; a revoked node's open stream ends this soon.
+REVOCATION_POLL_S = 1.0
 SERVER_OPTIONS = [
     # Agents ping every 20 s to notice a dead peer; allow it.
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
@@ -121,11 +123,14 @@ class Scheduler:
                 raise ValueError("--api-listen needs --api-cert and --api-key (a certificate people's tools trust)")
         self.config = config
         self.db = open_db(config.db_path, create=config.init)
+        # gRPC Python checks no CRL at the handshake: ingest refuses a revoked node at its first call.
+        self.revocations = revocation.RevocationList(config.ca_file) if config.ca_file and not config.insecure else None
         self.telemetry = TelemetryService(
             Fleet.load(self.db),
             self.db,
             require_peer_identity=not config.insecure,
             commit_interval_s=config.commit_interval_s,
+            revocations=self.revocations,
         )
         # The job store has its own connection: telemetry commits on another thread.
         self.jobs = JobStore(open_db(config.db_path))
@@ -162,6 +167,7 @@ class Scheduler:
         self._api_server: grpc.aio.Server | None = None
         self._http: MetricsServer | None = None
         self._commits: asyncio.Task[None] | None = None
+        self._revocation_watch: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
         self._health = HealthServicer()
         self._api_health = HealthServicer()  # the API port's: it serves no telemetry
@@ -229,6 +235,8 @@ class Scheduler:
         for name in ("", "neocloud.v1.Telemetry", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._commits = asyncio.create_task(self.telemetry.run_commits())
+        if self.revocations is not None:
+            self._revocation_watch = asyncio.create_task(self._watch_revocations(self.revocations))
         if self.controller is not None:
             self._control = asyncio.create_task(self.controller.run())
         if self.metering is not None:
@@ -253,13 +261,21 @@ class Scheduler:
             self.metrics_port,
         )
 
+    async def _watch_revocations(self, revocations: revocation.RevocationList) -> None:
+        """End a node's open stream within REVOCATION_POLL_S of its certificate's revocation."""
+        while True:
+            await asyncio.sleep(REVOCATION_POLL_S)
+            await asyncio.to_thread(revocations.refresh)
+            # Every tick, not only on a change: a stream opening may have seen the change first.
+            self.telemetry.end_revoked()
+
     async def stop(self, grace_s: float = 2.0) -> None:
         await self._health.enter_graceful_shutdown()
         await self._api_health.enter_graceful_shutdown()
         for server in (self._server, self._api_server):
             if server is not None:
                 await server.stop(grace_s)
-        for task in (self._commits, self._control):
+        for task in (self._commits, self._control, self._revocation_watch):
             if task is not None:
                 task.cancel()
         if self.controller is not None:

@@ -11,7 +11,9 @@ bounded rate): a message that does not decode, a malformed Hello or a seq the
 store cannot hold get INVALID_ARGUMENT; a stream replaced by a newer one of the
 same node gets ABORTED; a node whose data the store refuses (isolation.py)
 gets INVALID_ARGUMENT and goes back to what was last committed, while every
-other node's data is committed and acknowledged.
+other node's data is committed and acknowledged. A node whose certificate is
+revoked (wire/revocation.py) gets UNAUTHENTICATED before its Hello is read, and
+an open stream of it is ended so by `end_revoked`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from neocloud.scheduler.ingest.validate import validate_batch, validate_hello, v
 from neocloud.scheduler.store import telemetry as store
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
-from neocloud.wire import tls
+from neocloud.wire import revocation, tls
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ class Session:
     rejections: list[pb.Rejection] = field(default_factory=list)
     # Set (and the task cancelled) to end the stream from outside it.
     ending: StreamRefused | None = None
+    cert_serial: int | None = None  # of the certificate the node presented (None without TLS)
 
 
 class TelemetryService(pb_grpc.TelemetryServicer):
@@ -133,8 +136,10 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         require_peer_identity: bool,
         commit_interval_s: float = 0.1,
         clock_us: Callable[[], int] = wall_clock_us,
+        revocations: revocation.RevocationList | None = None,
     ) -> None:
         self.fleet = fleet
+        self.revocations = revocations
         self.sessions: dict[str, Session] = {}
         self._db = db
         self._require_identity = require_peer_identity
@@ -205,6 +210,12 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             session.task.cancel()
 
     async def _open(self, context: grpc.aio.ServicerContext) -> Session:
+        serial = revocation.peer_serial(context)
+        if self.revocations is not None:
+            self.revocations.refresh()  # one stat(); the list is reread only when the file changed
+            refused = self.revocations.refusal(serial, tls.peer_node_id(context) or "?")
+            if refused:
+                raise StreamRefused(grpc.StatusCode.UNAUTHENTICATED, refused)
         try:
             first = await asyncio.wait_for(context.read(), self.hello_timeout_s)
         except TimeoutError:
@@ -251,7 +262,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 grpc.StatusCode.ABORTED,
                 f"replaced by a newer stream of node {node.node_id} from {context.peer()} (epoch {hello.stream_epoch})",
             )
-        session = Session(node, hello.stream_epoch, asyncio.current_task())
+        session = Session(node, hello.stream_epoch, asyncio.current_task(), cert_serial=serial)
         self.sessions[node.node_id] = session
         node.connected = True
         session.acked_sent = node.durable_seq
@@ -388,6 +399,19 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             except Exception:
                 # Never let one bad commit end the loop that acks every node.
                 logger.exception("telemetry commit loop: unexpected error; carrying on")
+
+    def end_revoked(self) -> int:
+        """End the open stream of every node whose certificate is now revoked; how many."""
+        if self.revocations is None:
+            return 0
+        ended = 0
+        for session in list(self.sessions.values()):
+            refused = self.revocations.refusal(session.cert_serial, session.node.node_id)
+            if refused:
+                logger.warning("ending the stream of node %s: %s", session.node.node_id, refused)
+                self._end(session, grpc.StatusCode.UNAUTHENTICATED, refused)
+                ended += 1
+        return ended
 
     def close(self) -> None:
         self._db_thread.shutdown(wait=True)
