@@ -60,6 +60,7 @@ def recompute_invoice(
     card: dict[str, Any],
     terms: list[Term],
     period: tuple[int, int],
+    undelivered_ms: dict[str, int] | None = None,
     places: int = 2,
 ) -> dict[str, Decimal]:
     """A month's invoice lines, by key, from the usage export's rows (UsageRecord fields), the rate
@@ -69,9 +70,12 @@ def recompute_invoice(
     - a contract's commitment prorated by its seconds in the month; included GPU-hours are
       included_gpu_hours_per_month prorated the same way, else gpus x its hours in the month;
       reserved GPU-time beyond them is overage at overage_per_gpu_hour;
+    - SLA credit: the contract's undelivered GPU-hours (`undelivered_ms`, by contract id) x
+      sla_credit_per_gpu_hour, at most sla_credit_cap_pct % of the prorated commitment, negative;
     - energy per class: kWh x energy_per_kwh (no line at price 0);
     - every line rounded on its own, half away from zero, to the currency's minor unit.
-    Keys: "usage CLASS MODEL[ CONTRACT]", "commitment ID", "overage ID", "energy CLASS"."""
+    Keys: "usage CLASS MODEL[ CONTRACT]", "commitment ID", "overage ID", "sla_credit ID",
+    "energy CLASS"."""
     start, end = period
     step = int(card.get("billing_increment_s", 1)) * 1000
     per_allocation: dict[tuple[str, str, str, str], int] = defaultdict(int)
@@ -96,7 +100,12 @@ def recompute_invoice(
             continue
         c = card["contracts"][t.contract_id]
         share = Fraction(overlap) / (end - start)
-        out[f"commitment {t.contract_id}"] = _round(Fraction(Decimal(c["commitment_per_month"])) * share, places)
+        commitment = Fraction(Decimal(c["commitment_per_month"])) * share
+        out[f"commitment {t.contract_id}"] = _round(commitment, places)
+        if short := (undelivered_ms or {}).get(t.contract_id, 0):
+            credit = Fraction(short, 3_600_000) * Fraction(Decimal(c["sla_credit_per_gpu_hour"]))
+            cap = commitment * Fraction(Decimal(str(c.get("sla_credit_cap_pct", 100)))) / 100
+            out[f"sla_credit {t.contract_id}"] = _round(-min(credit, cap), places)
         if "included_gpu_hours_per_month" in c:
             included = Fraction(Decimal(str(c["included_gpu_hours_per_month"]))) * share * 3_600_000
         else:

@@ -47,6 +47,7 @@ from neocloud.scheduler.metrics import MeteringCollector
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import Role
+from neocloud.scheduler.store.shortfalls import ShortfallStore
 from neocloud.v1 import admin_pb2 as apb
 from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, usage_pb2, usage_pb2_grpc
 from neocloud.v1 import jobs_pb2 as jpb
@@ -98,6 +99,7 @@ class Site:
         self.tokens["ops"] = self.store.create_token(Role.OPERATOR, "ops")
         self.tokens["research"] = self.store.create_token(Role.INTERNAL, "research")
         self.rig.store.set_setting("internal_floor_gpus", "8")
+        self.rig.controller.shortfalls = ShortfallStore(open_db(self.db_path))  # reserved GPUs not delivered
         self.ingest = TelemetryService(self.rig.fleet, open_db(self.db_path), False)
         self.runner = BillingRunner(self.db_path, clock=self.clock)  # the card in force: the last applied
         self.metrics = CollectorRegistry()
@@ -307,7 +309,15 @@ def test_a_week_in_the_life(site: Site) -> None:
     site.advance(t0 + 3 * DAY - site.clock.now)
     site.bill()
 
-    # Day 4: rate card v2, dry run first; what it says is what the invoices then say.
+    # Day 4: acme's node is cordoned for 6 hours (globex holds the other): 48 reserved GPU-hours
+    # undelivered, a credit capped at 10% of the commitment for acme's days in the month.
+    site.admin.CordonNode(apb.CordonNodeRequest(node_id="n1", reason="XID 79"), metadata=site.auth("ops"))
+    site.advance(6 * HOUR, step=60)  # the controller's own pace: it records no shortfall over a longer gap
+    site.admin.UncordonNode(apb.UncordonNodeRequest(node_id="n1"), metadata=site.auth("ops"))
+    site.advance(1)
+    site.bill()
+
+    # Rate card v2, dry run first; what it says is what the invoices then say.
     before = totals(site)
     dry = site.apply(CARD_V2, dry_run=True)
     assert not dry.applied and dry.period == PERIOD
@@ -360,12 +370,13 @@ def test_a_week_in_the_life(site: Site) -> None:
     site.bill()
     card = yaml.safe_load(CARD_V2)
     terms = {"acme": [Term(CONTRACT, 8, t0, ended.end)]}
+    undelivered = {CONTRACT: 8 * 6 * HOUR * 1000}
     for tenant in HEALTHY:
         rows, version = site.export(TOKEN[tenant])
         invoice = site.invoice(tenant, TOKEN[tenant])
         assert invoice == site.invoice(tenant)  # the tenant reads what the operator reads
         assert {ln["rate_version"] for ln in invoice["lines"]} == {version} == {v2.version.version}
-        expected = recompute_invoice(rows, card, terms.get(tenant, []), period)
+        expected = recompute_invoice(rows, card, terms.get(tenant, []), period, undelivered_ms=undelivered)
         assert by_key(invoice) == expected, tenant
         assert Decimal(invoice["total"]) == sum(expected.values())
         # `neocloud usage --by job`: each job's cost, adding up to the invoice's GPU-time lines.
@@ -375,6 +386,7 @@ def test_a_week_in_the_life(site: Site) -> None:
         assert sum(Decimal(j.cost) for j in jobs) == sum(usage_lines), tenant
     lines = by_key(site.invoice("acme"))
     assert lines["overage acme-h200"] > 0 and lines["energy reserved"] > 0  # every rule took part
+    assert lines["sla_credit acme-h200"] == -(lines["commitment acme-h200"] / 10).quantize(Decimal("0.01"))  # capped
     assert by_key(site.invoice("initech"))["energy spot"] > 0
 
     # The month-to-date figures never went down, across the reload and the contract end; the
