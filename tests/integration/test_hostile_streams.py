@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from neocloud.agent.convert import build_batch, hello
 from neocloud.agent.gpu.sim import SimBackend
 from neocloud.scheduler import server
+from neocloud.scheduler.ingest import service as ingest_service
 from neocloud.scheduler.server import BackgroundScheduler
 from neocloud.v1 import telemetry_pb2 as pb
 from neocloud.v1 import telemetry_pb2_grpc as pb_grpc
@@ -181,8 +183,9 @@ def test_the_concurrent_call_limit_is_resource_exhausted(
     scheduler_factory: Callable[..., BackgroundScheduler], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(server, "MAX_CONCURRENT_RPCS", 2)
+    monkeypatch.setattr(ingest_service, "HELLO_TIMEOUT_S", 120.0)  # the idle calls must outlive the test
     sched = scheduler_factory()
-    idle = [RawStream(sched.port) for _ in range(2)]  # each holds a call open, waiting for its Hello
+    idle = _hold(sched.port, 2)  # each holds a call open, waiting for its Hello
     channel = grpc.insecure_channel(f"127.0.0.1:{sched.port}")
     health = health_pb2_grpc.HealthStub(channel)
     try:
@@ -198,8 +201,9 @@ def test_one_peer_holds_at_most_its_share_of_calls(
     scheduler_factory: Callable[..., BackgroundScheduler], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(server, "MAX_CALLS_PER_PEER", 2)
+    monkeypatch.setattr(ingest_service, "HELLO_TIMEOUT_S", 120.0)  # the idle calls must outlive the test
     sched = scheduler_factory()
-    idle = [RawStream(sched.port) for _ in range(2)]  # two connections, one host
+    idle = _hold(sched.port, 2)  # two connections, one host
     channel = grpc.insecure_channel(f"127.0.0.1:{sched.port}")
     health = health_pb2_grpc.HealthStub(channel)
     try:
@@ -209,6 +213,22 @@ def test_one_peer_holds_at_most_its_share_of_calls(
         wait_until(lambda: not _exhausted(health), timeout_s=10, what="the peer's calls to end")
     finally:
         channel.close()
+
+
+def _hold(port: int, n: int) -> list[RawStream]:
+    """`n` telemetry calls held open. A call can itself be refused while the server still
+    counts a call of the scheduler's start-up (its readiness check); it is opened again."""
+    streams = [RawStream(port) for _ in range(n)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.2)  # a refused call is done within this on loopback
+        refused = [i for i, s in enumerate(streams) if s.call.done()]
+        if not refused:
+            return streams
+        for i in refused:
+            streams[i].close()
+            streams[i] = RawStream(port)
+    raise AssertionError(f"could not hold {n} calls open")
 
 
 def _exhausted(health: health_pb2_grpc.HealthStub, details: str = "") -> bool:
