@@ -11,7 +11,7 @@ ledger and billing pass.
   (its terms are in the card first). acme runs a 4-task array "prep" and a "train" job after
   it (--after-ok the array); globex's "etl" fails and its "report" (--after-ok etl) is cancelled.
 - Day 2: initech's spot job runs until research's internal work preempts it; it is requeued
-  and runs again when research is done.
+  and runs again when research is done. Day 3: initech's 40-second probe crosses an hour.
 - Day 4: rate card v2, dry run first: its before/after are what the invoices then say.
 - Day 5: acme's contract ends. Day 6: hooli runs a job, then its data breaks (a usage row of a
   class no card prices): hooli alone fails to bill, counted under its name; everyone else's
@@ -198,7 +198,7 @@ class Site:
         """The caller's own usage rows for the month and the rate version in force, as exported."""
         request = usage_pb2.ExportUsageRequest(period=PERIOD)
         pages = list(self.usage.ExportUsage(request, metadata=self.auth(who), timeout=10))
-        fields = ("allocation_id", "job_class", "gpu_model", "contract_id", "gpu_ms", "energy_mj")
+        fields = ("job_id", "allocation_id", "job_class", "gpu_model", "contract_id", "gpu_ms", "energy_mj")
         rows = [{f: getattr(r, f) for f in fields} for page in pages for r in page.records]
         return rows, pages[0].rate_version
 
@@ -304,6 +304,13 @@ def test_a_week_in_the_life(site: Site) -> None:
     site.advance(8 * HOUR)
     site.exit(batch.job_id)
     site.settle(batch.job_id, jpb.JOB_STATE_SUCCEEDED)
+    # A probe of ~40 s across an hour boundary: two ledger rows, one allocation, billed one increment.
+    site.advance((site.clock.now // HOUR + 2) * HOUR - 20 - site.clock.now)
+    probe = site.submit("initech", spot, 1, name="probe")
+    site.settle(probe.job_id, jpb.JOB_STATE_RUNNING)
+    site.advance(40)
+    site.exit(probe.job_id)
+    site.settle(probe.job_id, jpb.JOB_STATE_SUCCEEDED)
     serve = site.submit("globex", on_demand, 8, name="serve")
     site.settle(serve.job_id, jpb.JOB_STATE_RUNNING)
     site.advance(t0 + 3 * DAY - site.clock.now)
@@ -388,6 +395,8 @@ def test_a_week_in_the_life(site: Site) -> None:
     assert lines["overage acme-h200"] > 0 and lines["energy reserved"] > 0  # every rule took part
     assert lines["sla_credit acme-h200"] == -(lines["commitment acme-h200"] / 10).quantize(Decimal("0.01"))  # capped
     assert by_key(site.invoice("initech"))["energy spot"] > 0
+    probed = [r["gpu_ms"] for r in site.export("initech")[0] if r["job_id"] == probe.job_id]
+    assert len(probed) == 2 and sum(probed) < 60_000  # rounded per row it would be billed twice
 
     # The month-to-date figures never went down, across the reload and the contract end; the
     # only billing errors ever exported are hooli's.
