@@ -36,6 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction, conn: argparse.ArgumentPa
     p = leaf(tenant_actions, "create", "create a tenant")
     p.add_argument("name", metavar="NAME", help="lower-case letters, digits and '-'")
     p.add_argument("--weight", type=float, default=1.0, help="fair-share weight (default: %(default)s)")
+    p.add_argument(
+        "--internal",
+        action="store_true",
+        help="one of the lab's own teams: submits class internal only, its usage reported under its name",
+    )
     p.set_defaults(func=command(_tenant_create))
     leaf(tenant_actions, "list", "list tenants").set_defaults(func=command(_tenant_list))
 
@@ -143,15 +148,18 @@ def _call(client: Client, method: str, request: object) -> Any:
 
 
 def _tenant_create(args: argparse.Namespace, client: Client) -> None:
-    tenant = _call(client, "CreateTenant", pb.CreateTenantRequest(name=args.name, weight=args.weight))
-    show(args, tenant, f"tenant {args.name} created")
+    request = pb.CreateTenantRequest(name=args.name, weight=args.weight, internal=args.internal)
+    tenant = _call(client, "CreateTenant", request)
+    show(args, tenant, f"{'internal team' if tenant.internal else 'tenant'} {args.name} created")
 
 
 def _tenant_list(args: argparse.Namespace, client: Client) -> None:
     tenants = _call(client, "ListTenants", pb.ListTenantsRequest()).tenants
-    show_list(
-        args, tenants, ("TENANT", "WEIGHT", "CREATED"), lambda t: (t.name, f"{t.weight:g}", fmt_time(t.created_at))
-    )
+    show_list(args, tenants, ("TENANT", "WEIGHT", "CREATED", "CLASS"), _tenant_row)
+
+
+def _tenant_row(t: pb.Tenant) -> tuple[object, ...]:
+    return t.name, f"{t.weight:g}", fmt_time(t.created_at), "internal" if t.internal else "tenant"
 
 
 def _token_create(args: argparse.Namespace, client: Client) -> None:

@@ -19,22 +19,26 @@ ROLE_INTERNAL: Role
 ROLE_TENANT: Role
 
 class Tenant(_message.Message):
-    __slots__ = ("name", "weight", "created_at")
+    __slots__ = ("name", "weight", "created_at", "internal")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     weight: float
     created_at: float
-    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ..., created_at: _Optional[float] = ...) -> None: ...
+    internal: bool
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ..., created_at: _Optional[float] = ..., internal: _Optional[bool] = ...) -> None: ...
 
 class CreateTenantRequest(_message.Message):
-    __slots__ = ("name", "weight")
+    __slots__ = ("name", "weight", "internal")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     weight: float
-    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+    internal: bool
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ..., internal: _Optional[bool] = ...) -> None: ...
 
 class ListTenantsRequest(_message.Message):
     __slots__ = ()

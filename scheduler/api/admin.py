@@ -116,7 +116,8 @@ class AdminService(pb_grpc.AdminServiceServicer):
     async def CreateTenant(self, request: pb.CreateTenantRequest, context: Context) -> pb.Tenant:  # noqa: N802
         await self._auth.operator(context)
         weight = request.weight if request.HasField("weight") else 1.0
-        tenant = await asyncio.to_thread(self._store.create_tenant, request.name, weight, self._clock())
+        args = (request.name, weight, self._clock(), request.internal)
+        tenant = await asyncio.to_thread(self._store.create_tenant, *args)
         return convert.tenant_to_proto(tenant)
 
     async def ListTenants(  # noqa: N802

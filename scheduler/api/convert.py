@@ -176,7 +176,7 @@ def event_to_proto(e: JobEvent) -> pb.JobEvent:
 
 
 def tenant_to_proto(t: TenantRecord) -> admin_pb.Tenant:
-    return admin_pb.Tenant(name=t.name, weight=t.weight, created_at=t.created_at)
+    return admin_pb.Tenant(name=t.name, weight=t.weight, created_at=t.created_at, internal=t.internal)
 
 
 def token_to_proto(t: TokenRecord) -> admin_pb.Token:

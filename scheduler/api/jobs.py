@@ -126,7 +126,12 @@ class JobService(pb_grpc.JobServiceServicer):
         spec = convert.spec(request.spec, tenant, request.client_request_id)
         if principal.role is Role.INTERNAL and spec.job_class is not JobClass.INTERNAL:
             raise PermissionDeniedError("internal tokens submit class internal only")
-        if principal.role is Role.TENANT and spec.job_class is JobClass.INTERNAL:
+        # An internal team's token submits class internal (the store refuses its other classes).
+        if (
+            principal.role is Role.TENANT
+            and spec.job_class is JobClass.INTERNAL
+            and not await asyncio.to_thread(self._store.internal_team, tenant)
+        ):
             raise PermissionDeniedError("class internal is for the lab's own teams: submit reserved, on_demand or spot")
         self._admission.check(spec)  # FAILED_PRECONDITION for a job that can never fit the fleet
         job = await self._submits.submit(spec, self._clock())

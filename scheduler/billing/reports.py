@@ -80,15 +80,24 @@ def fleet_split(
     """GPU-hours, their share and energy for internal work, tenants and idle GPUs; revenue per tenant;
     and the tenants that could not be rated (tenant -> why), whose usage is in the split all the same."""
     split: dict[str, list[float]] = {"internal": [0.0, 0.0], "tenants": [0.0, 0.0], "idle": [0.0, 0.0]}
+    teams: dict[str, list[float]] = {}  # internal work by team (tenant "internal" and the internal teams)
     for r in rows:
         side = "idle" if r.job_class == IDLE_CLASS else "internal" if r.job_class == "internal" else "tenants"
         split[side][0] += r.gpu_ms / _MS_PER_HOUR
         split[side][1] += r.energy_mj / _MJ_PER_KWH
+        if side == "internal":
+            team = teams.setdefault(r.tenant, [0.0, 0.0])
+            team[0] += r.gpu_ms / _MS_PER_HOUR
+            team[1] += r.energy_mj / _MJ_PER_KWH
     total_h = sum(v[0] for v in split.values()) or 1.0
     return {
         "fleet": [
             {"side": side, "gpu_hours": round(h, 6), "share": round(h / total_h, 4), "energy_kwh": round(kwh, 6)}
             for side, (h, kwh) in split.items()
+        ],
+        "internal_by_team": [
+            {"team": t, "gpu_hours": round(h, 6), "share": round(h / total_h, 4), "energy_kwh": round(kwh, 6)}
+            for t, (h, kwh) in sorted(teams.items())
         ],
         "revenue": [{"tenant": t, "total": str(v), "currency": currency} for t, v in sorted(revenue.items())],
         "unbilled": [{"tenant": t, "error": why} for t, why in sorted(unbilled.items())],

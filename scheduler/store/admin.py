@@ -124,24 +124,34 @@ def _node_id(field: str, value: str) -> str:
 class AdminStore(ContractStore):
     # --- tenants ------------------------------------------------------------------------------------
 
-    def create_tenant(self, name: str, weight: float = 1.0, now: float | None = None) -> TenantRecord:
+    def create_tenant(
+        self, name: str, weight: float = 1.0, now: float | None = None, internal: bool = False
+    ) -> TenantRecord:
+        """`internal`: one of the lab's own teams (class internal work, reported apart)."""
         validate.tenant_name(name)
         if validate.finite("weight", weight) <= 0:
             raise InvalidArgumentError(f"weight must be more than 0, not {weight:g}")
-        record = TenantRecord(name, float(weight), self._now(now))
+        record = TenantRecord(name, float(weight), self._now(now), bool(internal))
         with self._write() as db:
             if db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
                 raise AlreadyExistsError(f"tenant {name!r} exists already")
             db.execute(
-                "INSERT INTO tenants (name, weight, created_at) VALUES (?, ?, ?)", (name, weight, record.created_at)
+                "INSERT INTO tenants (name, weight, created_at, internal) VALUES (?, ?, ?, ?)",
+                (name, weight, record.created_at, int(record.internal)),
             )
-        logger.info("tenant %s created (weight %g)", name, weight)
+        logger.info("tenant %s created (weight %g%s)", name, weight, ", internal team" if internal else "")
         return record
 
     def list_tenants(self) -> list[TenantRecord]:
         with self._read() as db:
-            rows = db.execute("SELECT name, weight, created_at FROM tenants ORDER BY name").fetchall()
-        return [TenantRecord(*row) for row in rows]
+            rows = db.execute("SELECT name, weight, created_at, internal FROM tenants ORDER BY name").fetchall()
+        return [TenantRecord(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    def internal_team(self, name: str) -> bool:
+        """Whether the tenant is one of the lab's own teams (False for one that does not exist)."""
+        with self._read() as db:
+            row = db.execute("SELECT internal FROM tenants WHERE name = ?", (name,)).fetchone()
+        return bool(row and row[0])
 
     def tenant_exists(self, name: str) -> bool:
         with self._read() as db:

@@ -283,6 +283,10 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX api_tokens_active_name;
     CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens(name) WHERE revoked_at IS NULL AND superseded_at IS NULL;
     """,
+    # 9: internal teams are tenants of class internal: their work is the lab's, their usage their own
+    """
+    ALTER TABLE tenants ADD COLUMN internal INTEGER NOT NULL DEFAULT 0 CHECK (internal IN (0, 1));
+    """,
 )
 
 

@@ -112,11 +112,11 @@ class JobStore(AdminStore):
                     "with a different spec; use a fresh request id for a new job"
                 )
             return existing, False
-        if (
-            spec.tenant != INTERNAL_TENANT
-            and not db.execute("SELECT 1 FROM tenants WHERE name = ?", (spec.tenant,)).fetchone()
-        ):
-            raise FailedPreconditionError(f"tenant {spec.tenant!r} does not exist")
+        if spec.tenant != INTERNAL_TENANT:
+            tenant = db.execute("SELECT internal FROM tenants WHERE name = ?", (spec.tenant,)).fetchone()
+            if tenant is None:
+                raise FailedPreconditionError(f"tenant {spec.tenant!r} does not exist")
+            validate.tenant_class(spec, internal_team=bool(tenant[0]))
         if spec.contract_id is not None:
             self._check_contract(db, spec, now)
         waiting = deps.unmet(db, spec.tenant, spec.after_ok)

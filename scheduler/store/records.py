@@ -154,6 +154,7 @@ class TenantRecord:
     name: str
     weight: float
     created_at: float
+    internal: bool = False  # an internal team: submits class internal only, usage reported under its name
 
 
 @dataclass(frozen=True, slots=True)

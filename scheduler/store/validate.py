@@ -95,8 +95,9 @@ def job_spec(spec: JobSpec) -> None:
         raise InvalidArgumentError("contract_id is only for class reserved")
     if spec.contract_id is not None:
         text("contract_id", spec.contract_id, MAX_NAME)
-    if (spec.job_class is JobClass.INTERNAL) != (spec.tenant == INTERNAL_TENANT):
-        raise InvalidArgumentError(f"job_class internal is for tenant {INTERNAL_TENANT!r} only, and only it")
+    # Class internal for another tenant: the store checks that it is an internal team.
+    if spec.tenant == INTERNAL_TENANT and spec.job_class is not JobClass.INTERNAL:
+        raise InvalidArgumentError(f"tenant {INTERNAL_TENANT!r} (the lab's own work) has job_class internal only")
     _resources(spec)
     deps.validate(spec.after_ok)
     if spec.array:
@@ -180,3 +181,11 @@ def contract_terms(gpus: int, power_w: float, gpu_model: str | None, start: floa
         text("gpu_model", gpu_model, MAX_GPU_MODEL)
     if finite("start", start) >= finite("end", end):
         raise InvalidArgumentError(f"start ({start:.0f}) must be before end ({end:.0f})")
+
+
+def tenant_class(spec: JobSpec, internal_team: bool) -> None:
+    """An internal team's work is class internal (the policy's internal capacity), and only its is."""
+    if internal_team and spec.job_class is not JobClass.INTERNAL:
+        raise InvalidArgumentError(f"tenant {spec.tenant} is an internal team: its job_class is internal only")
+    if not internal_team and spec.job_class is JobClass.INTERNAL:
+        raise InvalidArgumentError(f"job_class internal is for the lab's own teams, not tenant {spec.tenant}")
