@@ -74,8 +74,11 @@ def check_expiry(expires_at: float | None, now: float) -> None:
 
 
 def fmt_utc(t: float) -> str:
-    """RFC 3339, UTC, to the second."""
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339, UTC, to the second; Unix seconds for a time no calendar holds."""
+    try:
+        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{t:g} (Unix seconds)"
 
 
 # A token that is neither revoked nor superseded: at most one per name (the unique index).

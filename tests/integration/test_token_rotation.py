@@ -96,3 +96,15 @@ def test_an_expired_token_is_refused_with_its_time_over_the_wire(api: ApiServer)
         api.jobs.List(jobs_pb2.ListJobsRequest(), metadata=[("authorization", f"Bearer {reply.token}")])
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details().startswith("token short expired at 20")
+
+
+@pytest.mark.parametrize("expires_at", [1e308, -1e308, 1e12, float("nan"), float("inf"), -1.0])
+def test_absurd_expiries_are_invalid_argument_never_a_crash(api: ApiServer, expires_at: float) -> None:
+    for call, request in (
+        (api.admin.CreateToken, pb.CreateTokenRequest(name="x", role=pb.ROLE_INTERNAL, expires_at=expires_at)),
+        (api.admin.RotateToken, pb.RotateTokenRequest(name="research", expires_at=expires_at)),
+        (api.admin.RotateToken, pb.RotateTokenRequest(name="research", grace_s=expires_at)),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, metadata=api.auth("operator"), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
