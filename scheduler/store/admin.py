@@ -258,6 +258,11 @@ class AdminStore(ContractStore):
             live = "role = 'operator' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
             if db.execute(f"SELECT 1 FROM api_tokens WHERE {live}", (at,)).fetchone():
                 return None
+            # An expired token of the name gives it up (it stays listed, expired, with --revoked).
+            db.execute(
+                f"UPDATE api_tokens SET superseded_at = ? WHERE name = ? AND {_CURRENT} AND expires_at <= ?",
+                (at, name, at),
+            )
             if db.execute(f"SELECT 1 FROM api_tokens WHERE name = ? AND {_CURRENT}", (name,)).fetchone():
                 raise AlreadyExistsError(f"a token named {name!r} exists already; pick another bootstrap name")
             _insert_token(db, token, Role.OPERATOR, None, name, at, None)
