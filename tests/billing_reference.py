@@ -119,3 +119,19 @@ def recompute_invoice(
         if total_mj > 0 and price > 0:
             out[f"energy {cls}"] = _round(Fraction(total_mj, 3_600_000_000) * price, places)
     return out
+
+
+def invoice_lines(invoice: dict[str, Any]) -> dict[str, Decimal]:
+    """An invoice's lines (`neocloud invoice --json`) under recompute_invoice's keys."""
+    out: dict[str, Decimal] = {}
+    for ln in invoice["lines"]:
+        kind, cls, cid = ln["kind"], ln["job_class"], ln["contract_id"]
+        if kind == "usage":
+            key = f"usage {cls} {ln['gpu_model']}" + (f" {cid}" if cid else "")
+        elif kind == "energy":
+            key = f"energy {cls}"
+        else:
+            key = f"{kind} {cid}"
+        assert key not in out, key
+        out[key] = Decimal(ln["amount"])
+    return out

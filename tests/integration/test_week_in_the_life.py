@@ -23,41 +23,24 @@ ledger and billing pass.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
 
 import grpc
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
-from neocloud.scheduler.api.errors import ErrorInterceptor
-from neocloud.scheduler.api.logs import MemoryLogSource
-from neocloud.scheduler.api.services import add_api_services
-from neocloud.scheduler.billing_runner import BillingRunner
-from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.metering.month import month_bounds
-from neocloud.scheduler.metrics import MeteringCollector
 from neocloud.scheduler.store.db import open_db
-from neocloud.scheduler.store.jobs import JobStore
-from neocloud.scheduler.store.records import Role
-from neocloud.scheduler.store.shortfalls import ShortfallStore
 from neocloud.v1 import admin_pb2 as apb
-from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, usage_pb2, usage_pb2_grpc
 from neocloud.v1 import jobs_pb2 as jpb
-from tests.billing_reference import Term, recompute_invoice
-from tests.unit.control.test_controller import Rig
+from tests.billing_reference import Term, invoice_lines, recompute_invoice
+from tests.integration.test_job_api import rpc_error
+from tests.simulated_site import DAY, H200, HOUR, Site
 
-T = TypeVar("T")
-HOUR = 3600
-DAY = 86_400
-H200 = "NVIDIA H200"
 PERIOD = "2027-01"
 CONTRACT = "acme-h200"
 CARD_V1 = """\
@@ -84,170 +67,19 @@ HEALTHY = ("acme", "globex", "initech", "internal")
 TOKEN = {"acme": "acme", "globex": "globex", "initech": "initech", "internal": "research"}  # who reads each
 
 
-class Site:
-    """One store on disk shared by the API (on loopback, clocked by the simulation), the
-    controller on the in-memory executor (Rig), ingest and the billing pass."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.rig = Rig(tmp_path, tenants=())  # the clock, two 8-GPU sim nodes, the controller
-        self.clock = self.rig.clock
-        self.db_path = tmp_path / "s.db"
-        self.store = JobStore(open_db(self.db_path), clock=self.clock)
-        for tenant in TENANTS:
-            self.store.create_tenant(tenant)
-        self.tokens = {t: self.store.create_token(Role.TENANT, f"{t}-ci", tenant=t) for t in TENANTS}
-        self.tokens["ops"] = self.store.create_token(Role.OPERATOR, "ops")
-        self.tokens["research"] = self.store.create_token(Role.INTERNAL, "research")
-        self.rig.store.set_setting("internal_floor_gpus", "8")
-        self.rig.controller.shortfalls = ShortfallStore(open_db(self.db_path))  # reserved GPUs not delivered
-        self.ingest = TelemetryService(self.rig.fleet, open_db(self.db_path), False)
-        self.runner = BillingRunner(self.db_path, clock=self.clock)  # the card in force: the last applied
-        self.metrics = CollectorRegistry()
-        self.metrics.register(MeteringCollector(self.runner, self.rig.fleet))
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="api-server", daemon=True)
-        self._thread.start()
-        self._server = self._call(self._start())
-        self._call(self.ingest.commit())  # the agents' hellos: the store knows the fleet's GPUs
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        self.jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
-        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
-        self.usage = usage_pb2_grpc.UsageServiceStub(self.channel)
-        self.scrapes: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = []
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
-
-    async def _start(self) -> grpc.aio.Server:
-        server = grpc.aio.server(interceptors=[ErrorInterceptor()])
-        add_api_services(
-            server,
-            self.store,
-            MemoryLogSource(),
-            poll_interval_s=0.02,
-            clock=self.clock,
-            usage_db=open_db(self.db_path),
-            telemetry=self.ingest,  # a Submit is checked against its fleet
-        )
-        self.port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        return server
-
-    def auth(self, who: str) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.tokens[who]}")]
-
-    # --- the simulation ---------------------------------------------------------------
-
-    def advance(self, seconds: float, step: float = HOUR) -> None:
-        """Let time pass: each step the agents report (energy included), the controller makes
-        one pass and ingest commits what it attributed, as the scheduler's loops do."""
-        left = seconds
-        while left > 0:
-            dt = min(step, left)
-            self.rig.step(dt)
-            self._call(self.ingest.commit())
-            left -= dt
-
-    def settle(self, job_id: str, state: int, steps: int = 6) -> None:
-        """Controller passes a few seconds apart until the job is in `state`."""
-        for _ in range(steps):
-            self.advance(1)
-            if self.get(job_id).state == state:
-                return
-        raise AssertionError(f"job {job_id} is {jpb.JobState.Name(self.get(job_id).state)} after {steps} steps")
-
-    def bill(self) -> None:
-        """A billing pass (meter, rate, summarise), then a scrape of what it exports."""
-        self.runner.run_once()
-        text = generate_latest(self.metrics).decode()
-        self.scrapes.append(
-            {
-                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-            }
-        )
-
-    # --- the API, as the tenants and the operator use it -------------------------------
-
-    def submit(self, who: str, job_class: jpb.JobClass, gpus: int, **fields: Any) -> jpb.Job:
-        spec = jpb.JobSpec(job_class=job_class, gpus=gpus, gpu_model=H200, command=["train.py"], **fields)
-        job: jpb.Job = self.jobs.Submit(jpb.SubmitJobRequest(spec=spec), metadata=self.auth(who), timeout=10)
-        return job
-
-    def get(self, job_id: str) -> jpb.Job:
-        job: jpb.Job = self.jobs.Get(jpb.GetJobRequest(job_id=job_id), metadata=self.auth("ops"), timeout=10)
-        return job
-
-    def exit(self, job_id: str, code: int = 0) -> None:
-        self.rig.executor.exit(job_id, code)
-
-    def apply(self, text: str, dry_run: bool = False) -> apb.ApplyRateCardResponse:
-        request = apb.ApplyRateCardRequest(yaml=text, source="ratecard.yaml", dry_run=dry_run)
-        reply: apb.ApplyRateCardResponse = self.admin.ApplyRateCard(request, metadata=self.auth("ops"), timeout=10)
-        return reply
-
-    def invoice(self, tenant: str, who: str = "ops") -> dict[str, Any]:
-        """The month's invoice as the operator (naming the tenant) or the tenant itself reads it."""
-        request = usage_pb2.GetInvoiceRequest(tenant=tenant if who == "ops" else "", period=PERIOD)
-        reply = self.usage.GetInvoice(request, metadata=self.auth(who), timeout=10)
-        body: dict[str, Any] = json.loads(reply.invoice_json)
-        return body
-
-    def export(self, who: str) -> tuple[list[dict[str, Any]], str]:
-        """The caller's own usage rows for the month and the rate version in force, as exported."""
-        request = usage_pb2.ExportUsageRequest(period=PERIOD)
-        pages = list(self.usage.ExportUsage(request, metadata=self.auth(who), timeout=10))
-        fields = ("job_id", "allocation_id", "job_class", "gpu_model", "contract_id", "gpu_ms", "energy_mj")
-        rows = [{f: getattr(r, f) for f in fields} for page in pages for r in page.records]
-        return rows, pages[0].rate_version
-
-    def stop(self) -> None:
-        self.channel.close()
-        self._call(self._server.stop(0.5))
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-        self.runner.close()
-        self.ingest.close()
-        self.store.close()
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    s = Site(tmp_path)
+    s = Site(tmp_path, TENANTS, PERIOD)
+    s.rig.store.set_setting("internal_floor_gpus", "8")  # research may reclaim a node from spot work
     yield s
     s.stop()
-
-
-def by_key(invoice: dict[str, Any]) -> dict[str, Decimal]:
-    """An invoice's lines under the reference's keys."""
-    out = {}
-    for ln in invoice["lines"]:
-        kind, cls, cid = ln["kind"], ln["job_class"], ln["contract_id"]
-        if kind == "usage":
-            key = f"usage {cls} {ln['gpu_model']}" + (f" {cid}" if cid else "")
-        elif kind == "energy":
-            key = f"energy {cls}"
-        else:
-            key = f"{kind} {cid}"
-        assert key not in out, key
-        out[key] = Decimal(ln["amount"])
-    return out
 
 
 def totals(site: Site, tenants: tuple[str, ...] = HEALTHY) -> dict[str, str]:
     return {t: site.invoice(t)["total"] for t in tenants}
 
 
-def refused(call: Callable[[], object]) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    assert isinstance(caught.value, grpc.RpcError)
-    return caught.value
-
-
-def test_a_week_in_the_life(site: Site) -> None:
+def test_a_week_in_the_life(site: Site, tmp_path: Path) -> None:
     t0 = site.clock.now  # 2027-01-15T08:00Z
     period = month_bounds(t0)
     spot, on_demand, reserved, internal = (
@@ -255,15 +87,14 @@ def test_a_week_in_the_life(site: Site) -> None:
     )  # fmt: skip
 
     # Day 1: the rate card, then the contract it prices.
-    e = refused(lambda: site.admin.CreateContract(
-        apb.CreateContractRequest(contract_id=CONTRACT, tenant="acme", gpus=8, gpu_model=H200, start=t0,
-                                  end=t0 + 60 * DAY), metadata=site.auth("ops")))  # fmt: skip
-    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION  # terms first
+    signed = apb.CreateContractRequest(
+        contract_id=CONTRACT, tenant="acme", gpus=8, gpu_model=H200, start=t0, end=t0 + 60 * DAY
+    )
+    e = rpc_error(lambda: site.admin.CreateContract(signed, metadata=site.auth("ops"), timeout=10))
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION  # no card prices it yet: terms first
     assert site.apply(CARD_V1).applied
-    site.admin.CreateContract(
-        apb.CreateContractRequest(contract_id=CONTRACT, tenant="acme", gpus=8, gpu_model=H200, start=t0,
-                                  end=t0 + 60 * DAY), metadata=site.auth("ops"), timeout=10)  # fmt: skip
-    e = refused(lambda: site.submit("globex", on_demand, 4096))
+    site.admin.CreateContract(signed, metadata=site.auth("ops"), timeout=10)
+    e = rpc_error(lambda: site.submit("globex", on_demand, 4096))
     assert e.code() == grpc.StatusCode.FAILED_PRECONDITION  # can never fit 16 GPUs: refused at the door
 
     prep = site.submit("acme", reserved, 2, array="0-3", name="prep", contract_id=CONTRACT, cpus=8)
@@ -324,16 +155,19 @@ def test_a_week_in_the_life(site: Site) -> None:
     site.advance(1)
     site.bill()
 
-    # Rate card v2, dry run first; what it says is what the invoices then say.
+    # Rate card v2, dry run first (`neocloud admin ratecard apply FILE --dry-run`); what it says
+    # is what the invoices then say.
     before = totals(site)
-    dry = site.apply(CARD_V2, dry_run=True)
-    assert not dry.applied and dry.period == PERIOD
-    changes = {c.tenant: (c.before, c.after) for c in dry.changes}
+    card_file = tmp_path / "ratecard-v2.yaml"
+    card_file.write_text(CARD_V2, encoding="utf-8")
+    dry = json.loads(site.cli("ops", "admin", "ratecard", "apply", str(card_file), "--dry-run", "--json"))
+    assert not dry.get("applied") and dry["period"] == PERIOD
+    changes = {c["tenant"]: (c["before"], c["after"]) for c in dry["changes"]}
     assert {t: b for t, (b, _) in changes.items()} == {t: before[t] for t in changes}
     assert set(changes) >= {"globex", "initech"}  # their prices move
     assert totals(site) == before  # a dry run changes nothing
-    v2 = site.apply(CARD_V2)
-    assert v2.applied
+    v2 = json.loads(site.cli("ops", "admin", "ratecard", "apply", str(card_file), "--json"))
+    assert v2["applied"] and v2["version"]["version"] == dry["version"]["version"]
     after = totals(site)
     assert {t: after[t] for t in changes} == {t: a for t, (_, a) in changes.items()}
     assert {t: after[t] for t in set(HEALTHY) - set(changes)} == {t: before[t] for t in set(HEALTHY) - set(changes)}
@@ -358,15 +192,16 @@ def test_a_week_in_the_life(site: Site) -> None:
     site.bill()
     healthy = {t: site.invoice(t) for t in HEALTHY}
     assert site.invoice("hooli")["total"] != "0.00"
-    open_db(site.db_path).execute(
-        "INSERT INTO usage (usage_id, tenant, job_id, allocation_id, gpu_model, job_class, contract_id, hour,"
-        " gpu_ms, energy_mj, util_gpu_ms, peak_power_mw, memory_peak_bytes)"
-        " VALUES ('broken', 'hooli', 'j-x', 'a-x', ?, 'platinum', NULL, ?, 1000, 0, 0, 0, 0)",
-        (H200, period[0]),
-    )  # what a bad migration or a hand edit leaves: a class no rate card prices
+    with closing(open_db(site.db_path)) as db:  # what a bad migration or a hand edit leaves: a class no card prices
+        db.execute(
+            "INSERT INTO usage (usage_id, tenant, job_id, allocation_id, gpu_model, job_class, contract_id, hour,"
+            " gpu_ms, energy_mj, util_gpu_ms, peak_power_mw, memory_peak_bytes)"
+            " VALUES ('broken', 'hooli', 'j-x', 'a-x', ?, 'platinum', NULL, ?, 1000, 0, 0, 0, 0)",
+            (H200, period[0]),
+        )
     site.bill()
     assert {t: site.invoice(t) for t in HEALTHY} == healthy  # to the cent, line by line
-    e = refused(lambda: site.invoice("hooli"))
+    e = rpc_error(lambda: site.invoice("hooli"))
     assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "platinum" in (e.details() or "")
     site.advance(DAY)
     site.bill()
@@ -382,21 +217,22 @@ def test_a_week_in_the_life(site: Site) -> None:
         rows, version = site.export(TOKEN[tenant])
         invoice = site.invoice(tenant, TOKEN[tenant])
         assert invoice == site.invoice(tenant)  # the tenant reads what the operator reads
-        assert {ln["rate_version"] for ln in invoice["lines"]} == {version} == {v2.version.version}
+        assert {ln["rate_version"] for ln in invoice["lines"]} == {version} == {v2["version"]["version"]}
         expected = recompute_invoice(rows, card, terms.get(tenant, []), period, undelivered_ms=undelivered)
-        assert by_key(invoice) == expected, tenant
+        assert invoice_lines(invoice) == expected, tenant
         assert Decimal(invoice["total"]) == sum(expected.values())
-        # `neocloud usage --by job`: each job's cost, adding up to the invoice's GPU-time lines.
-        request = usage_pb2.GetUsageRequest(period=PERIOD, group_by=usage_pb2.USAGE_GROUPING_JOB)
-        jobs = site.usage.GetUsage(request, metadata=site.auth(TOKEN[tenant]), timeout=10).groups
+        # The tenant's own tools: `neocloud invoice` and `neocloud usage --by job` (each job's
+        # cost, adding up to the invoice's GPU-time lines).
+        assert json.loads(site.cli(TOKEN[tenant], "invoice", "--period", PERIOD, "--json")) == invoice
+        jobs = json.loads(site.cli(TOKEN[tenant], "usage", "--period", PERIOD, "--by", "job", "--json"))["job"]
         usage_lines = [Decimal(ln["amount"]) for ln in invoice["lines"] if ln["kind"] == "usage"]
-        assert sum(Decimal(j.cost) for j in jobs) == sum(usage_lines), tenant
-    lines = by_key(site.invoice("acme"))
+        assert sum(Decimal(j["cost"]) for j in jobs) == sum(usage_lines), tenant
+    lines = invoice_lines(site.invoice("acme"))
     assert lines["overage acme-h200"] > 0 and lines["energy reserved"] > 0  # every rule took part
     assert lines["sla_credit acme-h200"] == -(lines["commitment acme-h200"] / 10).quantize(Decimal("0.01"))  # capped
-    assert by_key(site.invoice("initech"))["energy spot"] > 0
+    assert invoice_lines(site.invoice("initech"))["energy spot"] > 0
     probed = [r["gpu_ms"] for r in site.export("initech")[0] if r["job_id"] == probe.job_id]
-    assert len(probed) == 2 and sum(probed) < 60_000  # rounded per row it would be billed twice
+    assert len(probed) == 2 and sum(probed) < 60_000  # one increment; rounded per row it would be two
 
     # The month-to-date figures never went down, across the reload and the contract end; the
     # only billing errors ever exported are hooli's.
