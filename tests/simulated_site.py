@@ -47,7 +47,9 @@ class Site:
     """One store on disk shared by the API (on loopback, clocked by the simulation), the
     controller on the in-memory executor (Rig), ingest and the billing pass."""
 
-    def __init__(self, tmp_path: Path, tenants: tuple[str, ...], period: str) -> None:
+    def __init__(self, tmp_path: Path, tenants: tuple[str, ...], period: str, teams: tuple[str, ...] = ()) -> None:
+        """`tenants` are customers, `teams` the lab's own (class internal, invoiced apart); each has
+        a tenant token under its name, and "ops" is an operator's."""
         self.period = period  # the month the invoices and exports are read for
         self.rig = Rig(tmp_path, tenants=())  # the clock, two 8-GPU sim nodes, the controller
         self.clock = self.rig.clock
@@ -55,9 +57,10 @@ class Site:
         self.store = JobStore(open_db(self.db_path), clock=self.clock)
         for tenant in tenants:
             self.store.create_tenant(tenant)
-        self.tokens = {t: self.store.create_token(Role.TENANT, f"{t}-ci", tenant=t) for t in tenants}
+        for team in teams:
+            self.store.create_tenant(team, internal=True)
+        self.tokens = {t: self.store.create_token(Role.TENANT, f"{t}-ci", tenant=t) for t in (*tenants, *teams)}
         self.tokens["ops"] = self.store.create_token(Role.OPERATOR, "ops")
-        self.tokens["research"] = self.store.create_token(Role.INTERNAL, "research")
         self.rig.controller.shortfalls = ShortfallStore(open_db(self.db_path))  # reserved GPUs not delivered
         self.ingest = TelemetryService(self.rig.fleet, open_db(self.db_path), False)
         self.runner = BillingRunner(self.db_path, clock=self.clock)  # the card in force: the last applied

@@ -2,7 +2,7 @@
 
 The story. A two-node, 16 x H200 site in January 2027; tenants acme (reserved, 8 GPUs under
 contract acme-h200), globex (on-demand), initech (spot), hooli (on-demand) and the lab's own
-research team (internal). Everything goes through what runs in production: the API on a real
+research team (a tenant of class internal). Everything goes through what runs in production: the API on a real
 socket with real tokens, one SQLite store on disk, the real controller and policy (on the
 in-memory executor, so no Ray), agents' telemetry batches through the ingest path, and the
 ledger and billing pass.
@@ -63,13 +63,13 @@ CARD_V2 = (
     CARD_V1.replace('"3.50"', '"3.70"').replace('"1.40"', '"1.25"').replace('on_demand: "0.085"', 'on_demand: "0.091"')
 )
 TENANTS = ("acme", "globex", "initech", "hooli")
-HEALTHY = ("acme", "globex", "initech", "internal")
-TOKEN = {"acme": "acme", "globex": "globex", "initech": "initech", "internal": "research"}  # who reads each
+TEAMS = ("research",)  # the lab's own: class internal, invoiced apart at the transfer price
+HEALTHY = ("acme", "globex", "initech", "research")
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    s = Site(tmp_path, TENANTS, PERIOD)
+    s = Site(tmp_path, TENANTS, PERIOD, TEAMS)
     s.rig.store.set_setting("internal_floor_gpus", "8")  # research may reclaim a node from spot work
     yield s
     s.stop()
@@ -214,8 +214,8 @@ def test_a_week_in_the_life(site: Site, tmp_path: Path) -> None:
     terms = {"acme": [Term(CONTRACT, 8, t0, ended.end)]}
     undelivered = {CONTRACT: 8 * 6 * HOUR * 1000}
     for tenant in HEALTHY:
-        rows, version = site.export(TOKEN[tenant])
-        invoice = site.invoice(tenant, TOKEN[tenant])
+        rows, version = site.export(tenant)
+        invoice = site.invoice(tenant, tenant)
         assert invoice == site.invoice(tenant)  # the tenant reads what the operator reads
         assert {ln["rate_version"] for ln in invoice["lines"]} == {version} == {v2["version"]["version"]}
         expected = recompute_invoice(rows, card, terms.get(tenant, []), period, undelivered_ms=undelivered)
@@ -223,14 +223,15 @@ def test_a_week_in_the_life(site: Site, tmp_path: Path) -> None:
         assert Decimal(invoice["total"]) == sum(expected.values())
         # The tenant's own tools: `neocloud invoice` and `neocloud usage --by job` (each job's
         # cost, adding up to the invoice's GPU-time lines).
-        assert json.loads(site.cli(TOKEN[tenant], "invoice", "--period", PERIOD, "--json")) == invoice
-        jobs = json.loads(site.cli(TOKEN[tenant], "usage", "--period", PERIOD, "--by", "job", "--json"))["job"]
+        assert json.loads(site.cli(tenant, "invoice", "--period", PERIOD, "--json")) == invoice
+        jobs = json.loads(site.cli(tenant, "usage", "--period", PERIOD, "--by", "job", "--json"))["job"]
         usage_lines = [Decimal(ln["amount"]) for ln in invoice["lines"] if ln["kind"] == "usage"]
         assert sum(Decimal(j["cost"]) for j in jobs) == sum(usage_lines), tenant
     lines = invoice_lines(site.invoice("acme"))
     assert lines["overage acme-h200"] > 0 and lines["energy reserved"] > 0  # every rule took part
     assert lines["sla_credit acme-h200"] == -(lines["commitment acme-h200"] / 10).quantize(Decimal("0.01"))  # capped
     assert invoice_lines(site.invoice("initech"))["energy spot"] > 0
+    assert invoice_lines(site.invoice("research"))["usage internal NVIDIA H200"] > 0  # the team's own, apart
     probed = [r["gpu_ms"] for r in site.export("initech")[0] if r["job_id"] == probe.job_id]
     assert len(probed) == 2 and sum(probed) < 60_000  # one increment; rounded per row it would be two
 
