@@ -2,22 +2,23 @@
 
 The story. A two-node, 16 x H200 site in January 2027; tenants acme (reserved, 8 GPUs under
 contract acme-h200), globex (on-demand), initech (spot), hooli (on-demand) and the lab's own
-research team (a tenant of class internal). Everything goes through what runs in production: the API on a real
-socket with real tokens, one SQLite store on disk, the real controller and policy (on the
-in-memory executor, so no Ray), agents' telemetry batches through the ingest path, and the
-ledger and billing pass.
+research team (a tenant of class internal). Everything goes through what runs in production:
+the API and the CLI on a real socket with real tokens, one SQLite store on disk, the real
+controller and policy (on the in-memory executor, so no Ray), the agents' telemetry batches
+through ingest, the ledger and the billing pass with its metrics (tests/simulated_site.py).
 
 - Day 1 (Fri 15th, 08:00): the operator applies rate card v1 and creates acme's contract
   (its terms are in the card first). acme runs a 4-task array "prep" and a "train" job after
   it (--after-ok the array); globex's "etl" fails and its "report" (--after-ok etl) is cancelled.
 - Day 2: initech's spot job runs until research's internal work preempts it; it is requeued
   and runs again when research is done. Day 3: initech's 40-second probe crosses an hour.
-- Day 4: rate card v2, dry run first: its before/after are what the invoices then say.
+- Day 4: acme's node is cordoned for 6 hours: an SLA credit, capped. Rate card v2, dry run
+  first: its before/after are what the invoices then say.
 - Day 5: acme's contract ends. Day 6: hooli runs a job, then its data breaks (a usage row of a
   class no card prices): hooli alone fails to bill, counted under its name; everyone else's
   invoice is unchanged to the cent.
-- Day 8: every healthy tenant's invoice, read over the API, equals the one a customer computes
-  from its own usage export and the card's text (tests/billing_reference.py); the month-to-date
+- Day 8: every healthy tenant's invoice, read by the tenant, equals the one it computes from
+  its own usage export and the card's text (tests/billing_reference.py); the month-to-date
   gauges never went down, across the reload and the contract end.
 """
 
