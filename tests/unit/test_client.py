@@ -167,3 +167,19 @@ def test_every_retried_method_exists_and_only_reads() -> None:
         for name in methods:
             assert described.FindMethodByName(name) is not None, f"{service}/{name}"
             assert name.startswith(("Get", "List", "Export")) or name == "Cancel", f"{name} may not be idempotent"
+
+
+def test_the_readme_example_runs_against_a_real_server(
+    api: ApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "Client.from_config()" in example
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no config file: the environment says it all
+    monkeypatch.setenv("NEOCLOUD_SERVER", api.address)
+    monkeypatch.setenv("NEOCLOUD_TOKEN", api.tokens["acme"])
+    monkeypatch.setenv("NEOCLOUD_INSECURE", "1")
+    exec(compile(example, "README.md", "exec"), {})  # our own README, as a user would paste it
+    (line,) = capsys.readouterr().out.splitlines()
+    job_id, name, state = line.split()
+    assert (name, state) == ("probe", "JOB_STATE_QUEUED") and api.store.get(job_id).spec.name == "probe"
