@@ -20,6 +20,7 @@ SUBCOMMANDS = [
     ["submit"], ["jobs"], ["job"], ["cancel"], ["logs"], ["admin"],
     ["admin", "tenant"], ["admin", "tenant", "create"], ["admin", "tenant", "list"],
     ["admin", "token"], ["admin", "token", "create"], ["admin", "token", "list"], ["admin", "token", "revoke"],
+    ["admin", "token", "rotate"],
     ["admin", "contract"], ["admin", "contract", "create"], ["admin", "contract", "list"],
     ["admin", "contract", "delete"], ["admin", "contract", "end"], ["admin", "ratecard"],
     ["admin", "ratecard", "apply"], ["admin", "ratecard", "list"], ["admin", "set"], ["admin", "settings"],
