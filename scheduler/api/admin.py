@@ -10,7 +10,6 @@ or for a contract the rate card in force cannot price (FAILED_PRECONDITION)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +27,6 @@ from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.store import settings as site_settings
 from neocloud.scheduler.store import validate
 from neocloud.scheduler.store.admin import DEFAULT_ROTATE_GRACE_S, MAX_AUDIT_LIST, default_expiry, token_hash
-from neocloud.scheduler.store.audit import AdminEvent
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.ratecards import StoredRateCard, text_sha256
 from neocloud.scheduler.store.records import ContractRecord, Role, TokenRecord
@@ -38,29 +36,6 @@ from neocloud.v1 import admin_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 Context: TypeAlias = grpc.aio.ServicerContext
-
-
-def _event_to_proto(e: AdminEvent) -> pb.AuditEvent:
-    return pb.AuditEvent(
-        event_id=e.event_id,
-        at=e.at,
-        actor=e.actor,
-        action=e.action,
-        subject=e.subject,
-        detail_json=json.dumps(e.detail, sort_keys=True),
-        reason=e.reason,
-    )
-
-
-def _version_to_proto(v: StoredRateCard) -> pb.RateCardVersion:
-    return pb.RateCardVersion(
-        sequence=v.sequence,
-        sha256=v.sha256,
-        version=v.version,
-        source=v.source,
-        applied_by=v.applied_by,
-        applied_at=v.applied_at,
-    )
 
 
 def _check_priced(card: RateCard | None, contract_id: str, power_w: float) -> None:
@@ -256,7 +231,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
                 request.yaml, source, actor, frozenset(new.contracts), sequence, now
             )
         return pb.ApplyRateCardResponse(
-            version=_version_to_proto(version),
+            version=convert.ratecard_version_to_proto(version),
             applied=applied,
             period=period,
             changes=[
@@ -270,7 +245,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
     ) -> pb.ListRateCardsResponse:
         await self._auth.operator(context)
         versions = await asyncio.to_thread(self._store.ratecard_versions)
-        return pb.ListRateCardsResponse(versions=[_version_to_proto(v) for v in versions])
+        return pb.ListRateCardsResponse(versions=[convert.ratecard_version_to_proto(v) for v in versions])
 
     async def SetSetting(self, request: pb.SetSettingRequest, context: Context) -> pb.Setting:  # noqa: N802
         caller = await self._auth.operator(context)
@@ -322,7 +297,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
             from_node=moved.from_node,
             to_node=moved.to_node,
             energy_total_mj=moved.energy_total_mj,
-            event=_event_to_proto(moved.event),
+            event=convert.audit_event_to_proto(moved.event),
         )
 
     async def ListAuditEvents(  # noqa: N802
@@ -331,4 +306,4 @@ class AdminService(pb_grpc.AdminServiceServicer):
         await self._auth.operator(context)
         limit = request.limit or MAX_AUDIT_LIST
         events = await asyncio.to_thread(self._store.audit_events, request.subject or None, limit)
-        return pb.ListAuditEventsResponse(events=[_event_to_proto(e) for e in events])
+        return pb.ListAuditEventsResponse(events=[convert.audit_event_to_proto(e) for e in events])

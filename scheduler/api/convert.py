@@ -3,6 +3,7 @@ see a protobuf message. Unknown or unset enum values are INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Iterable
@@ -10,6 +11,8 @@ from collections.abc import Iterable
 from neocloud.domain.errors import InvalidArgumentError
 from neocloud.scheduler.policy.types import JobClass
 from neocloud.scheduler.store import settings as site_settings
+from neocloud.scheduler.store.audit import AdminEvent
+from neocloud.scheduler.store.ratecards import StoredRateCard
 from neocloud.scheduler.store.records import (
     DEFAULT_GRACE_S,
     Allocation,
@@ -212,4 +215,27 @@ def setting_to_proto(key: str, value: site_settings.SettingValue, is_default: bo
         value=site_settings.render(value),
         is_default=is_default,
         description=site_settings.SETTINGS[key].help,
+    )
+
+
+def audit_event_to_proto(e: AdminEvent) -> admin_pb.AuditEvent:
+    return admin_pb.AuditEvent(
+        event_id=e.event_id,
+        at=e.at,
+        actor=e.actor,
+        action=e.action,
+        subject=e.subject,
+        detail_json=json.dumps(e.detail, sort_keys=True),
+        reason=e.reason,
+    )
+
+
+def ratecard_version_to_proto(v: StoredRateCard) -> admin_pb.RateCardVersion:
+    return admin_pb.RateCardVersion(
+        sequence=v.sequence,
+        sha256=v.sha256,
+        version=v.version,
+        source=v.source,
+        applied_by=v.applied_by,
+        applied_at=v.applied_at,
     )
