@@ -24,7 +24,7 @@ def _demo(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
         (("--minutes", "nan"), "--minutes must be more than 0"),
         (("--speed", "-2"), "--speed must be more than 0 and at most 600, not -2"),
         (("--speed", "inf"), "--speed must be more than 0"),
-        (("--scenario", "/nonexistent/demo.yaml"), "cannot read the scenario /nonexistent/demo.yaml"),
+        (("--scenario", "/nonexistent/demo.yaml"), "/nonexistent/demo.yaml: cannot read: No such file or directory"),
     ],
 )
 def test_bad_options_exit_2_with_a_clear_message(
