@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16neocloud/v1/jobs.proto\x12\x0bneocloud.v1\"\xd8\x03\n\x07JobSpec\x12(\n\tjob_class\x18\x01 \x01(\x0e\x32\x15.neocloud.v1.JobClass\x12\x0c\n\x04gpus\x18\x02 \x01(\x05\x12\x15\n\rgpus_per_node\x18\x03 \x01(\x05\x12\x11\n\tgpu_model\x18\x04 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x05 \x03(\t\x12\x12\n\nentrypoint\x18\x06 \x01(\t\x12*\n\x03\x65nv\x18\x07 \x03(\x0b\x32\x1d.neocloud.v1.JobSpec.EnvEntry\x12\x14\n\x07grace_s\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rmax_runtime_s\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12requeue_on_preempt\x18\n \x01(\x08H\x02\x88\x01\x01\x12\x13\n\x0b\x63ontract_id\x18\x0b \x01(\t\x12\x0c\n\x04name\x18\x0c \x01(\t\x12\x0c\n\x04\x63pus\x18\r \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x0e \x01(\x04\x12\x10\n\x08\x61\x66ter_ok\x18\x0f \x03(\t\x12\r\n\x05\x61rray\x18\x10 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_grace_sB\x10\n\x0e_max_runtime_sB\x15\n\x13_requeue_on_preempt\"Q\n\x10SubmitJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.neocloud.v1.JobSpec\x12\x19\n\x11\x63lient_request_id\x18\x02 \x01(\t\"\x84\x01\n\nAllocation\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tgpu_uuids\x18\x03 \x03(\t\x12\r\n\x05start\x18\x04 \x01(\x01\x12\x10\n\x03\x65nd\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nend_reason\x18\x06 \x01(\tB\x06\n\x04_end\"\xb5\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\x12\"\n\x04spec\x18\x04 \x01(\x0b\x32\x14.neocloud.v1.JobSpec\x12$\n\x05state\x18\x05 \x01(\x0e\x32\x15.neocloud.v1.JobState\x12\x14\n\x0csubmitted_at\x18\x06 \x01(\x01\x12\x17\n\nstarted_at\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\x08\x65nded_at\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08requeues\x18\t \x01(\r\x12\x16\n\texit_code\x18\n \x01(\x05H\x02\x88\x01\x01\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x0c \x01(\x08\x12\x1f\n\x12last_checkpoint_at\x18\r \x01(\x01H\x03\x88\x01\x01\x12!\n\x14preemption_notice_at\x18\x0e \x01(\x01H\x04\x88\x01\x01\x12,\n\x0b\x61llocations\x18\x0f \x03(\x0b\x32\x17.neocloud.v1.Allocation\x12\x14\n\x0c\x61rray_job_id\x18\x10 \x01(\t\x12\x1a\n\rarray_task_id\x18\x11 \x01(\rH\x05\x88\x01\x01\x42\r\n\x0b_started_atB\x0b\n\t_ended_atB\x0c\n\n_exit_codeB\x15\n\x13_last_checkpoint_atB\x17\n\x15_preemption_notice_atB\x10\n\x0e_array_task_id\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x90\x01\n\x0fListJobsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.neocloud.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x13\n\x0b\x61ll_tenants\x18\x04 \x01(\x08\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x14\n\x0c\x61rray_job_id\x18\x06 \x01(\t\"2\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.neocloud.v1.Job\"1\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61rray\x18\x02 \x01(\x08\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\x03\"}\n\x08JobEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12$\n\x05state\x18\x06 \x01(\x0e\x32\x15.neocloud.v1.JobState\"@\n\x0eJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"5\n\x08LogChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x03 \x01(\x08*\x82\x01\n\x08JobClass\x12\x19\n\x15JOB_CLASS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_CLASS_INTERNAL\x10\x01\x12\x16\n\x12JOB_CLASS_RESERVED\x10\x02\x12\x17\n\x13JOB_CLASS_ON_DEMAND\x10\x03\x12\x12\n\x0eJOB_CLASS_SPOT\x10\x04*\xb4\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x18\n\x14JOB_STATE_PREEMPTING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xfa\x02\n\nJobService\x12\x39\n\x06Submit\x12\x1d.neocloud.v1.SubmitJobRequest\x1a\x10.neocloud.v1.Job\x12\x33\n\x03Get\x12\x1a.neocloud.v1.GetJobRequest\x1a\x10.neocloud.v1.Job\x12\x43\n\x04List\x12\x1c.neocloud.v1.ListJobsRequest\x1a\x1d.neocloud.v1.ListJobsResponse\x12\x39\n\x06\x43\x61ncel\x12\x1d.neocloud.v1.CancelJobRequest\x1a\x10.neocloud.v1.Job\x12>\n\x05Watch\x12\x1c.neocloud.v1.WatchJobRequest\x1a\x15.neocloud.v1.JobEvent0\x01\x12<\n\x04Logs\x12\x1b.neocloud.v1.JobLogsRequest\x1a\x15.neocloud.v1.LogChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16neocloud/v1/jobs.proto\x12\x0bneocloud.v1\"\xf0\x03\n\x07JobSpec\x12(\n\tjob_class\x18\x01 \x01(\x0e\x32\x15.neocloud.v1.JobClass\x12\x0c\n\x04gpus\x18\x02 \x01(\x05\x12\x15\n\rgpus_per_node\x18\x03 \x01(\x05\x12\x11\n\tgpu_model\x18\x04 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x05 \x03(\t\x12\x12\n\nentrypoint\x18\x06 \x01(\t\x12*\n\x03\x65nv\x18\x07 \x03(\x0b\x32\x1d.neocloud.v1.JobSpec.EnvEntry\x12\x14\n\x07grace_s\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rmax_runtime_s\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12requeue_on_preempt\x18\n \x01(\x08H\x02\x88\x01\x01\x12\x13\n\x0b\x63ontract_id\x18\x0b \x01(\t\x12\x0c\n\x04name\x18\x0c \x01(\t\x12\x0c\n\x04\x63pus\x18\r \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x0e \x01(\x04\x12\x10\n\x08\x61\x66ter_ok\x18\x0f \x03(\t\x12\r\n\x05\x61rray\x18\x10 \x01(\t\x12\x16\n\x0eworkdir_digest\x18\x11 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_grace_sB\x10\n\x0e_max_runtime_sB\x15\n\x13_requeue_on_preempt\"Q\n\x10SubmitJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.neocloud.v1.JobSpec\x12\x19\n\x11\x63lient_request_id\x18\x02 \x01(\t\"\x84\x01\n\nAllocation\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tgpu_uuids\x18\x03 \x03(\t\x12\r\n\x05start\x18\x04 \x01(\x01\x12\x10\n\x03\x65nd\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nend_reason\x18\x06 \x01(\tB\x06\n\x04_end\"\xb5\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\x12\"\n\x04spec\x18\x04 \x01(\x0b\x32\x14.neocloud.v1.JobSpec\x12$\n\x05state\x18\x05 \x01(\x0e\x32\x15.neocloud.v1.JobState\x12\x14\n\x0csubmitted_at\x18\x06 \x01(\x01\x12\x17\n\nstarted_at\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\x08\x65nded_at\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08requeues\x18\t \x01(\r\x12\x16\n\texit_code\x18\n \x01(\x05H\x02\x88\x01\x01\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x0c \x01(\x08\x12\x1f\n\x12last_checkpoint_at\x18\r \x01(\x01H\x03\x88\x01\x01\x12!\n\x14preemption_notice_at\x18\x0e \x01(\x01H\x04\x88\x01\x01\x12,\n\x0b\x61llocations\x18\x0f \x03(\x0b\x32\x17.neocloud.v1.Allocation\x12\x14\n\x0c\x61rray_job_id\x18\x10 \x01(\t\x12\x1a\n\rarray_task_id\x18\x11 \x01(\rH\x05\x88\x01\x01\x42\r\n\x0b_started_atB\x0b\n\t_ended_atB\x0c\n\n_exit_codeB\x15\n\x13_last_checkpoint_atB\x17\n\x15_preemption_notice_atB\x10\n\x0e_array_task_id\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x90\x01\n\x0fListJobsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.neocloud.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x13\n\x0b\x61ll_tenants\x18\x04 \x01(\x08\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x14\n\x0c\x61rray_job_id\x18\x06 \x01(\t\"2\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.neocloud.v1.Job\"1\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61rray\x18\x02 \x01(\x08\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\x03\"}\n\x08JobEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12$\n\x05state\x18\x06 \x01(\x0e\x32\x15.neocloud.v1.JobState\"@\n\x0eJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"5\n\x08LogChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x03 \x01(\x08*\x82\x01\n\x08JobClass\x12\x19\n\x15JOB_CLASS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_CLASS_INTERNAL\x10\x01\x12\x16\n\x12JOB_CLASS_RESERVED\x10\x02\x12\x17\n\x13JOB_CLASS_ON_DEMAND\x10\x03\x12\x12\n\x0eJOB_CLASS_SPOT\x10\x04*\xb4\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x18\n\x14JOB_STATE_PREEMPTING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xfa\x02\n\nJobService\x12\x39\n\x06Submit\x12\x1d.neocloud.v1.SubmitJobRequest\x1a\x10.neocloud.v1.Job\x12\x33\n\x03Get\x12\x1a.neocloud.v1.GetJobRequest\x1a\x10.neocloud.v1.Job\x12\x43\n\x04List\x12\x1c.neocloud.v1.ListJobsRequest\x1a\x1d.neocloud.v1.ListJobsResponse\x12\x39\n\x06\x43\x61ncel\x12\x1d.neocloud.v1.CancelJobRequest\x1a\x10.neocloud.v1.Job\x12>\n\x05Watch\x12\x1c.neocloud.v1.WatchJobRequest\x1a\x15.neocloud.v1.JobEvent0\x01\x12<\n\x04Logs\x12\x1b.neocloud.v1.JobLogsRequest\x1a\x15.neocloud.v1.LogChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,36 +33,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBSPEC_ENVENTRY']._loaded_options = None
   _globals['_JOBSPEC_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_JOBCLASS']._serialized_start=1891
-  _globals['_JOBCLASS']._serialized_end=2021
-  _globals['_JOBSTATE']._serialized_start=2024
-  _globals['_JOBSTATE']._serialized_end=2204
+  _globals['_JOBCLASS']._serialized_start=1915
+  _globals['_JOBCLASS']._serialized_end=2045
+  _globals['_JOBSTATE']._serialized_start=2048
+  _globals['_JOBSTATE']._serialized_end=2228
   _globals['_JOBSPEC']._serialized_start=40
-  _globals['_JOBSPEC']._serialized_end=512
-  _globals['_JOBSPEC_ENVENTRY']._serialized_start=417
-  _globals['_JOBSPEC_ENVENTRY']._serialized_end=459
-  _globals['_SUBMITJOBREQUEST']._serialized_start=514
-  _globals['_SUBMITJOBREQUEST']._serialized_end=595
-  _globals['_ALLOCATION']._serialized_start=598
-  _globals['_ALLOCATION']._serialized_end=730
-  _globals['_JOB']._serialized_start=733
-  _globals['_JOB']._serialized_end=1298
-  _globals['_GETJOBREQUEST']._serialized_start=1300
-  _globals['_GETJOBREQUEST']._serialized_end=1331
-  _globals['_LISTJOBSREQUEST']._serialized_start=1334
-  _globals['_LISTJOBSREQUEST']._serialized_end=1478
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1480
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1530
-  _globals['_CANCELJOBREQUEST']._serialized_start=1532
-  _globals['_CANCELJOBREQUEST']._serialized_end=1581
-  _globals['_WATCHJOBREQUEST']._serialized_start=1583
-  _globals['_WATCHJOBREQUEST']._serialized_end=1640
-  _globals['_JOBEVENT']._serialized_start=1642
-  _globals['_JOBEVENT']._serialized_end=1767
-  _globals['_JOBLOGSREQUEST']._serialized_start=1769
-  _globals['_JOBLOGSREQUEST']._serialized_end=1833
-  _globals['_LOGCHUNK']._serialized_start=1835
-  _globals['_LOGCHUNK']._serialized_end=1888
-  _globals['_JOBSERVICE']._serialized_start=2207
-  _globals['_JOBSERVICE']._serialized_end=2585
+  _globals['_JOBSPEC']._serialized_end=536
+  _globals['_JOBSPEC_ENVENTRY']._serialized_start=441
+  _globals['_JOBSPEC_ENVENTRY']._serialized_end=483
+  _globals['_SUBMITJOBREQUEST']._serialized_start=538
+  _globals['_SUBMITJOBREQUEST']._serialized_end=619
+  _globals['_ALLOCATION']._serialized_start=622
+  _globals['_ALLOCATION']._serialized_end=754
+  _globals['_JOB']._serialized_start=757
+  _globals['_JOB']._serialized_end=1322
+  _globals['_GETJOBREQUEST']._serialized_start=1324
+  _globals['_GETJOBREQUEST']._serialized_end=1355
+  _globals['_LISTJOBSREQUEST']._serialized_start=1358
+  _globals['_LISTJOBSREQUEST']._serialized_end=1502
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1504
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1554
+  _globals['_CANCELJOBREQUEST']._serialized_start=1556
+  _globals['_CANCELJOBREQUEST']._serialized_end=1605
+  _globals['_WATCHJOBREQUEST']._serialized_start=1607
+  _globals['_WATCHJOBREQUEST']._serialized_end=1664
+  _globals['_JOBEVENT']._serialized_start=1666
+  _globals['_JOBEVENT']._serialized_end=1791
+  _globals['_JOBLOGSREQUEST']._serialized_start=1793
+  _globals['_JOBLOGSREQUEST']._serialized_end=1857
+  _globals['_LOGCHUNK']._serialized_start=1859
+  _globals['_LOGCHUNK']._serialized_end=1912
+  _globals['_JOBSERVICE']._serialized_start=2231
+  _globals['_JOBSERVICE']._serialized_end=2609
 # @@protoc_insertion_point(module_scope)
