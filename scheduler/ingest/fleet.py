@@ -151,7 +151,14 @@ class Fleet:
             state = old_gpus.get(g.uuid) or GpuState(
                 hello.node_id, g.index, g.uuid, g.model, g.memory_total_bytes, g.power_limit_mw
             )
-            state.index, state.model = g.index, g.model
+            if g.model != state.model:
+                # The rated-power cap follows the model; a GPU does not change model, so a node
+                # cannot raise its own cap by renaming one (threat f).
+                logger.warning(
+                    "node %s names GPU %s a %r; it was registered as %r, which stays",
+                    hello.node_id, g.uuid, g.model[:96], state.model,
+                )  # fmt: skip
+            state.index = g.index
             state.memory_total_bytes, state.power_limit_mw = g.memory_total_bytes, g.power_limit_mw
             gpus[g.uuid] = state
             self.gpu_owner[g.uuid] = hello.node_id

@@ -162,3 +162,13 @@ def test_no_sequence_credits_more_than_rated_power_times_time(
         elapsed_s = (last.get(uuid, T0) - first.get(uuid, T0)) / 1e6
         # The only tolerance is the documented headroom over the rated power (rated.SLACK).
         assert gpu.energy.total_mj <= rated.bound_mw(gpu.model) * rated.SLACK * elapsed_s + 1
+
+
+def test_renaming_a_gpu_to_a_larger_model_does_not_raise_its_cap() -> None:
+    fleet = Fleet()
+    node = fleet.register(make_hello(models=("NVIDIA L4", "NVIDIA L4")), T0)
+    node = fleet.register(make_hello(models=("NVIDIA GB300", "NVIDIA GB300")), T0 + 1)  # the same GPUs, renamed
+    assert node.gpus[UUIDS[0]].model == "NVIDIA L4"
+    assert send(fleet, node, 1, [Reading(UUIDS[0], T0, 0)])
+    send(fleet, node, 2, [Reading(UUIDS[0], T0 + 10_000_000, 10**10, reset=True, power_mw=70_000)])
+    assert node.gpus[UUIDS[0]].energy.total_mj <= rated.bound_mw("NVIDIA L4") * rated.SLACK * 10
