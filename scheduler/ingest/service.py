@@ -243,13 +243,10 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             # (threat (e)): refused before anything is registered or applied.
             owner = self.fleet.gpu_owner.get(gpu.uuid)
             if owner not in (None, hello.node_id):
-                self.fleet.counters.gpu_claims_refused += 1
-                logger.error(
-                    "node %s claimed GPU %s, which belongs to node %s: refused", hello.node_id, gpu.uuid, owner
-                )
+                self.fleet.counters.gpu_claims_refused += 1  # logged with the refusal, rate-limited
                 raise StreamRefused(
                     grpc.StatusCode.PERMISSION_DENIED,
-                    f"GPU {gpu.uuid} belongs to node {owner!r}"
+                    f"node {hello.node_id!r} claims GPU {gpu.uuid}, which belongs to node {owner!r}"
                     f"{' (connected)' if owner in self.sessions else ''} and stays with it until an operator "
                     "moves it",
                 )
