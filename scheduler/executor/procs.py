@@ -6,6 +6,10 @@ process-group id and its session id; members that move to another group with
 setpgid() stay in the session and are still found and killed. Only a process
 that calls setsid() itself escapes, which is why the pids seen are reported to
 the caller for an NVML check.
+
+A tenant's rank is started by `spawn_sandboxed` (sandbox.py): there its cgroup,
+not its session, is the set of its processes, so setsid() escapes nothing; the
+functions below that take the leader's pid look the cgroup up by it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from neocloud.scheduler.executor import sweeper
+from neocloud.scheduler.executor import sandbox, sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +87,30 @@ def spawn(
     return proc
 
 
+# The cgroup of each sandboxed rank this process started, by its leader's pid.
+_CGROUPS: dict[int, sandbox.RankCgroup] = {}
+
+
+def spawn_sandboxed(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    spec: sandbox.SandboxSpec,
+    box: sandbox.Sandbox | None = None,
+) -> tuple[subprocess.Popen[bytes], sandbox.Proof]:
+    """`spawn` inside `box` (default: this node's sandbox); raises SandboxError where the
+    node cannot enforce it."""
+    box = box or sandbox.node_sandbox()
+    prepared = box.command(list(argv), spec)
+    try:
+        proc = spawn(prepared.argv, env, log_path, cwd=spec.job_dir)
+    except OSError:
+        prepared.cgroup.remove()
+        raise
+    _CGROUPS[proc.pid] = prepared.cgroup
+    return proc, prepared.proof
+
+
 def own_pid_namespace(proc_root: Path = Path("/proc")) -> int:
     """The inode of this process's PID namespace, 0 if unreadable: the pids the
     runner reports are in it, and NVML's (the host's) are matched through it."""
@@ -121,7 +149,11 @@ def _scan(pgid: int, proc_root: Path) -> list[tuple[int, str, int]]:
 
 
 def members(pgid: int, proc_root: Path = Path("/proc")) -> list[int]:
-    """Live (non-zombie) processes in group `pgid` or in the session it leads."""
+    """Live (non-zombie) processes in group `pgid` or in the session it leads
+    (a sandboxed rank: in its cgroup)."""
+    cgroup = _CGROUPS.get(pgid)
+    if cgroup is not None:
+        return cgroup.pids()
     return sorted(pid for pid, state, _ in _scan(pgid, proc_root) if state != "Z")
 
 
@@ -156,6 +188,13 @@ def group_gone(pgid: int, proc_root: Path = Path("/proc")) -> bool:
     with only those counts as gone too.
     """
     reap_orphans(pgid, pgid, proc_root)
+    cgroup = _CGROUPS.get(pgid)
+    if cgroup is not None:
+        if not cgroup.empty():
+            return False
+        cgroup.remove()
+        _CGROUPS.pop(pgid, None)
+        return True
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -167,7 +206,12 @@ def group_gone(pgid: int, proc_root: Path = Path("/proc")) -> bool:
 
 def signal_all(pgid: int, sig: int, proc_root: Path = Path("/proc")) -> list[int]:
     """Send `sig` to the job's group and to every other live member of its
-    session; returns the pids signalled."""
+    session; returns the pids signalled. A sandboxed rank gets SIGKILL through its
+    cgroup (nothing can fork away meanwhile) and other signals in every process but
+    its leader (bwrap, which would die of them and take the rank down unwarned)."""
+    cgroup = _CGROUPS.get(pgid)
+    if cgroup is not None:
+        return cgroup.kill_all() if sig == signal.SIGKILL else cgroup.signal(sig, skip=pgid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
     pids = members(pgid, proc_root)
