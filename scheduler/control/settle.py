@@ -12,6 +12,7 @@ from neocloud.scheduler.executor.types import (
     END_LOST,
     END_MAX_RUNTIME,
     END_PREEMPTED,
+    END_WATCHDOG_FAILED,
     Exited,
 )
 from neocloud.scheduler.store.intents import StopIntent
@@ -30,6 +31,8 @@ def ending(job: Job, exits: list[Exited], lost_at: float | None, at: float) -> S
         return StopIntent(job.job_id, lost_at or at, REQUEUE, END_LOST, "its node was lost")
     if END_PREEMPTED in reasons:
         return StopIntent(job.job_id, at, REQUEUE, END_PREEMPTED, "preempted")
+    if END_WATCHDOG_FAILED in reasons:  # the runner's fault, not the job's: run it again
+        return StopIntent(job.job_id, at, REQUEUE, END_WATCHDOG_FAILED, "its runner's watchdog failed; it was stopped")
     if END_CANCELLED in reasons or job.cancel_requested:
         return StopIntent(job.job_id, at, JobState.CANCELLED.value, JobState.CANCELLED.value, "cancelled by request")
     if END_MAX_RUNTIME in reasons:

@@ -11,6 +11,7 @@ live as long as the job); a second one is the watchdog.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
@@ -24,11 +25,13 @@ from typing import Any
 import ray
 
 from neocloud.scheduler.executor import procs
+from neocloud.scheduler.executor.control_files import ControlDir
 from neocloud.scheduler.executor.logfile import read_chunk
 from neocloud.scheduler.executor.types import (
     END_CANCELLED,
     END_EXITED,
     END_MAX_RUNTIME,
+    END_WATCHDOG_FAILED,
     ExecJob,
 )
 
@@ -38,6 +41,7 @@ TICK_S = 0.2  # watchdog period: checkpoint mtime, kill deadlines, max runtime
 SCAN_S = 1.0  # how often the job's group is scanned for new pids
 STRAGGLER_GRACE_S = 5.0  # after the leader exits by itself, the rest of its group gets at most this
 MAX_READ = 4 << 20
+FAILSAFE_GRACE_S = 5.0  # a rank whose watchdog failed gets at most this between SIGTERM and SIGKILL
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class RankStatus:
     ended_at: float | None = None
     last_checkpoint_at: float | None = None
     stopping: str | None = None  # the reason of a stop in progress
+    watchdog_failure: str | None = None  # why the watchdog failed (the rank was then stopped)
 
     @property
     def ended(self) -> bool:
@@ -105,6 +110,19 @@ class _State:
     kill_at: float | None = None
     checkpoint_mtime: float | None = None
     last_checkpoint_at: float | None = None
+    watchdog_failure: str | None = None
+
+
+def public_spec(job: ExecJob) -> ExecJob:
+    """The spec as a runner hands it to anyone on Ray: no env (secrets travel there) and no
+    arguments, only what the executor needs to re-attach (id, grace, runtime, resources)."""
+    command = None if job.command is None else job.command[:1]
+    return dataclasses.replace(job, env={}, command=command)
+
+
+def _ray_identity() -> tuple[str, str, list[Any]]:
+    """(Ray node id, node IP, GPU ids) of the worker this runner lives in."""
+    return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), list(ray.get_gpu_ids())
 
 
 class Runner:
@@ -117,12 +135,13 @@ class Runner:
         self._node_id = node_id
         job_dir = Path(log_dir) / job.job_id
         self._log = job_dir / f"rank-{rank}.log"
-        self._notice = job_dir / f"rank-{rank}.preempt"
-        self._warning = job_dir / f"rank-{rank}.reclaim-warning"
-        self._ckpt = job_dir / f"rank-{rank}.checkpoint"
-        self._ray_node_id: str = ray.get_runtime_context().get_node_id()
-        self._ip: str = ray.util.get_node_ip_address()
-        ray_ids: list[Any] = list(ray.get_gpu_ids())
+        # Written by the runner, read by the job: in a directory only the runner writes.
+        self._control = job_dir / "control"
+        self._notice = f"rank-{rank}.preempt"
+        self._warning = f"rank-{rank}.reclaim-warning"
+        self._files: ControlDir | None = None
+        self._ckpt = job_dir / f"rank-{rank}.checkpoint"  # written by the job; only its mtime is read
+        self._ray_node_id, self._ip, ray_ids = _ray_identity()
         self._cuda_visible = ",".join(str(i) for i in ray_ids)
         self._indices, self._uuids = map_gpus(ray_ids, inventory)
         self._pid_namespace = procs.own_pid_namespace()  # under Kubernetes, the pod's, not the host's
@@ -149,8 +168,12 @@ class Runner:
             if self._s.pid is not None or self._s.ended_at is not None:
                 return self._status()  # launched already, or stopped before it could start
         self._job_dir().mkdir(parents=True, exist_ok=True)
-        self._notice.unlink(missing_ok=True)  # a requeued job must not see the last run's notice
-        self._warning.unlink(missing_ok=True)
+        try:
+            self._files = ControlDir(self._control)
+            self._files.remove(self._notice)  # a requeued job must not see the last run's notice
+            self._files.remove(self._warning)
+        except OSError as e:  # the job then runs without notice files; its signals still come
+            logger.error("job %s rank %d: no control directory: %s", self._job.job_id, self._rank, e)
         with self._cv:
             self._s.checkpoint_mtime = _mtime(self._ckpt)  # only newer checkpoints count
         env = self._env(master)
@@ -192,7 +215,7 @@ class Runner:
             reason = self._s.stop_reason or reason
         if first:
             notice = {"job_id": self._job.job_id, "reason": reason, "grace_s": grace_s, "deadline": deadline}
-            procs.write_atomic(self._notice, json.dumps(notice) + "\n")
+            self._write_control(self._notice, notice)
             self._note(procs.signal_all(pid, procs.TERM))
         if grace_s <= 0:
             self._note(procs.signal_all(pid, procs.KILL))
@@ -206,7 +229,7 @@ class Runner:
             if self._s.pid is None or self._s.ended_at is not None:
                 return
         warning = {"job_id": self._job.job_id, "reason": reason, "at": time.time()}
-        procs.write_atomic(self._warning, json.dumps(warning) + "\n")
+        self._write_control(self._warning, warning)
 
     def reap(self, timeout_s: float) -> tuple[bool, tuple[int, ...]]:
         """SIGKILL whatever is left of the job's group and wait until none of it is alive.
@@ -266,7 +289,7 @@ class Runner:
             self._s.pids.add(proc.pid)
             self._bump()
         spawned.set()
-        threading.Thread(target=self._watchdog, args=(proc.pid,), name="neocloud-watchdog", daemon=True).start()
+        threading.Thread(target=self._guarded_watchdog, args=(proc.pid,), name="neocloud-watchdog", daemon=True).start()
         code = proc.wait()
         # The leader is gone; the rest of its group gets the stop deadline (or a short one) to follow.
         with self._cv:
@@ -285,6 +308,28 @@ class Runner:
             self._s.exit_code, self._s.ended_at = code, time.time()
             self._s.end_reason = self._s.stop_reason or END_EXITED
             self._bump()
+
+    def _guarded_watchdog(self, pgid: int) -> None:
+        """The watchdog, failing safe: a rank nobody watches (no kill deadline, no max runtime)
+        must not run on, so whatever breaks the watchdog stops the rank and is reported."""
+        try:
+            self._watchdog(pgid)
+        except Exception as e:  # any failure, by design
+            logger.exception("job %s rank %d: the watchdog failed: stopping the rank", self._job.job_id, self._rank)
+            with self._cv:
+                self._s.watchdog_failure = f"{type(e).__name__}: {e}"[:500]
+                self._s.stop_reason = self._s.stop_reason or END_WATCHDOG_FAILED
+                grace = min(self._job.grace_s, FAILSAFE_GRACE_S)
+                kill_at = time.time() + grace
+                self._s.kill_at = kill_at if self._s.kill_at is None else min(self._s.kill_at, kill_at)
+                self._bump()
+            self._note(procs.signal_all(pgid, procs.TERM))
+            while not procs.group_gone(pgid):
+                with self._cv:
+                    kill = self._s.kill_at is not None and time.time() >= self._s.kill_at
+                if kill:
+                    self._note(procs.signal_all(pgid, procs.KILL))
+                time.sleep(0.05)
 
     def _watchdog(self, pgid: int) -> None:
         next_scan = 0.0
@@ -322,6 +367,15 @@ class Runner:
     def _job_dir(self) -> Path:
         return self._log.parent
 
+    def _write_control(self, name: str, content: dict[str, Any]) -> None:
+        """A notice or warning for the job; a failure is logged and never stops what follows (the signal)."""
+        try:
+            if self._files is None:
+                raise FileNotFoundError(f"no control directory {self._control}")
+            self._files.write(name, json.dumps(content) + "\n")
+        except OSError as e:
+            logger.error("job %s rank %d: cannot write %s: %s", self._job.job_id, self._rank, name, e)
+
     def _env(self, master: tuple[str, int]) -> dict[str, str]:
         env = procs.base_env()
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's indices = NVML's = Ray's
@@ -332,8 +386,8 @@ class Runner:
                 "NEOCLOUD_JOB_ID": self._job.job_id,
                 "NEOCLOUD_RANK": str(self._rank),
                 "NEOCLOUD_WORLD_SIZE": str(self._world),
-                "NEOCLOUD_PREEMPT_NOTICE_FILE": str(self._notice),
-                "NEOCLOUD_RECLAIM_WARNING_FILE": str(self._warning),
+                "NEOCLOUD_PREEMPT_NOTICE_FILE": str(self._control / self._notice),
+                "NEOCLOUD_RECLAIM_WARNING_FILE": str(self._control / self._warning),
                 "NEOCLOUD_CHECKPOINT_FILE": str(self._ckpt),
             }
         )
@@ -362,7 +416,7 @@ class Runner:
         """Caller holds the lock."""
         s = self._s
         return RankStatus(
-            job=self._job,
+            job=public_spec(self._job),
             rank=self._rank,
             world_size=self._world,
             node_id=self._node_id,
@@ -381,12 +435,14 @@ class Runner:
             ended_at=s.ended_at,
             last_checkpoint_at=s.last_checkpoint_at,
             stopping=s.stop_reason,
+            watchdog_failure=s.watchdog_failure,
         )
 
 
 def _mtime(path: Path) -> float | None:
+    """The checkpoint file's own mtime: a link the job planted there is not followed."""
     try:
-        return path.stat().st_mtime
+        return path.lstat().st_mtime
     except OSError:
         return None
 
