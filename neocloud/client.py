@@ -1,6 +1,7 @@
 """The Python client of the scheduler's API: one channel (TLS unless told otherwise),
-the bearer token to call with, and the JobService, AdminService, UsageService and
-NodeService stubs.
+the bearer token to call with, the JobService, AdminService, UsageService, NodeService
+and ArtifactService stubs, and `upload_workdir` (pack a directory, upload it, get its digest
+for JobSpec.workdir_digest).
 
     from neocloud.client import CALL_TIMEOUT_S, Client
     from neocloud.v1 import jobs_pb2
@@ -16,19 +17,23 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import grpc
 
 from neocloud.clientconfig import ClientConfigError, resolve
-from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, nodes_pb2_grpc, usage_pb2_grpc
+from neocloud.domain.archive import ArchiveLimits, pack
+from neocloud.v1 import admin_pb2_grpc, artifacts_pb2, artifacts_pb2_grpc, jobs_pb2_grpc, nodes_pb2_grpc, usage_pb2_grpc
 from neocloud.wire import tls
 from neocloud.wire.netaddr import is_loopback, split_host_port
 
 DEFAULT_SERVER = "localhost:7443"
 CALL_TIMEOUT_S = 30.0
+UPLOAD_CHUNK_BYTES = 1 << 20  # the most the server takes in one UploadChunk
 
 PathArg = str | os.PathLike[str]
 
@@ -121,6 +126,7 @@ class Client:
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.usage = usage_pb2_grpc.UsageServiceStub(self.channel)
         self.nodes = nodes_pb2_grpc.NodeServiceStub(self.channel)
+        self.artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self.channel)
 
     @classmethod
     def from_config(cls, config_file: PathArg | None = None, **given: Any) -> Client:
@@ -149,6 +155,16 @@ class Client:
                 raise ClientConfigError(f"cannot read the CA certificate {os.fspath(ca)}: {e.strerror or e}") from e
         return grpc.ssl_channel_credentials(root_certificates=root)
 
+    def upload_workdir(self, directory: PathArg, timeout: float | None = None) -> artifacts_pb2.Artifact:
+        """Pack `directory` (minus what its .neocloudignore names; neocloud.domain.archive) and upload
+        it; the reply's digest goes in JobSpec.workdir_digest. An identical directory uploads to the
+        same digest and is stored once. InvalidArgumentError for what cannot be packed (a device,
+        a fifo, a symlink pointing out), grpc.RpcError for what the server refuses."""
+        with tempfile.TemporaryFile() as archive:
+            pack(Path(directory), archive, ArchiveLimits())
+            archive.seek(0)
+            return self.artifacts.Upload(_chunks(archive), metadata=self.metadata, timeout=timeout)
+
     def close(self) -> None:
         """Close the channel (again is harmless); calls in flight are cancelled."""
         self.channel.close()
@@ -163,3 +179,8 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client(server={self.server!r})"
+
+
+def _chunks(archive: IO[bytes]) -> Iterator[artifacts_pb2.UploadChunk]:
+    while data := archive.read(UPLOAD_CHUNK_BYTES):
+        yield artifacts_pb2.UploadChunk(data=data)

@@ -23,7 +23,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from neocloud.domain.errors import InvalidArgumentError
 from neocloud.domain.ignore import IGNORE_FILE, IgnoreRules
@@ -139,7 +139,7 @@ def _kind(m: tarfile.TarInfo) -> str:
     return kinds.get(m.type, f"an entry of type {m.type!r}")
 
 
-def _members(stream: BinaryIO, checker: _Checker) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str]]:
+def _members(stream: IO[bytes], checker: _Checker) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str]]:
     cap = checker.limits.max_bytes + (checker.limits.max_files + 2) * _HEADER_SLACK
     try:
         with gzip.GzipFile(fileobj=stream, mode="rb") as gz, tarfile.open(fileobj=_Capped(gz, cap), mode="r|") as tar:  # type: ignore[call-overload]
@@ -149,7 +149,7 @@ def _members(stream: BinaryIO, checker: _Checker) -> Iterator[tuple[tarfile.TarF
         raise InvalidArgumentError(f"not a gzip tar archive: {e}") from None
 
 
-def check(stream: BinaryIO, limits: ArchiveLimits) -> ArchiveInfo:
+def check(stream: IO[bytes], limits: ArchiveLimits) -> ArchiveInfo:
     """Read a whole archive once and refuse it if any member would be refused at unpack time."""
     checker = _Checker(limits)
     for tar, m, _ in _members(stream, checker):
@@ -173,7 +173,7 @@ def _no_link_on_the_way(root: Path, path: str) -> None:
             raise InvalidArgumentError(f"archive entry {path!r}: {part!r} on its way is not a directory")
 
 
-def unpack(stream: BinaryIO, root: Path, limits: ArchiveLimits) -> ArchiveInfo:
+def unpack(stream: IO[bytes], root: Path, limits: ArchiveLimits) -> ArchiveInfo:
     """Unpack into `root` (an existing directory the caller owns), checking as it goes."""
     checker = _Checker(limits)
     for tar, m, path in _members(stream, checker):

@@ -10,14 +10,16 @@ from collections.abc import Callable
 import grpc
 
 from neocloud.scheduler.api.admin import AdminService
+from neocloud.scheduler.api.artifacts import ArtifactService
 from neocloud.scheduler.api.jobs import JobService
 from neocloud.scheduler.api.logs import LogSource
 from neocloud.scheduler.api.nodes import NodeService
 from neocloud.scheduler.api.usage import UsageService
+from neocloud.scheduler.artifacts import ArtifactStore
 from neocloud.scheduler.billing.ratecard import RateCard
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.store.jobs import JobStore
-from neocloud.v1 import admin_pb2_grpc, jobs_pb2_grpc, nodes_pb2_grpc, usage_pb2_grpc
+from neocloud.v1 import admin_pb2_grpc, artifacts_pb2_grpc, jobs_pb2_grpc, nodes_pb2_grpc, usage_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ SERVICE_NAMES = (
     "neocloud.v1.AdminService",
     "neocloud.v1.UsageService",
     "neocloud.v1.NodeService",
+    "neocloud.v1.ArtifactService",
 )
 
 
@@ -38,9 +41,11 @@ def add_api_services(
     usage_db: sqlite3.Connection | None = None,
     card: RateCard | None = None,
     telemetry: TelemetryService | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> None:
     """Add JobService, AdminService, (given a connection to read the ledger with)
-    UsageService and (given the running ingest, whose fleet it shows) NodeService to
+    UsageService, (given the running ingest, whose fleet it shows) NodeService and (given
+    where workdirs are kept) ArtifactService to
     `server`. The server must be made with `grpc.aio.server(interceptors=[ErrorInterceptor()])`
     (scheduler/api/errors.py) so that domain errors reach clients as status codes."""
     fleet = telemetry.fleet if telemetry is not None else None  # what a Submit is checked against
@@ -50,4 +55,6 @@ def add_api_services(
         usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(store, usage_db, card), server)
     if telemetry is not None:
         nodes_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(store, telemetry.fleet), server)
+    if artifacts is not None:
+        artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactService(store, artifacts), server)
     logger.debug("added %s", ", ".join(SERVICE_NAMES))

@@ -60,6 +60,7 @@ DOCUMENTED = {
     "neocloud.v1.AdminService": API,
     "neocloud.v1.UsageService": API,
     "neocloud.v1.NodeService": API,
+    "neocloud.v1.ArtifactService": API,
     # Health.List is not implemented by grpc's servicer. Every RPC may meet a server-wide
     # limit (message size, calls at once, calls per peer): RESOURCE_EXHAUSTED.
     "grpc.health.v1.Health": {C.OK, C.NOT_FOUND, C.INVALID_ARGUMENT, C.UNIMPLEMENTED, C.RESOURCE_EXHAUSTED},

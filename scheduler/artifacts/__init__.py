@@ -1,0 +1,20 @@
+"""Workdir archives tenants upload: content-addressed storage with per-tenant quotas.
+Imports neocloud.domain only (the archive format and its checks live in neocloud.domain.archive)."""
+
+from neocloud.scheduler.artifacts.store import (
+    ArtifactQuotas,
+    ArtifactStore,
+    LocalArtifactStore,
+    StoredArtifact,
+    check_archive_size,
+    parse_digest,
+)
+
+__all__ = [
+    "ArtifactQuotas",
+    "ArtifactStore",
+    "LocalArtifactStore",
+    "StoredArtifact",
+    "check_archive_size",
+    "parse_digest",
+]

@@ -1,0 +1,124 @@
+"""ArtifactService over real gRPC and a real store on disk: upload, dedup, quotas, hostile archives."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from neocloud.client import Client
+from neocloud.domain.archive import ArchiveLimits, pack
+from neocloud.scheduler.api.errors import ErrorInterceptor
+from neocloud.scheduler.api.services import add_api_services
+from neocloud.scheduler.artifacts import ArtifactQuotas, LocalArtifactStore
+from neocloud.v1 import artifacts_pb2 as pb
+from neocloud.v1 import artifacts_pb2_grpc
+from tests.api_server import ApiServer
+
+QUOTAS = ArtifactQuotas(max_archive_bytes=256 << 10, max_tenant_bytes=1 << 20, max_tenant_archives=3)
+
+
+class ArtifactApi(ApiServer):
+    def __init__(self, db_path: Path, quotas: ArtifactQuotas) -> None:
+        self.artifacts = LocalArtifactStore(db_path.with_name("artifacts"), quotas)
+        super().__init__(db_path)
+        self.stub = artifacts_pb2_grpc.ArtifactServiceStub(self.channel)
+
+    async def _start(self) -> grpc.aio.Server:
+        server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+        add_api_services(server, self.store, self.logs, poll_interval_s=0.02, artifacts=self.artifacts)
+        self.port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server
+
+    def client(self, who: str) -> Client:
+        return Client(server=self.address, token=self.tokens[who], insecure=True)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[ArtifactApi]:
+    server = ArtifactApi(tmp_path / "scheduler.db", QUOTAS)
+    yield server
+    server.stop()
+
+
+def _workdir(root: Path, marker: str) -> Path:
+    (root / "data").mkdir(parents=True)
+    (root / "run.py").write_text(f"print({marker!r})\n")
+    (root / "data" / "input.txt").write_text("42\n")
+    (root / "notes.log").write_text("ignored")
+    (root / ".neocloudignore").write_text("*.log\n")
+    return root
+
+
+def _blobs(api: ArtifactApi) -> list[str]:
+    return os.listdir(api.artifacts.root / "blobs")
+
+
+def test_upload_is_content_addressed_and_stored_once(api: ArtifactApi, tmp_path: Path) -> None:
+    work = _workdir(tmp_path / "w", "a")
+    packed = io.BytesIO()
+    pack(work, packed, ArchiveLimits())
+    with api.client("acme") as acme, api.client("globex") as globex:
+        first = acme.upload_workdir(work, timeout=10)
+        assert first.digest == "sha256:" + hashlib.sha256(packed.getvalue()).hexdigest()
+        assert (first.size, first.files) == (len(packed.getvalue()), 3)  # run.py, input.txt, .neocloudignore
+        assert acme.upload_workdir(work, timeout=10) == first  # again: nothing new
+        assert api.artifacts.usage("acme") == (1, first.size)
+        assert globex.upload_workdir(work, timeout=10).digest == first.digest
+    assert _blobs(api) == [first.digest.removeprefix("sha256:")]  # one copy for both tenants
+    assert api.artifacts.owns("acme", first.digest) and api.artifacts.owns("globex", first.digest)
+    assert not api.artifacts.owns("internal", first.digest)
+
+
+def test_quotas_are_resource_exhausted_naming_the_quota(api: ArtifactApi, tmp_path: Path) -> None:
+    with api.client("acme") as acme:
+        for i in range(3):
+            acme.upload_workdir(_workdir(tmp_path / f"w{i}", str(i)), timeout=10)
+        with pytest.raises(grpc.RpcError) as e:
+            acme.upload_workdir(_workdir(tmp_path / "w3", "3"), timeout=10)
+        assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "3 workdir archives (quota 3)" in str(e.value.details())
+        big = tmp_path / "big"
+        big.mkdir()
+        (big / "noise").write_bytes(os.urandom(300 << 10))  # incompressible, past the 256 KiB archive quota
+    with api.client("globex") as globex, pytest.raises(grpc.RpcError) as e:
+        globex.upload_workdir(big, timeout=10)
+    assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "per-archive quota of 262144 bytes" in str(e.value.details())
+    assert len(_blobs(api)) == 3 and os.listdir(api.artifacts.root / "tmp") == []
+
+
+def _hostile() -> bytes:
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb") as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("ok"), io.BytesIO())
+        evil = tarfile.TarInfo("escape")
+        evil.type, evil.linkname = tarfile.SYMTYPE, "../../../etc"
+        tar.addfile(evil)
+    return out.getvalue()
+
+
+def test_bad_uploads_are_refused_with_documented_statuses(api: ArtifactApi) -> None:
+    def upload(who: str | None, *chunks: bytes) -> grpc.RpcError:
+        metadata = api.auth(who) if who else []
+        with pytest.raises(grpc.RpcError) as e:
+            api.stub.Upload(iter([pb.UploadChunk(data=c) for c in chunks]), metadata=metadata, timeout=10)
+        return e.value
+
+    refused = upload("acme", _hostile())
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "'escape'" in str(refused.details())
+    refused = upload("acme", b"not an archive")
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "not a gzip tar" in str(refused.details())
+    refused = upload("acme", b"x" * ((1 << 20) + 1))
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "at most 1048576" in str(refused.details())
+    assert upload("operator", _hostile()).code() is grpc.StatusCode.PERMISSION_DENIED
+    assert upload(None, _hostile()).code() is grpc.StatusCode.UNAUTHENTICATED
+    assert _blobs(api) == [] and os.listdir(api.artifacts.root / "tmp") == []
