@@ -110,6 +110,7 @@ def spec(message: pb.JobSpec, tenant: str, client_request_id: str) -> JobSpec:
         memory_bytes=message.memory_bytes,
         after_ok=tuple(message.after_ok),
         array=message.array,
+        workdir_digest=message.workdir_digest,
     )
 
 
@@ -130,6 +131,7 @@ def spec_to_proto(s: JobSpec) -> pb.JobSpec:
         memory_bytes=s.memory_bytes,
         after_ok=list(s.after_ok),
         array=s.array,
+        workdir_digest=s.workdir_digest,
     )
     if s.max_runtime_s is not None:
         message.max_runtime_s = s.max_runtime_s

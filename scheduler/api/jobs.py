@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from neocloud.domain.errors import InvalidArgumentError, PermissionDeniedError
+from neocloud.domain.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from neocloud.scheduler.api import convert
 from neocloud.scheduler.api.admission import Admission
 from neocloud.scheduler.api.auth import Authenticator, own_tenant, visible
 from neocloud.scheduler.api.logs import LogSource
+from neocloud.scheduler.artifacts import ArtifactStore, parse_digest
 from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.policy.types import JobClass
 from neocloud.scheduler.store import validate
@@ -101,9 +102,11 @@ class JobService(pb_grpc.JobServiceServicer):
         poll_interval_s: float = 0.5,
         clock: Callable[[], float] = time.time,
         fleet: Fleet | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         """`poll_interval_s`: how often Watch and Logs look for news while a job runs; `fleet`: the
-        inventory a Submit is checked against (admission.py; None: nothing is refused for its size)."""
+        inventory a Submit is checked against (admission.py; None: nothing is refused for its size);
+        `artifacts`: the workdirs a job may name (None: a job naming one is refused)."""
         self._store = store
         self._logs = logs
         self._auth = Authenticator(store)
@@ -111,6 +114,7 @@ class JobService(pb_grpc.JobServiceServicer):
         self._poll_s = poll_interval_s
         self._clock = clock
         self._admission = Admission(fleet)
+        self._artifacts = artifacts
 
     async def _job(self, principal: Principal, job_id: str) -> Job:
         job = await asyncio.to_thread(self._store.get, convert.job_id(job_id))
@@ -134,8 +138,16 @@ class JobService(pb_grpc.JobServiceServicer):
         ):
             raise PermissionDeniedError("class internal is for the lab's own teams: submit reserved, on_demand or spot")
         self._admission.check(spec)  # FAILED_PRECONDITION for a job that can never fit the fleet
+        if spec.workdir_digest:
+            await self._check_workdir(tenant, spec.workdir_digest)
         job = await self._submits.submit(spec, self._clock())
         return convert.job_to_proto(job)
+
+    async def _check_workdir(self, tenant: str, digest: str) -> None:
+        """Only the tenant's own uploads: another tenant's digest is NOT_FOUND, as one never uploaded."""
+        parse_digest(digest)  # INVALID_ARGUMENT for what is not a digest
+        if self._artifacts is None or not await asyncio.to_thread(self._artifacts.owns, tenant, digest):
+            raise NotFoundError(f"workdir {digest} not found: upload it first (neocloud submit --workdir DIR)")
 
     async def Get(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:  # noqa: N802
         principal = await self._auth.principal(context)

@@ -49,7 +49,8 @@ def add_api_services(
     `server`. The server must be made with `grpc.aio.server(interceptors=[ErrorInterceptor()])`
     (scheduler/api/errors.py) so that domain errors reach clients as status codes."""
     fleet = telemetry.fleet if telemetry is not None else None  # what a Submit is checked against
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(store, logs, poll_interval_s, clock, fleet), server)
+    jobs = JobService(store, logs, poll_interval_s, clock, fleet, artifacts)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, clock, telemetry, card), server)
     if usage_db is not None:
         usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(store, usage_db, card), server)

@@ -287,6 +287,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tenants ADD COLUMN internal INTEGER NOT NULL DEFAULT 0 CHECK (internal IN (0, 1));
     """,
+    # 10: a job may run in a workdir its tenant uploaded (ArtifactService), named by its digest
+    """
+    ALTER TABLE jobs ADD COLUMN workdir_digest TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

@@ -66,6 +66,7 @@ class JobSpec:
     memory_bytes: int = 0  # memory reserved on each node (0: none asked)
     after_ok: tuple[str, ...] = ()  # jobs that must succeed first (store/deps.py)
     array: str = ""  # "0-99": one job per index (store/arrays.py); every task keeps the expression
+    workdir_digest: str = ""  # an uploaded workdir ("sha256:<hex>", scheduler/artifacts) each rank runs in
 
 
 @dataclass(frozen=True, slots=True)

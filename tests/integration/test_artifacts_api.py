@@ -7,7 +7,7 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -19,7 +19,7 @@ from neocloud.scheduler.api.errors import ErrorInterceptor
 from neocloud.scheduler.api.services import add_api_services
 from neocloud.scheduler.artifacts import ArtifactQuotas, LocalArtifactStore
 from neocloud.v1 import artifacts_pb2 as pb
-from neocloud.v1 import artifacts_pb2_grpc
+from neocloud.v1 import artifacts_pb2_grpc, jobs_pb2
 from tests.api_server import ApiServer
 
 QUOTAS = ArtifactQuotas(max_archive_bytes=256 << 10, max_tenant_bytes=1 << 20, max_tenant_archives=3)
@@ -122,3 +122,35 @@ def test_bad_uploads_are_refused_with_documented_statuses(api: ArtifactApi) -> N
     assert upload("operator", _hostile()).code() is grpc.StatusCode.PERMISSION_DENIED
     assert upload(None, _hostile()).code() is grpc.StatusCode.UNAUTHENTICATED
     assert _blobs(api) == [] and os.listdir(api.artifacts.root / "tmp") == []
+
+
+def test_a_job_names_only_its_own_tenants_workdir(api: ArtifactApi, tmp_path: Path) -> None:
+    with api.client("acme") as acme, api.client("globex") as globex:
+        mine = acme.upload_workdir(_workdir(tmp_path / "a", "acme"), timeout=10).digest
+        theirs = globex.upload_workdir(_workdir(tmp_path / "g", "globex"), timeout=10).digest
+
+    def submit(digest: str) -> jobs_pb2.Job:
+        spec = jobs_pb2.JobSpec(
+            job_class=jobs_pb2.JOB_CLASS_SPOT, gpus=1, command=["python", "run.py"], workdir_digest=digest
+        )
+        return api.jobs.Submit(jobs_pb2.SubmitJobRequest(spec=spec), metadata=api.auth("acme"), timeout=10)
+
+    job = submit(mine)
+    got = api.jobs.Get(jobs_pb2.GetJobRequest(job_id=job.job_id), metadata=api.auth("acme"), timeout=10)
+    assert got.spec.workdir_digest == mine
+    assert api.store.get(job.job_id).spec.workdir_digest == mine
+    unknown = "sha256:" + "0" * 64
+    for digest, code in ((theirs, "NOT_FOUND"), (unknown, "NOT_FOUND"), ("sha256:XYZ", "INVALID_ARGUMENT")):
+        with pytest.raises(grpc.RpcError) as e:
+            submit(digest)
+        assert e.value.code().name == code, digest
+    with pytest.raises(grpc.RpcError) as e:
+        submit(theirs)
+    # Word for word what an unknown digest gets: nothing says that another tenant has it.
+    assert str(e.value.details()).replace(theirs, unknown) == _details_of(submit, unknown)
+
+
+def _details_of(submit: Callable[[str], object], digest: str) -> str:
+    with pytest.raises(grpc.RpcError) as e:
+        submit(digest)
+    return str(e.value.details())
