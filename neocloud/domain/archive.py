@@ -159,41 +159,48 @@ def check(stream: IO[bytes], limits: ArchiveLimits) -> ArchiveInfo:
     return checker.finish()
 
 
-def _no_link_on_the_way(root: Path, path: str) -> None:
-    """Every directory between `root` and `path` is a real directory (created if missing)."""
-    here = root
-    for part in path.split("/")[:-1]:
-        here = here / part
-        try:
-            st = os.lstat(here)
-        except FileNotFoundError:
-            os.mkdir(here, 0o755)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            raise InvalidArgumentError(f"archive entry {path!r}: {part!r} on its way is not a directory")
+def _parents(root: Path, path: str, made: set[str]) -> None:
+    """Make the directories on the way to `path`. Only directories this unpack made may be
+    written into: an archive cannot reach into what `root` already held (a runner's control
+    directory, say), nor through anything that is not a plain directory."""
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        here = "/".join(parts[:i])
+        if here not in made:
+            try:
+                os.mkdir(root / here, 0o755)
+            except FileExistsError:
+                raise InvalidArgumentError(f"archive entry {path!r}: {here!r} is already in the directory") from None
+            made.add(here)
 
 
 def unpack(stream: IO[bytes], root: Path, limits: ArchiveLimits) -> ArchiveInfo:
-    """Unpack into `root` (an existing directory the caller owns), checking as it goes."""
+    """Unpack into `root` (an existing directory the caller owns), checking as it goes. Entries
+    may not replace or enter anything already in `root` (refused, naming the entry)."""
     checker = _Checker(limits)
+    made: set[str] = set()
     for tar, m, path in _members(stream, checker):
         try:
-            _write(tar, m, root, path)
+            _write(tar, m, root, path, made)
         except OSError as e:
             raise InvalidArgumentError(f"archive entry {path!r}: cannot unpack: {e.strerror}") from None
     info = checker.finish()
     for path, (_, linkname) in sorted(checker.links.items()):  # last, so no write above went through one
-        _no_link_on_the_way(root, path)
-        os.symlink(linkname, root / path)
+        _parents(root, path, made)
+        try:
+            os.symlink(linkname, root / path)
+        except OSError as e:
+            raise InvalidArgumentError(f"archive entry {path!r}: cannot unpack: {e.strerror}") from None
     return info
 
 
-def _write(tar: tarfile.TarFile, m: tarfile.TarInfo, root: Path, path: str) -> None:
-    _no_link_on_the_way(root, path)
+def _write(tar: tarfile.TarFile, m: tarfile.TarInfo, root: Path, path: str, made: set[str]) -> None:
+    _parents(root, path, made)
     target = root / path
     if m.isdir():
-        if not os.path.isdir(target):
-            os.mkdir(target, 0o755)
+        if path not in made:
+            os.mkdir(target, 0o755)  # FileExistsError for what root already held
+            made.add(path)
     elif m.islnk():
         os.link(root / _path(m.linkname), target, follow_symlinks=False)
     elif m.isreg():

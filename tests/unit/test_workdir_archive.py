@@ -155,3 +155,21 @@ def test_a_gzip_bomb_stops_at_the_bound(tmp_path: Path) -> None:
 def test_not_an_archive_is_invalid_argument() -> None:
     with pytest.raises(InvalidArgumentError, match="not a gzip tar"):
         check(io.BytesIO(b"hello"), LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("members", "entry"),
+    [
+        ((_file("control/rank-0.preempt"),), "control/rank-0.preempt"),  # into the runner's directory
+        ((_special("control", tarfile.DIRTYPE),), "control"),
+        ((_file("rank-0.log"),), "rank-0.log"),  # over a file the runner made
+    ],
+)
+def test_unpack_never_enters_or_replaces_what_the_directory_held(
+    members: tuple[tuple[tarfile.TarInfo, bytes | None], ...], entry: str, tmp_path: Path
+) -> None:
+    (tmp_path / "control").mkdir()
+    (tmp_path / "rank-0.log").write_text("runner's")
+    with pytest.raises(InvalidArgumentError, match=entry):
+        unpack(io.BytesIO(_archive(*members)), tmp_path, LIMITS)
+    assert os.listdir(tmp_path / "control") == [] and (tmp_path / "rank-0.log").read_text() == "runner's"
