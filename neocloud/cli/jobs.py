@@ -178,7 +178,7 @@ def _submit(args: argparse.Namespace, client: Client) -> None:
         spec.max_runtime_s = args.max_runtime
     if args.no_requeue:
         spec.requeue_on_preempt = False
-    jobspec.apply_submit_options(args, spec)
+    jobspec.apply_submit_options(args, spec, client)
     request = pb.SubmitJobRequest(spec=spec, client_request_id=args.request_id or str(uuid.uuid4()))
     job = client.jobs.Submit(request, metadata=client.metadata, timeout=CALL_TIMEOUT_S)
     show(args, job, f"{job.job_id} {_state(job)}")
@@ -286,6 +286,8 @@ def _print_job(job: pb.Job) -> None:
     )
     for a in job.allocations:
         print(f"  on {a.node_id}: {', '.join(a.gpu_uuids)} since {fmt_time(a.start)}")
+        if a.sandbox:
+            print(f"    sandbox: {a.sandbox}")
 
 
 def _cancel(args: argparse.Namespace, client: Client) -> None:

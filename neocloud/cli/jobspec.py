@@ -1,14 +1,20 @@
-"""The submit options for a job's name, CPU and memory requests, dependencies and
-array (`neocloud submit --name --cpus --memory --after-ok --array`), and how
-`neocloud job` and `neocloud jobs` show them. The server checks every bound;
-this module only turns words into fields."""
+"""The submit options for a job's name, CPU and memory requests, dependencies,
+array and workdir (`neocloud submit --name --cpus --memory --after-ok --array
+--workdir`), and how `neocloud job` and `neocloud jobs` show them. The server
+checks every bound; this module only turns words into fields (and uploads the
+workdir, whose digest is the field)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import re
+import sys
+from pathlib import Path
 
+from neocloud.cli.common import UsageError
+from neocloud.client import Client
+from neocloud.domain.errors import InvalidArgumentError
 from neocloud.v1 import jobs_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -20,15 +26,19 @@ _UNITS = {
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 }  # fmt: skip
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)", re.IGNORECASE)
+UPLOAD_TIMEOUT_S = 3600.0  # a 1 GiB workdir over a slow link
 
 SUBMIT_EXAMPLES = """\
   neocloud submit --name sweep --array 0-99 --cpus 8 --memory 64GiB -- python eval.py
   neocloud submit --after-ok j-1a2b3c4d5e6f --name report -- python report.py
+  neocloud submit --workdir ./train --gpus 16 -- python run.py --data data/shard-0
 Each task of an array is a job of its own, with NEOCLOUD_ARRAY_JOB_ID (the array's id, its first
 task's) and NEOCLOUD_ARRAY_TASK_ID (its index) in its environment; `neocloud jobs --array ID` lists
 them, `neocloud cancel --array ID` cancels them all. A job --after-ok other jobs (your own) waits,
 queued, until each has succeeded, and is cancelled if one fails or is cancelled; --after-ok with an
-array's id waits for every task of the array."""
+array's id waits for every task of the array. --workdir DIR packs DIR (minus what its
+.neocloudignore names, in .gitignore syntax), uploads it once per content, and each rank runs in
+its own copy: relative paths in the command resolve there."""
 
 
 def memory_bytes(text: str) -> int:
@@ -66,14 +76,33 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
         help="start only after this job (an array's id: all its tasks) succeeded; cancelled if it fails (repeatable)",
     )
     p.add_argument("--array", default="", metavar="INDICES", help="one job per index: 0-99, 0-15:4, 1,3,5 (<= 10,000)")
+    p.add_argument(
+        "--workdir", metavar="DIR", help="upload DIR; each rank runs in a copy of it (honours .neocloudignore)"
+    )
 
 
-def apply_submit_options(args: argparse.Namespace, spec: pb.JobSpec) -> None:
+def apply_submit_options(args: argparse.Namespace, spec: pb.JobSpec, client: Client) -> None:
     spec.name = args.name
     spec.cpus = args.cpus
     spec.memory_bytes = args.memory
     spec.after_ok.extend(args.after_ok)
     spec.array = args.array
+    if args.workdir:
+        spec.workdir_digest = upload_workdir(client, Path(args.workdir))
+
+
+def upload_workdir(client: Client, directory: Path) -> str:
+    """Pack and upload `directory`; its digest. What cannot be packed is a usage error."""
+    if not directory.is_dir():
+        raise UsageError(f"--workdir {directory}: not a directory")
+    try:
+        artifact = client.upload_workdir(directory, timeout=UPLOAD_TIMEOUT_S)
+    except InvalidArgumentError as e:
+        raise UsageError(f"--workdir {directory}: {e}") from e
+    print(
+        f"workdir {directory}: {artifact.digest} ({fmt_bytes(artifact.size)}, {artifact.files} files)", file=sys.stderr
+    )
+    return artifact.digest
 
 
 def fmt_bytes(n: int) -> str:
@@ -93,6 +122,7 @@ def job_fields(job: pb.Job) -> list[tuple[str, object]]:
         ("memory", f"{fmt_bytes(spec.memory_bytes)} per node" if spec.memory_bytes else "-"),
         ("after ok", " ".join(spec.after_ok) or "-"),
         ("array", array),
+        ("workdir", spec.workdir_digest or "-"),
     ]
 
 

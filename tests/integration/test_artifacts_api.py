@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from neocloud.cli import build_parser
 from neocloud.client import Client
 from neocloud.domain.archive import ArchiveLimits, pack
 from neocloud.scheduler.api.errors import ErrorInterceptor
@@ -154,3 +155,29 @@ def _details_of(submit: Callable[[str], object], digest: str) -> str:
     with pytest.raises(grpc.RpcError) as e:
         submit(digest)
     return str(e.value.details())
+
+
+def test_cli_submit_with_a_workdir(
+    api: ArtifactApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NEOCLOUD_SERVER", api.address)
+    monkeypatch.setenv("NEOCLOUD_TOKEN", api.tokens["acme"])
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        args = build_parser().parse_args(list(argv))
+        code = args.func(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    work = _workdir(tmp_path / "w", "cli")
+    code, out, err = run("submit", "--insecure", "--workdir", str(work), "--", "python", "run.py")
+    assert code == 0, err
+    digest = err.split()[2]
+    assert api.store.get(out.split()[0]).spec.workdir_digest == digest and api.artifacts.owns("acme", digest)
+    code, out, _ = run("job", "--insecure", out.split()[0])
+    assert ["workdir", digest] in [line.replace(":", " ", 1).split() for line in out.splitlines()], out
+    os.mkfifo(work / "pipe")
+    code, _, err = run("submit", "--insecure", "--workdir", str(work), "--", "true")
+    assert code == 2 and "pipe" in err and "fifo" in err
+    code, _, err = run("submit", "--insecure", "--workdir", str(tmp_path / "nowhere"), "--", "true")
+    assert code == 2 and "not a directory" in err
