@@ -8,6 +8,8 @@ from neocloud.scheduler.artifacts.store import (
     StoredArtifact,
     check_archive_size,
     parse_digest,
+    read_bytes,
+    root_beside,
 )
 
 __all__ = [
@@ -17,4 +19,6 @@ __all__ = [
     "StoredArtifact",
     "check_archive_size",
     "parse_digest",
+    "read_bytes",
+    "root_beside",
 ]

@@ -49,6 +49,17 @@ class StoredArtifact:
     files: int
 
 
+def root_beside(db_path: str) -> Path:
+    """Where a scheduler keeps workdirs by default: beside its database."""
+    return Path(f"{db_path}.artifacts")
+
+
+def read_bytes(root: Path, digest: str) -> bytes:
+    """A whole stored archive (what the executor hands to the runners), from the store under `root`."""
+    with LocalArtifactStore(root).open(digest) as blob:
+        return blob.read()
+
+
 def parse_digest(digest: str) -> str:
     """The hex of a "sha256:<64 hex>" digest; InvalidArgumentError otherwise."""
     if not _DIGEST.fullmatch(digest):
