@@ -2,15 +2,30 @@
 a head without GPUs and one labelled worker node per neocloud node, each with
 as many (fake) GPUs as asked. The same shape as a real cluster started with
 `ray start --head --num-gpus=0` plus `ray start --labels=neocloud.io/node-id=<id>`
-on every GPU node."""
+on every GPU node.
+
+Ray's token authentication is on, as on a real site: the token is a file
+readable by this process's user only, named to Ray through RAY_AUTH_MODE and
+RAY_AUTH_TOKEN_PATH in this process's environment, which the head and worker
+nodes (subprocesses) inherit and this process's own ray.init() then uses. Jobs
+never see it: runners pass no RAY_* variable to a job (procs.INHERITED_ENV).
+Left unset, Ray turns authentication on or off by whether ~/.ray/auth_token
+happens to exist."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import secrets
+import shutil
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # compiled, no stub
 from ray.cluster_utils import Cluster
 
 from neocloud.scheduler.executor.types import NODE_LABEL, valid_node_id
@@ -19,10 +34,18 @@ logger = logging.getLogger(__name__)
 
 
 class LocalCluster:
-    def __init__(self, gpus_per_node: Mapping[str, int], cpus_per_node: int = 2, head_cpus: int = 1) -> None:
+    def __init__(
+        self,
+        gpus_per_node: Mapping[str, int],
+        cpus_per_node: int = 2,
+        head_cpus: int = 1,
+        token_path: Path | None = None,
+    ) -> None:
+        """`token_path`: Ray's token file (made 0600 if missing); default, one private to this process."""
         for node_id in gpus_per_node:
             if not valid_node_id(node_id):
                 raise ValueError(f"node id {node_id!r} cannot be a Ray node label value")
+        self.token_path = _use_token(token_path or _process_token())
         self._cluster: Any = _start_head(head_cpus)
         self._nodes: dict[str, Any] = {}
         try:
@@ -53,6 +76,40 @@ class LocalCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.shutdown()
+
+
+def auth_env(token_path: Path) -> dict[str, str]:
+    """The environment a process needs to join or use a cluster whose token is in `token_path`."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+
+
+def _use_token(path: Path) -> Path:
+    """Make `path` hold a token (0600) if it does not, and turn token authentication on for this
+    process and its children; Ray caches its settings, so the cache is refreshed too."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # a token in the environment would win over the file
+    os.environ.update(auth_env(path))
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    return path
+
+
+_token_dir: Path | None = None
+
+
+def _process_token() -> Path:
+    """One token per process, in a 0700 directory removed at exit."""
+    global _token_dir
+    if _token_dir is None:
+        _token_dir = Path(tempfile.mkdtemp(prefix="neocloud-ray-"))
+        atexit.register(shutil.rmtree, _token_dir, True)
+    return _token_dir / "ray-token"
 
 
 def _start_head(cpus: int) -> Any:
