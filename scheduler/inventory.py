@@ -19,6 +19,7 @@ def node_views(
     cordoned: Collection[str],
     awaiting_clean: Collection[str],
     liveness: Liveness = NO_RESTART,
+    unsandboxed: Collection[str] = (),
 ) -> tuple[NodeView, ...]:
     """One NodeView per node the agents reported, in node-id order.
 
@@ -26,7 +27,8 @@ def node_views(
     e.g. in tests of the policy wiring); a node without one cannot run jobs.
     A node whose agent is lost (liveness.py) is unplaceable, so its work is
     preempted; one still within a restart's grace is drained like a cordoned
-    node: nothing new is placed there and its work is left alone.
+    node: nothing new is placed there and its work is left alone. An `unsandboxed`
+    node (its runners cannot sandbox tenant ranks) takes internal work only.
     """
     views = []
     for node_id in sorted(fleet.nodes):
@@ -46,6 +48,7 @@ def node_views(
                 placeable=placeable,
                 power_draw_w=sum(g.last_power_mw for g in gpus) / 1e3,
                 cordoned=node_id in cordoned or liveness.awaiting(node, now),
+                sandboxed=node_id not in unsandboxed,
             )
         )
     return tuple(views)

@@ -15,11 +15,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from neocloud.scheduler.api.errors import ErrorInterceptor
 from neocloud.scheduler.api.logs import ExecutorLogs, NoLogs
 from neocloud.scheduler.api.services import SERVICE_NAMES, add_api_services
+from neocloud.scheduler.artifacts import LocalArtifactStore, root_beside
 from neocloud.scheduler.billing.ratecard import load_ratecard
 from neocloud.scheduler.billing_runner import BillingRunner
 from neocloud.scheduler.control.controller import Controller
@@ -89,6 +90,9 @@ class SchedulerConfig:
     api_listen: str | None = None
     api_cert_file: str | None = None
     api_key_file: str | None = None
+    # Tenant work on nodes that cannot sandbox its ranks (`--allow-unsandboxed-tenants`, a laptop
+    # demo): the executor is told so; here it is logged at start and exported as a metric.
+    allow_unsandboxed_tenants: bool = False
 
 
 def write_bootstrap_token(store: JobStore, db_path: str) -> Path | None:
@@ -156,7 +160,19 @@ class Scheduler:
             BillingRunner(config.db_path, interval_s=config.meter_interval_s, card=self.card) if on_disk else None
         )
         self._usage_db = open_db(config.db_path) if on_disk else None
+        # Tenants' uploaded workdirs (ArtifactService); an in-memory store keeps none.
+        self.artifacts = LocalArtifactStore(root_beside(config.db_path)) if on_disk else None
         self.registry = CollectorRegistry()
+        Gauge(
+            "neocloud_scheduler_unsandboxed_tenants_allowed",
+            "1: tenant work may run on nodes that cannot sandbox its ranks (--allow-unsandboxed-tenants)",
+            registry=self.registry,
+        ).set(int(config.allow_unsandboxed_tenants))
+        if config.allow_unsandboxed_tenants:
+            logger.warning(
+                "--allow-unsandboxed-tenants: TENANT JOBS MAY RUN UNSANDBOXED, as the runner's user, seeing "
+                "this host's files and other jobs; for a laptop demo only, never for a site with tenants"
+            )
         self.registry.register(SchedulerCollector(self.telemetry, self.controller, config.metrics_tenant_labels))
         if self.metering is not None:
             self.registry.register(MeteringCollector(self.metering, self.telemetry.fleet, config.metrics_tenant_labels))
@@ -186,6 +202,7 @@ class Scheduler:
             usage_db=self._usage_db,
             card=self.card,
             telemetry=self.telemetry,  # a GPU move changes the live fleet with the store
+            artifacts=self.artifacts,
         )
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         return server

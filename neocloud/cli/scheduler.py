@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 from pathlib import Path
@@ -81,6 +82,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the embedded Ray head's port, which GPU nodes join (default: %(default)s)",
     )
     p.add_argument(
+        "--allow-unsandboxed-tenants",
+        action="store_true",
+        help="let tenant jobs run on nodes that cannot sandbox their ranks (no bubblewrap, no uid switch or no "
+        "cgroups; each rank's record says so): for a laptop demo only. Logged at start and exported as "
+        "neocloud_scheduler_unsandboxed_tenants_allowed 1",
+    )
+    p.add_argument(
         "--stop-ray-head",
         action="store_true",
         help="stop the embedded Ray head of --db, and every job still running on it, then exit",
@@ -124,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         commit_interval_s=args.commit_interval,
         rate_card_path=args.rate_card,
         init=args.init,
+        allow_unsandboxed_tenants=args.allow_unsandboxed_tenants,
     )
     try:
         if args.init_only:
@@ -145,11 +154,18 @@ def run(args: argparse.Namespace) -> int:
             except EmbeddedHeadError as e:
                 logger.error("scheduler cannot start the embedded Ray head: %s", e)
                 return 2
+        from neocloud.scheduler.artifacts import read_bytes, root_beside
         from neocloud.scheduler.executor.ray_executor import RayExecutor  # Ray only where jobs run
 
         log_dir = Path(args.db).with_name("job-logs")
+        workdirs = functools.partial(read_bytes, root_beside(args.db))  # where the API stores them
         try:
-            executor = RayExecutor(address=address, log_dir=log_dir)
+            executor = RayExecutor(
+                address=address,
+                log_dir=log_dir,
+                allow_unsandboxed_tenants=args.allow_unsandboxed_tenants,
+                read_workdir=workdirs,
+            )
         except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the operator needs the message
             logger.error("scheduler cannot reach Ray at %s: %s", args.ray_address, e)
             return 2

@@ -91,20 +91,22 @@ class SubmitJobRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., client_request_id: _Optional[str] = ...) -> None: ...
 
 class Allocation(_message.Message):
-    __slots__ = ("allocation_id", "node_id", "gpu_uuids", "start", "end", "end_reason")
+    __slots__ = ("allocation_id", "node_id", "gpu_uuids", "start", "end", "end_reason", "sandbox")
     ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_UUIDS_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     END_REASON_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
     allocation_id: str
     node_id: str
     gpu_uuids: _containers.RepeatedScalarFieldContainer[str]
     start: float
     end: float
     end_reason: str
-    def __init__(self, allocation_id: _Optional[str] = ..., node_id: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., end_reason: _Optional[str] = ...) -> None: ...
+    sandbox: str
+    def __init__(self, allocation_id: _Optional[str] = ..., node_id: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., end_reason: _Optional[str] = ..., sandbox: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "tenant", "client_request_id", "spec", "state", "submitted_at", "started_at", "ended_at", "requeues", "exit_code", "message", "cancel_requested", "last_checkpoint_at", "preemption_notice_at", "allocations", "array_job_id", "array_task_id")

@@ -145,6 +145,7 @@ def allocation_to_proto(a: Allocation) -> pb.Allocation:
         gpu_uuids=list(a.gpu_uuids),
         start=a.start,
         end_reason=a.end_reason or "",
+        sandbox=a.sandbox,
     )
     if a.end is not None:
         message.end = a.end

@@ -13,7 +13,7 @@ from neocloud.domain.errors import NeocloudError
 from neocloud.domain.faults import fault_point
 from neocloud.scheduler.control.state import ControllerStats, ControlState, Tracking
 from neocloud.scheduler.executor.types import ExecJob, Executor
-from neocloud.scheduler.policy.types import Decision, NodeView
+from neocloud.scheduler.policy.types import Decision, JobClass, NodeView
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import JobState
 
@@ -79,6 +79,9 @@ class Enactor:
                 max_runtime_s=spec.max_runtime_s,
                 cpus=spec.cpus,
                 memory_bytes=spec.memory_bytes,
+                workdir_digest=spec.workdir_digest,
+                # Tenants' ranks are sandboxed; the lab's own (class internal) run as the runner's user.
+                tenant=None if job.job_class is JobClass.INTERNAL else job.tenant,
             )
             try:
                 self.executor.start(exec_job, [(n, list(u)) for n, u in placement.placement], inventory)

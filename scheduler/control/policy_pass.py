@@ -24,7 +24,7 @@ def placeable(
     # GPUs of an ended job stay held by it, under notice, in the policy's view (policy_input);
     # those of a job released without our asking are simply not placeable.
     awaiting = {u for c in list(state.cleanups.values()) if c.holder is None for u in c.gpu_uuids} - held
-    return node_views(fleet, now, state.ray_nodes, state.cordoned, awaiting, liveness)
+    return node_views(fleet, now, state.ray_nodes, state.cordoned, awaiting, liveness, state.unsandboxed)
 
 
 def policy_input(

@@ -84,7 +84,9 @@ class Reconciler:
     def observe_nodes(self, now: float) -> None:
         """The Ray nodes alive now (and since when the others are dead), and the operator's cordons."""
         state = self.state
-        alive = frozenset(n for n, info in self.executor.nodes().items() if info.alive)
+        nodes = self.executor.nodes()
+        alive = frozenset(n for n, info in nodes.items() if info.alive)
+        state.unsandboxed = frozenset(n for n in alive if not nodes[n].sandboxed)
         for node_id in (state.ray_nodes or frozenset()) - alive:
             state.dead_nodes.setdefault(node_id, now)  # seen dead before the executor's NodeLost
         for node_id in [n for n in state.dead_nodes if n in alive]:
@@ -102,7 +104,7 @@ class Reconciler:
         try:
             if isinstance(event, Started):
                 state.tracking(event.job_id).pids.add(event.pid)
-                self.store.set_allocation_gpus(event.job_id, event.node_id, event.gpu_uuids)
+                self.store.set_allocation_gpus(event.job_id, event.node_id, event.gpu_uuids, event.sandbox)
             elif isinstance(event, Exited):
                 tracking = state.tracking(event.job_id)
                 tracking.exits[event.rank] = event

@@ -65,6 +65,7 @@ class ControlState:
     cleanups: dict[str, Cleanup] = field(default_factory=dict)
     removing: set[str] = field(default_factory=set)  # orphans whose release is under way
     ray_nodes: frozenset[str] | None = None  # alive at the last step; None before the first
+    unsandboxed: frozenset[str] = frozenset()  # alive, but cannot sandbox tenant ranks: internal work only
     dead_nodes: dict[str, float] = field(default_factory=dict)  # node -> when its Ray node died
     cordoned: frozenset[str] = frozenset()
 

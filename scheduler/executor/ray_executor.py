@@ -12,6 +12,7 @@ are detached, a new RayExecutor (a restarted scheduler) can reattach() to them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -27,6 +28,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.domain.faults import fault_point
 from neocloud.scheduler.executor import discovery, tracking
+from neocloud.scheduler.executor.capability import NodeProbes
 from neocloud.scheduler.executor.logfile import read_chunk
 from neocloud.scheduler.executor.runner import RankStatus, RunnerActor
 from neocloud.scheduler.executor.tracking import JobRecord, RankRecord
@@ -69,23 +71,35 @@ class RayExecutor:
         bundle_cpus: float = 0.01,
         node_check_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        read_workdir: Callable[[str], bytes] | None = None,
+        allow_unsandboxed_tenants: bool = False,
+        sandbox_tenants: bool = True,
         **init_kwargs: Any,
     ) -> None:
         """Connect to the cluster at `address` (e.g. "ray://…" or "10.0.0.1:6379"),
         or start an embedded one when it is None. The embedded head has no GPUs
         unless `num_gpus=` (and `labels={NODE_LABEL: <node id>}`) say otherwise.
-        `log_dir` must be a path every GPU node can write (runners write there)."""
+        `log_dir` must be a path every GPU node can write (runners write there).
+        `allow_unsandboxed_tenants`: report every node as sandboxed (a laptop demo without bwrap).
+        `sandbox_tenants=False` runs every rank as the runner's user (tests whose jobs signal
+        through host files); logged, never a default."""
         self._ns = namespace
         self._log_dir = str(Path(log_dir).resolve())
         self._bundle_cpus = bundle_cpus
         self._node_check_s = node_check_s
         self._clock = clock
+        # A stored workdir's bytes by digest (scheduler/artifacts); None: jobs with one cannot start.
+        self._read_workdir = read_workdir
         self._lock = threading.RLock()
         self._jobs: dict[str, JobRecord] = {}
         self._pending: list[ExecutorEvent] = []
         self._alive: dict[str, str] = {}  # ray node id -> neocloud node id, alive at the last check
         self._next_node_check = 0.0
         self._closed = False
+        self._probes = NodeProbes(allow_unsandboxed_tenants)
+        self._sandbox_tenants = sandbox_tenants
+        if not sandbox_tenants:
+            logger.warning("tenant ranks run UNSANDBOXED on this executor (sandbox_tenants=False)")
         if ray.is_initialized() and address not in (None, "auto") and not address.startswith("ray://"):
             connected = ray.get_runtime_context().gcs_address
             if connected != address:
@@ -112,7 +126,8 @@ class RayExecutor:
 
     def nodes(self) -> dict[str, RayNodeInfo]:
         """neocloud node id -> its Ray node (alive or not), from the `neocloud.io/node-id` labels."""
-        return discovery.labelled_nodes()
+        with self._lock:
+            return self._probes.mark(discovery.labelled_nodes())
 
     def _check_nodes(self, emit: bool = True) -> list[ExecutorEvent]:
         now = self._clock()
@@ -160,9 +175,12 @@ class RayExecutor:
         `placement` is [(node_id, [gpu_uuid, ...]), ...], rank 0 first;
         `inventory` maps node ids to their GPU UUIDs in index order, so the
         runners can report which GPUs Ray really gave them."""
+        if not self._sandbox_tenants:
+            job = dataclasses.replace(job, tenant=None)
         with self._lock:
             self._check_open()
             self._validate(job, placement)
+            workdir = self._workdir(job)
             name = pg_name(job.job_id)
             with contextlib.suppress(ValueError):
                 get_placement_group(name)
@@ -190,7 +208,13 @@ class RayExecutor:
                         max_restarts=0,
                         scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
                     ).remote(
-                        job, rank, len(placement), node_id, tuple((inventory or {}).get(node_id, ())), self._log_dir
+                        job,
+                        rank,
+                        len(placement),
+                        node_id,
+                        tuple((inventory or {}).get(node_id, ())),
+                        self._log_dir,
+                        workdir,
                     )
                     ranks.append(RankRecord(rank=rank, node_id=node_id, actor=actor))
             except ValueError as e:  # a runner of that name exists (ActorAlreadyExistsError)
@@ -236,6 +260,15 @@ class RayExecutor:
                     f"node {node_id}: {job.memory_bytes} bytes of memory asked, "
                     f"its Ray node has {info.memory_bytes:.0f}"
                 )
+
+    def _workdir(self, job: ExecJob) -> list[Any]:
+        """The job's workdir in Ray's object store, once for all its ranks: [ObjectRef] (in a list, so
+        that Ray hands the runner the reference and it fetches the bytes when it launches), or []."""
+        if not job.workdir_digest:
+            return []
+        if self._read_workdir is None:
+            raise FailedPreconditionError(f"job {job.job_id} has a workdir, and this executor has no workdir store")
+        return [ray.put(self._read_workdir(job.workdir_digest))]
 
     def _bundle(self, job: ExecJob, gpus: int) -> dict[str, float]:
         """One node's share of the job: its GPUs, its CPUs (at least what the runner takes) and memory."""

@@ -24,7 +24,9 @@ from typing import Any
 
 import ray
 
-from neocloud.scheduler.executor import procs
+from neocloud.domain.errors import NeocloudError
+from neocloud.scheduler.executor import procs, sandbox
+from neocloud.scheduler.executor import workdir as workdirs
 from neocloud.scheduler.executor.control_files import ControlDir
 from neocloud.scheduler.executor.logfile import read_chunk
 from neocloud.scheduler.executor.types import (
@@ -67,6 +69,7 @@ class RankStatus:
     ended_at: float | None = None
     last_checkpoint_at: float | None = None
     stopping: str | None = None  # the reason of a stop in progress
+    sandbox: str = ""  # what the rank runs in (sandbox.Proof as JSON, or why it has none); "" not a tenant's
     watchdog_failure: str | None = None  # why the watchdog failed (the rank was then stopped)
 
     @property
@@ -110,6 +113,7 @@ class _State:
     kill_at: float | None = None
     checkpoint_mtime: float | None = None
     last_checkpoint_at: float | None = None
+    sandbox: str = ""
     watchdog_failure: str | None = None
 
 
@@ -127,9 +131,17 @@ def _ray_identity() -> tuple[str, str, list[Any]]:
 
 class Runner:
     def __init__(
-        self, job: ExecJob, rank: int, world_size: int, node_id: str, inventory: Sequence[str], log_dir: str
+        self,
+        job: ExecJob,
+        rank: int,
+        world_size: int,
+        node_id: str,
+        inventory: Sequence[str],
+        log_dir: str,
+        workdir: Sequence[Any] = (),
     ) -> None:
         self._job = job
+        self._workdir = workdir  # [ObjectRef] of the job's workdir archive, or nothing
         self._rank = rank
         self._world = world_size
         self._node_id = node_id
@@ -146,6 +158,8 @@ class Runner:
         self._indices, self._uuids = map_gpus(ray_ids, inventory)
         self._pid_namespace = procs.own_pid_namespace()  # under Kubernetes, the pod's, not the host's
         self._port: int | None = None
+        if job.tenant is not None:
+            sandbox.node_capabilities()  # probed once per worker, before any rank of it starts
         if not procs.become_subreaper():
             logger.warning("cannot become a child subreaper: a killed job's orphans are left to init to reap")
         self._cv = threading.Condition()
@@ -176,6 +190,9 @@ class Runner:
             logger.error("job %s rank %d: no control directory: %s", self._job.job_id, self._rank, e)
         with self._cv:
             self._s.checkpoint_mtime = _mtime(self._ckpt)  # only newer checkpoints count
+        if not self._install_workdir():
+            with self._cv:
+                return self._status()
         env = self._env(master)
         argv = procs.job_argv(self._job.command, self._job.entrypoint)
         spawned = threading.Event()
@@ -276,8 +293,8 @@ class Runner:
                 spawned.set()
                 return
             try:
-                proc = procs.spawn(argv, env, self._log)
-            except OSError as e:
+                proc = self._spawn(argv, env)
+            except (OSError, sandbox.SandboxError) as e:
                 logger.error("job %s rank %d: cannot start: %s", self._job.job_id, self._rank, e)
                 with open(self._log, "ab") as log:
                     log.write(f"neocloud: cannot start the job: {e}\n".encode())
@@ -308,6 +325,29 @@ class Runner:
             self._s.exit_code, self._s.ended_at = code, time.time()
             self._s.end_reason = self._s.stop_reason or END_EXITED
             self._bump()
+
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> Any:
+        """A tenant's rank in the sandbox where this node enforces it; elsewhere (the policy sends
+        tenants there only if the operator allowed it) unsandboxed, and its record says why."""
+        caps = sandbox.node_capabilities()
+        if self._job.tenant is None:
+            return procs.spawn(argv, env, self._log, cwd=self._cwd())
+        if not caps.full:
+            logger.warning("job %s rank %d runs UNSANDBOXED: %s", self._job.job_id, self._rank, caps.missing)
+            self._s.sandbox = json.dumps({"unsandboxed": list(caps.missing)})
+            return procs.spawn(argv, env, self._log, cwd=self._cwd())
+        spec = sandbox.SandboxSpec(
+            job_id=self._job.job_id,
+            rank=self._rank,
+            tenant=self._job.tenant,
+            job_dir=self._job_dir(),
+            gpu_indices=self._indices,
+            cpus=self._job.cpus,
+            memory_bytes=self._job.memory_bytes,
+        )
+        proc, proof = procs.spawn_sandboxed(argv, env, self._log, spec)
+        self._s.sandbox = proof.to_json()
+        return proc
 
     def _guarded_watchdog(self, pgid: int) -> None:
         """The watchdog, failing safe: a rank nobody watches (no kill deadline, no max runtime)
@@ -366,6 +406,27 @@ class Runner:
 
     def _job_dir(self) -> Path:
         return self._log.parent
+
+    def _cwd(self) -> Path | None:
+        """Where the command runs: its job directory if it shipped a workdir (else the runner's, as before)."""
+        return self._job_dir() if self._job.workdir_digest else None
+
+    def _install_workdir(self) -> bool:
+        """Unpack the job's workdir (after the control directory exists: an archive cannot pre-empt it);
+        False if it cannot be, and the rank has then ended as a job that could not start."""
+        if not self._job.workdir_digest:
+            return True
+        try:
+            workdirs.install(self._job_dir(), self._job.workdir_digest, lambda: bytes(ray.get(self._workdir[0])))
+            return True
+        except (OSError, NeocloudError, ray.exceptions.RayError) as e:
+            logger.error("job %s rank %d: cannot unpack its workdir: %s", self._job.job_id, self._rank, e)
+            with open(self._log, "ab") as log:
+                log.write(f"neocloud: cannot unpack the job's workdir: {e}\n".encode())
+            with self._cv:
+                self._s.exit_code, self._s.end_reason, self._s.ended_at = 127, END_EXITED, time.time()
+                self._bump()
+            return False
 
     def _write_control(self, name: str, content: dict[str, Any]) -> None:
         """A notice or warning for the job; a failure is logged and never stops what follows (the signal)."""
@@ -435,6 +496,7 @@ class Runner:
             ended_at=s.ended_at,
             last_checkpoint_at=s.last_checkpoint_at,
             stopping=s.stop_reason,
+            sandbox=s.sandbox,
             watchdog_failure=s.watchdog_failure,
         )
 

@@ -341,9 +341,10 @@ class Sandbox:
         memory = spec.memory_bytes or self._memory
         cgroup = RankCgroup(f"{spec.job_id}-{spec.rank}", self._caps.cgroup, self._root)
         cgroup.create(memory, self._pids_max, spec.cpus, devices)
-        # The job owns its directory (its checkpoint, its files); nobody else can enter it.
-        os.chown(spec.job_dir, uid, uid)
-        os.chmod(spec.job_dir, 0o700)
+        # The job's group may create files in its directory (its checkpoint, its data); sticky, so it
+        # cannot rename or remove what the runner put there (log, control files); others cannot enter.
+        os.chown(spec.job_dir, -1, uid)
+        os.chmod(spec.job_dir, 0o1770)
         job_dir = str(spec.job_dir)
         bwrap = [str(shutil.which("bwrap")), *_namespaces(), *_system_binds()]
         for dev in devices:

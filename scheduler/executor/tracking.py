@@ -4,6 +4,7 @@ object refs are opaque `Any`), so the event logic reads on its own."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,8 @@ def apply_status(job: JobRecord, r: RankRecord, st: RankStatus) -> list[Executor
         job.pid_namespaces.add(st.pid_namespace)
     if st.pid is not None and not r.started:
         r.started = True
-        events.append(Started(job.job_id, r.rank, r.node_id, st.gpu_indices, st.gpu_uuids, st.pid, at=st.started_at))
+        started = Started(job.job_id, r.rank, r.node_id, st.gpu_indices, st.gpu_uuids, st.pid, at=st.started_at)
+        events.append(dataclasses.replace(started, sandbox=st.sandbox))
     if st.last_checkpoint_at is not None and (
         job.last_checkpoint is None or st.last_checkpoint_at > job.last_checkpoint
     ):

@@ -57,6 +57,8 @@ class ExecJob:
     max_runtime_s: float | None = None
     cpus: int = 0  # CPU cores reserved on each node, in its bundle (0: the executor's minimum)
     memory_bytes: int = 0  # memory reserved on each node, in its bundle (0: none)
+    workdir_digest: str = ""  # an uploaded workdir ("sha256:<hex>"): each rank's job directory and cwd
+    tenant: str | None = None  # whose rank: sandboxed as this tenant where the node can (None: internal tooling)
 
     def __post_init__(self) -> None:
         if not _JOB_ID.fullmatch(self.job_id):
@@ -88,6 +90,7 @@ class RayNodeInfo:
     ray_node_id: str
     cpus: float | None = None  # CPUs and memory (bytes) it advertises; None: not known
     memory_bytes: float | None = None
+    sandboxed: bool = True  # its runners can sandbox tenant ranks (or the operator allowed tenants there anyway)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,7 @@ class Started:
     gpu_uuids: tuple[str, ...]
     pid: int
     at: float | None = None
+    sandbox: str = ""  # the sandbox it runs in, as JSON (sandbox.Proof, or why it has none); "" not a tenant's
 
 
 @dataclass(frozen=True, slots=True)

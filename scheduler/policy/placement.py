@@ -21,6 +21,9 @@ aside whole nodes worth its unused GPUs (rounded up to whole nodes): nodes
 already running spot on lent capacity first (so lending stays stable from pass
 to pass), then empty nodes in node order. Under isolation the free GPUs on the
 holder's own nodes count towards it. Only the holder and spot see those nodes.
+
+A node that cannot sandbox tenant ranks (NodeView.sandboxed false) is pooled
+under its model with the UNSANDBOXED prefix, pools only internal work sees.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ from itertools import filterfalse
 
 from neocloud.scheduler.policy.contracts import ContractBook
 from neocloud.scheduler.policy.fleet import FleetState
-from neocloud.scheduler.policy.types import NodeView, PolicyInput
+from neocloud.scheduler.policy.types import INTERNAL_TENANT, NodeView, PolicyInput
 
 logger = logging.getLogger(__name__)
 
 PoolKey = tuple[str, str | None, str | None]  # (model, owner, reservation)
+UNSANDBOXED = "unsandboxed:"  # pool-model prefix of the nodes only internal work may use
 
 
 class Pool:
@@ -65,6 +69,8 @@ class Placer:
         self.free = fleet.free
         self.owner = fleet.owner
         self.size = fleet.max_size
+        self.unsandboxed = not all(n.sandboxed for n in self.nodes)
+        self.model = [n.gpu_model if n.sandboxed else UNSANDBOXED + n.gpu_model for n in self.nodes]
         self.pools: dict[PoolKey, Pool] = {}
         self.resv: dict[int, str] = {}  # node -> contract it is carved out for
         self.carved: dict[str, list[str]] = {}  # model -> contracts with carve-outs in it
@@ -88,7 +94,7 @@ class Placer:
 
     def _push(self, i: int) -> None:
         f = self.free[i]
-        p = self.pool(self.nodes[i].gpu_model, self.owner[i] if self.iso else None, self.resv.get(i))
+        p = self.pool(self.model[i], self.owner[i] if self.iso else None, self.resv.get(i))
         p.stacks[f].append(i)
         p.cnt[f] += 1
         p.gpus += f
@@ -156,16 +162,20 @@ class Placer:
             cur = cursors.get((m, f), 0)
             for i in reversed(lst[:cur]):
                 self._push(i)  # carved out
-            p = self.pool(m, None, None)
             rest = lst[cur:]
+            if self.unsandboxed:
+                for i in reversed(rest):
+                    self._push(i)
+                continue
+            p = self.pool(m, None, None)
             p.stacks[f].extend(reversed(rest))
             p.cnt[f] += len(rest)
             p.gpus += f * len(rest)
         # _push, inline (a few thousand nodes): partly used nodes go to the pool of their model, owner, carve-out.
-        nodes, free, owner, resv, iso, pool = self.nodes, self.free, self.owner, self.resv, self.iso, self.pool
+        model, free, owner, resv, iso, pool = self.model, self.free, self.owner, self.resv, self.iso, self.pool
         for i in reversed(self.fleet.partial):
             f = free[i]
-            p = pool(nodes[i].gpu_model, owner[i] if iso else None, resv.get(i))
+            p = pool(model[i], owner[i] if iso else None, resv.get(i))
             p.stacks[f].append(i)
             p.cnt[f] += 1
             p.gpus += f
@@ -174,10 +184,13 @@ class Placer:
 
     def _pools(self, model: str, key: str, resvs: tuple[str | None, ...]) -> list[Pool]:
         out: list[Pool] = []
-        for r in resvs:
-            if self.iso:
-                out.append(self.pool(model, key, r))
-            out.append(self.pool(model, None, r))
+        # Internal work takes the nodes tenants cannot use first, keeping sandboxed ones for tenants.
+        models = (UNSANDBOXED + model, model) if key == INTERNAL_TENANT and self.unsandboxed else (model,)
+        for m in models:
+            for r in resvs:
+                if self.iso:
+                    out.append(self.pool(m, key, r))
+                out.append(self.pool(m, None, r))
         return out
 
     def general(self, model: str, key: str) -> list[Pool]:
@@ -386,6 +399,6 @@ class Placer:
         f = self.free[i]
         n = self.nodes[i]
         if f > 0 and not n.cordoned:
-            p = self.pool(n.gpu_model, self.owner[i] if self.iso else None, self.resv.get(i))
+            p = self.pool(self.model[i], self.owner[i] if self.iso else None, self.resv.get(i))
             p.cnt[f] -= 1
             p.gpus -= f

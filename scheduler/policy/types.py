@@ -33,6 +33,7 @@ class NodeView:
     placeable: frozenset[str]  # healthy, not cordoned, and confirmed free of stray processes
     power_draw_w: float = 0.0  # measured draw of the whole node now
     cordoned: bool = False  # the operator drains it: nothing new is placed
+    sandboxed: bool = True  # its runners can sandbox tenant ranks; if not, internal work only
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,6 +291,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN workdir_digest TEXT NOT NULL DEFAULT '';
     """,
+    # 11: the sandbox each rank ran in (executor/sandbox.py's proof, JSON), for the tenant to audit
+    """
+    ALTER TABLE allocations ADD COLUMN sandbox TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

@@ -278,7 +278,7 @@ class JobStore(AdminStore):
             for node_id, uuids in placement:
                 a = Allocation("a-" + secrets.token_hex(8), job_id, job.tenant, job.job_class, node_id, uuids, now)
                 db.execute(
-                    f"INSERT INTO allocations ({rows.ALLOCATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                    f"INSERT INTO allocations ({rows.ALLOCATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, '')",
                     (a.allocation_id, job_id, a.tenant, CLASS_NAMES[a.job_class], node_id, json.dumps(uuids), now),
                 )
                 opened.append(a)
@@ -325,9 +325,10 @@ class JobStore(AdminStore):
                 [(reason, job_id) for job_id, reason in reasons.items()],
             )
 
-    def set_allocation_gpus(self, job_id: str, node_id: str, gpu_uuids: Sequence[str]) -> None:
+    def set_allocation_gpus(self, job_id: str, node_id: str, gpu_uuids: Sequence[str], sandbox: str = "") -> None:
         """Record which GPUs of a node the job really holds: Ray assigns them, the policy only
-        counted them, and metering must attribute the right ones."""
+        counted them, and metering must attribute the right ones; and the sandbox its rank
+        runs in there (also an event, so it outlives the allocation in the job's record)."""
         with self._write() as db:
             row = db.execute(
                 "SELECT allocation_id, gpu_uuids FROM allocations WHERE job_id = ? AND node_id = ? AND end IS NULL",
@@ -340,8 +341,11 @@ class JobStore(AdminStore):
                     f"job {job_id} holds {len(json.loads(row[1]))} GPUs on {node_id}, not {len(gpu_uuids)}"
                 )
             db.execute(
-                "UPDATE allocations SET gpu_uuids = ? WHERE allocation_id = ?", (json.dumps(list(gpu_uuids)), row[0])
+                "UPDATE allocations SET gpu_uuids = ?, sandbox = ? WHERE allocation_id = ?",
+                (json.dumps(list(gpu_uuids)), sandbox, row[0]),
             )
+            if sandbox:
+                rows.event(db, job_id, self._now(None), "sandbox", f"{node_id}: {sandbox}", rows.get(db, job_id).state)
 
     def notify_preemption(self, job_id: str, now: float | None = None, reason: str = "") -> Job:
         """running -> preempting (the executor signals the job); a job preempting already is left as is."""

@@ -116,6 +116,7 @@ class Allocation:
     start: float
     end: float | None = None
     end_reason: str | None = None
+    sandbox: str = ""  # what its rank ran in (JSON: uid, devices, limits, cgroup; or why unsandboxed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ JOB_COLUMNS = (
     " name, cpus, memory_bytes, after_ok, array_spec, array_job_id, array_index, workdir_digest"
 )
 JOB_MARKS = ", ".join("?" * len(JOB_COLUMNS.split(",")))
-ALLOCATION_COLUMNS = "allocation_id, job_id, tenant, job_class, node_id, gpu_uuids, start, end, end_reason"
+ALLOCATION_COLUMNS = "allocation_id, job_id, tenant, job_class, node_id, gpu_uuids, start, end, end_reason, sandbox"
 
 
 def job(row: Sequence[Any]) -> Job:
@@ -70,10 +70,10 @@ def job(row: Sequence[Any]) -> Job:
 
 
 def allocation(row: Sequence[Any]) -> Allocation:
-    alloc_id, job_id, tenant, job_class, node_id, uuids, start, end, reason = row
+    alloc_id, job_id, tenant, job_class, node_id, uuids, start, end, reason, sandbox = row
     return Allocation(
         str(alloc_id), str(job_id), str(tenant), CLASSES_BY_NAME[str(job_class)], str(node_id),
-        tuple(json.loads(str(uuids))), float(start), end, reason,
+        tuple(json.loads(str(uuids))), float(start), end, reason, str(sandbox),
     )  # fmt: skip
 
 
@@ -100,4 +100,4 @@ def close(db: sqlite3.Connection, job_id: str, at: float, reason: str) -> list[A
         "UPDATE allocations SET end = MAX(?, start), end_reason = ? WHERE job_id = ? AND end IS NULL",
         (at, reason, job_id),
     )
-    return [allocation((*row[:7], max(at, float(row[6])), reason)) for row in open_rows]
+    return [allocation((*row[:7], max(at, float(row[6])), reason, row[9])) for row in open_rows]

@@ -60,7 +60,8 @@ class Site:
         self.start_controller()
 
     def start_controller(self) -> None:
-        self.executor = RayExecutor(address=self.cluster.address, log_dir=self.log_dir)
+        # The jobs here wait for a file of the test's tmp dir, which the sandbox hides.
+        self.executor = RayExecutor(address=self.cluster.address, log_dir=self.log_dir, sandbox_tenants=False)
         self.controller = Controller(self.store, self.fleet, self.executor)
         self.controller.recover()
 

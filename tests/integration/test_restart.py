@@ -124,7 +124,8 @@ def test_a_killed_scheduler_comes_back_to_its_running_job_on_the_embedded_head(
         head_pid = head.pid
         node = join_node(head.address, head.temp_dir, db)
         agent_factory(port, backend=SimBackend(NODE, 2, load=0.1), node_id=NODE)
-        spec = JobSpec("acme", "long", JobClass.ON_DEMAND, 2, 2, command=("sh", "-c", JOB.format(d=short_dir)))
+        # Class internal: not sandboxed, so the job can signal through short_dir with host pids.
+        spec = JobSpec("internal", "long", JobClass.INTERNAL, 2, 2, command=("sh", "-c", JOB.format(d=short_dir)))
         job_id = store.submit(spec).job_id
         wait_until(lambda: (short_dir / "leader").exists(), TIMEOUT_S, f"the job to start\n{sched.output()}")
         wait_until(lambda: (short_dir / "child").exists(), TIMEOUT_S, "the job's child")

@@ -245,3 +245,26 @@ def test_proof_names_what_the_rank_was_given(tmp_path: Path) -> None:
     assert proof.uid == sandbox.tenant_uid("acme") >= sandbox.UID_BASE and proof.uid != os.getuid()
     assert (proof.memory_bytes, proof.pids_max, proof.cpus, proof.cgroup) == (1 << 30, 100, 2, CAPS.cgroup)
     assert "--unshare-net" not in prepared.argv and "--unshare-pid" in prepared.argv
+
+
+def test_runner_files_in_the_job_dir_cannot_be_replaced(site: Site) -> None:
+    job_dir = site.jobs / "tamper"
+    (job_dir / "control").mkdir(parents=True)
+    (job_dir / "control" / "rank-0.preempt").write_text("runner's")
+    rc, out = site.run(
+        "tamper",
+        "tenant-b",
+        """
+        import os
+        open('rank-0.checkpoint', 'w').write('mine')  # its own files it may create
+        for op in (lambda: os.rename('control', 'gone'), lambda: os.unlink('rank-0.log'),
+                   lambda: open('control/rank-0.preempt', 'w')):
+            try:
+                op(); print('TAMPERED')
+            except OSError as e:
+                print('refused', e.errno)
+        """,
+    )
+    assert rc == 0 and "TAMPERED" not in out and out.count("refused") == 3, out
+    assert (job_dir / "control" / "rank-0.preempt").read_text() == "runner's"
+    assert (job_dir / "rank-0.checkpoint").read_text() == "mine"
