@@ -22,6 +22,7 @@ from neocloud.cli.common import (
     show,
     show_list,
 )
+from neocloud.cli.logs import print_logs
 from neocloud.client import CALL_TIMEOUT_S, Client
 from neocloud.v1 import jobs_pb2 as pb
 
@@ -140,13 +141,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "logs",
         parents=[conn],
         help="print a job's output",
-        description="Print a job's output (stdout and stderr as the executor keeps it).",
+        description="Print a job's output (stdout and stderr as the executor keeps it): every rank's,\n"
+        "interleaved line by line with a '[rank N] ' prefix, or one rank's as it is with --rank.",
         epilog=_EXIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends, then exit as it did")
-    p.add_argument("--offset", type=int, default=0, help="skip this many bytes (default: %(default)s)")
+    p.add_argument("--rank", type=int, help="only this rank's output, unprefixed (0..ranks-1)")
+    p.add_argument(
+        "--offset", type=int, default=0, help="skip this many bytes of the rank's output (default: %(default)s)"
+    )
     p.set_defaults(func=command(_logs))
 
     admin_cli.add_parser(subparsers, conn)
@@ -298,12 +303,6 @@ def _cancel(args: argparse.Namespace, client: Client) -> None:
 
 
 def _logs(args: argparse.Namespace, client: Client) -> int:
-    if args.offset < 0:
-        raise UsageError("--offset must not be negative")
-    request = pb.JobLogsRequest(job_id=args.job_id, offset=args.offset, follow=args.follow)
-    out = sys.stdout.buffer
     sys.stdout.flush()
-    for chunk in client.jobs.Logs(request, metadata=client.metadata, timeout=None if args.follow else CALL_TIMEOUT_S):
-        out.write(chunk.data)
-        out.flush()
+    print_logs(client, _get(client, args.job_id), args.rank, args.offset, args.follow, sys.stdout.buffer)
     return exit_status(_get(client, args.job_id)) if args.follow else 0

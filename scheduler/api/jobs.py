@@ -219,10 +219,14 @@ class JobService(pb_grpc.JobServiceServicer):
         job = await self._job(principal, request.job_id)
         if request.offset < 0:
             raise InvalidArgumentError(f"offset must not be negative, not {request.offset}")
+        rank = request.rank if request.HasField("rank") else 0
+        ranks = job.spec.gpus // job.spec.gpus_per_node  # one rank per node of the gang
+        if not 0 <= rank < ranks:
+            raise InvalidArgumentError(f"rank must be 0..{ranks - 1} (job {job.job_id} has {ranks}), not {rank}")
         offset = request.offset
         ended = False  # seen the job finished, then read once more
         while True:
-            data, eof = await asyncio.to_thread(self._logs.read, job.job_id, offset)
+            data, eof = await asyncio.to_thread(self._logs.read, job.job_id, offset, rank)
             for start in range(0, len(data), LOG_CHUNK_BYTES):
                 piece = data[start : start + LOG_CHUNK_BYTES]
                 yield pb.LogChunk(offset=offset, data=piece)

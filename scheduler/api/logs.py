@@ -14,22 +14,22 @@ logger = logging.getLogger(__name__)
 
 
 class LogSource(Protocol):
-    def read(self, job_id: str, offset: int) -> tuple[bytes, bool]:
-        """Bytes of the job's output from `offset` (possibly empty: nothing new yet), and whether
-        the output is complete (`eof`: nothing will ever follow what was returned). May block
-        briefly; it is called from a worker thread."""
+    def read(self, job_id: str, offset: int, rank: int = 0) -> tuple[bytes, bool]:
+        """Bytes of the output of the job's rank `rank` from `offset` (possibly empty: nothing new
+        yet), and whether that output is complete (`eof`: nothing will ever follow what was
+        returned). May block briefly; it is called from a worker thread."""
         ...
 
 
 class ExecutorLogs:
-    """A job's output as its executor keeps it: rank 0's, which runs the entry point."""
+    """A job's output as its executor keeps it, one log per rank."""
 
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
 
-    def read(self, job_id: str, offset: int) -> tuple[bytes, bool]:
+    def read(self, job_id: str, offset: int, rank: int = 0) -> tuple[bytes, bool]:
         try:
-            return self._executor.read_log(job_id, 0, offset)
+            return self._executor.read_log(job_id, rank, offset)
         except NotFoundError:
             return b"", False  # not started yet; the Logs stream ends once the job has
 
@@ -37,32 +37,32 @@ class ExecutorLogs:
 class NoLogs:
     """For a scheduler without an executor: every job's output is empty and complete."""
 
-    def read(self, job_id: str, offset: int) -> tuple[bytes, bool]:
+    def read(self, job_id: str, offset: int, rank: int = 0) -> tuple[bytes, bool]:
         return b"", True
 
 
 class MemoryLogSource:
-    """Output kept in memory: `append` what a job writes, `close` when it ends."""
+    """Output kept in memory, per rank: `append` what a rank writes, `close` when it ends."""
 
     def __init__(self, max_read: int = 1 << 20) -> None:
-        self._data: dict[str, bytearray] = {}
-        self._closed: set[str] = set()
+        self._data: dict[tuple[str, int], bytearray] = {}
+        self._closed: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._max_read = max_read
 
-    def append(self, job_id: str, data: bytes) -> None:
+    def append(self, job_id: str, data: bytes, rank: int = 0) -> None:
         with self._lock:
-            if job_id in self._closed:
-                raise ValueError(f"the output of job {job_id} is closed")
-            self._data.setdefault(job_id, bytearray()).extend(data)
+            if (job_id, rank) in self._closed:
+                raise ValueError(f"the output of job {job_id} rank {rank} is closed")
+            self._data.setdefault((job_id, rank), bytearray()).extend(data)
 
-    def close(self, job_id: str) -> None:
+    def close(self, job_id: str, rank: int = 0) -> None:
         with self._lock:
-            self._data.setdefault(job_id, bytearray())
-            self._closed.add(job_id)
+            self._data.setdefault((job_id, rank), bytearray())
+            self._closed.add((job_id, rank))
 
-    def read(self, job_id: str, offset: int) -> tuple[bytes, bool]:
+    def read(self, job_id: str, offset: int, rank: int = 0) -> tuple[bytes, bool]:
         with self._lock:
-            data = self._data.get(job_id, bytearray())
+            data = self._data.get((job_id, rank), bytearray())
             chunk = bytes(data[offset : offset + self._max_read])
-            return chunk, job_id in self._closed and offset + len(chunk) >= len(data)
+            return chunk, (job_id, rank) in self._closed and offset + len(chunk) >= len(data)
