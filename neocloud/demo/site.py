@@ -82,8 +82,13 @@ class Site:
 
     def start(self) -> None:
         # Ray only where jobs run (as in `neocloud scheduler`): importing it costs seconds.
-        from neocloud.scheduler.executor import LocalCluster, RayExecutor
+        from neocloud.scheduler.executor import LocalCluster, RayExecutor, node_capabilities
 
+        # A laptop demo: where this host cannot sandbox tenant ranks, they run unsandboxed, and say so.
+        caps = node_capabilities()
+        allow = not caps.full
+        if allow:
+            logger.warning("this host cannot sandbox tenant jobs (%s): the demo runs them unsandboxed", caps.missing)
         work = self.work
         tls.write_ca(work)
         tls.write_server(work, ["localhost", "127.0.0.1"])
@@ -92,7 +97,11 @@ class Site:
         cluster = LocalCluster(dict.fromkeys(self.node_ids, GPUS_PER_NODE))
         self.cluster = cluster
         executor = RayExecutor(
-            address=cluster.address, log_dir=work / "job-logs", log_to_driver=False, logging_level=logging.WARNING
+            address=cluster.address,
+            log_dir=work / "job-logs",
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            allow_unsandboxed_tenants=allow,
         )
         self.executor = executor
         self.sched = BackgroundScheduler(
@@ -107,6 +116,7 @@ class Site:
                 controller_interval_s=self.controller_interval_s,
                 meter_interval_s=2.0,  # the live revenue follows the ledger
                 init=True,  # a new site in the work directory
+                allow_unsandboxed_tenants=allow,
             ),
             executor,
         )

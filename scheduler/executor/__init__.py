@@ -3,13 +3,24 @@ The only package that imports ray; imports neocloud.domain and nothing else of t
 
 from typing import TYPE_CHECKING, Any
 
+from neocloud.scheduler.executor.sandbox import node_capabilities
 from neocloud.scheduler.executor.types import ExecJob, Executor, ExecutorEvent, Exited, Released, Started
 
 if TYPE_CHECKING:
     from neocloud.scheduler.executor.local_cluster import LocalCluster
     from neocloud.scheduler.executor.ray_executor import RayExecutor
 
-__all__ = ["ExecJob", "Executor", "ExecutorEvent", "Exited", "LocalCluster", "RayExecutor", "Released", "Started"]
+__all__ = [
+    "ExecJob",
+    "Executor",
+    "ExecutorEvent",
+    "Exited",
+    "LocalCluster",
+    "RayExecutor",
+    "Released",
+    "Started",
+    "node_capabilities",
+]
 
 
 def __getattr__(name: str) -> Any:

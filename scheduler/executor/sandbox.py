@@ -349,6 +349,8 @@ class Sandbox:
         bwrap = [str(shutil.which("bwrap")), *_namespaces(), *_system_binds()]
         for dev in devices:
             bwrap += ["--dev-bind", str(dev), f"/dev/{dev.name}"]
+        for parent in reversed(spec.job_dir.parents[:-1]):  # searchable whatever the runner's umask (Ray's: 077)
+            bwrap += ["--perms", "0755", "--dir", str(parent)]
         bwrap += ["--bind", job_dir, job_dir, "--chdir", job_dir, "--setenv", "HOME", job_dir]
         bwrap += ["--setenv", "TMPDIR", "/tmp", "--"]
         setpriv = [str(shutil.which("setpriv")), *_drop(uid), "--"]
