@@ -25,7 +25,7 @@ from typing import Any
 import ray
 
 from neocloud.domain.errors import NeocloudError
-from neocloud.scheduler.executor import procs, sandbox
+from neocloud.scheduler.executor import logfile, procs, sandbox
 from neocloud.scheduler.executor import workdir as workdirs
 from neocloud.scheduler.executor.control_files import ControlDir
 from neocloud.scheduler.executor.logfile import read_chunk
@@ -152,6 +152,7 @@ class Runner:
         self._notice = f"rank-{rank}.preempt"
         self._warning = f"rank-{rank}.reclaim-warning"
         self._files: ControlDir | None = None
+        self._marked_ended = False
         self._ckpt = job_dir / f"rank-{rank}.checkpoint"  # written by the job; only its mtime is read
         self._ray_node_id, self._ip, ray_ids = _ray_identity()
         self._cuda_visible = ",".join(str(i) for i in ray_ids)
@@ -186,8 +187,11 @@ class Runner:
             self._files = ControlDir(self._control)
             self._files.remove(self._notice)  # a requeued job must not see the last run's notice
             self._files.remove(self._warning)
+            self._files.remove(logfile.ended_marker(self._rank))
+            self._files.write(logfile.running_marker(self._rank), "")  # its directory is kept while it runs
         except OSError as e:  # the job then runs without notice files; its signals still come
             logger.error("job %s rank %d: no control directory: %s", self._job.job_id, self._rank, e)
+        self._sweep_old_logs()
         with self._cv:
             self._s.checkpoint_mtime = _mtime(self._ckpt)  # only newer checkpoints count
         if not self._install_workdir():
@@ -471,7 +475,27 @@ class Runner:
     def _bump(self) -> None:
         """Caller holds the lock."""
         self._s.version += 1
+        if self._s.ended_at is not None and not self._marked_ended:
+            self._mark_ended()
         self._cv.notify_all()
+
+    def _mark_ended(self) -> None:
+        """Whichever way the rank ended: its directory's retention starts now. Caller holds the lock."""
+        self._marked_ended = True
+        if self._files is None:
+            return
+        try:
+            self._files.write(logfile.ended_marker(self._rank), f"{self._s.ended_at}\n")
+            self._files.remove(logfile.running_marker(self._rank))
+        except OSError as e:
+            logger.error("job %s rank %d: cannot mark its end: %s", self._job.job_id, self._rank, e)
+
+    def _sweep_old_logs(self) -> None:
+        """Delete this node's job directories that ended longer than the retention ago."""
+        try:
+            logfile.sweep_expired(self._job_dir().parent, logfile.retention_s(), time.time(), keep=self._job.job_id)
+        except (OSError, ValueError) as e:
+            logger.error("job %s rank %d: no sweep of old logs: %s", self._job.job_id, self._rank, e)
 
     def _status(self) -> RankStatus:
         """Caller holds the lock."""
