@@ -279,3 +279,25 @@ def test_job_dir_is_reachable_by_its_absolute_path_under_a_strict_umask(site: Si
     finally:
         os.umask(old)
     assert rc == 0 and "ok" in out, out
+
+
+def test_sigterm_reaches_the_job_not_the_sandbox(site: Site) -> None:
+    """A stop's SIGTERM goes to the rank's own processes, so it can checkpoint and exit with
+    its code; sent to bwrap it would end the rank with a SIGKILL, unwarned."""
+    proc, log = site.start(
+        "graceful",
+        "tenant-b",
+        """
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *_: (print('term', flush=True), sys.exit(3)))
+        print('ready', flush=True)
+        time.sleep(30)
+        """,
+    )
+    deadline = time.monotonic() + 10
+    while "ready" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.02)
+    procs.signal_all(proc.pid, procs.TERM)
+    assert proc.wait(timeout=10) == 3 and "term" in log.read_text()
+    stop(proc.pid)
