@@ -146,6 +146,11 @@ class SchedulerCollector(Collector):
             "neocloud_scheduler_step_errors", "Controller passes that failed.", value=stats.step_errors
         )
         yield CounterMetricFamily(
+            "neocloud_scheduler_runner_watchdog_failures",
+            "Ranks stopped by their runner because its watchdog failed (the job is requeued).",
+            value=stats.watchdog_failures,
+        )
+        yield CounterMetricFamily(
             "neocloud_scheduler_repairs",
             "Crash leftovers set right: starts rolled back, stops finished, orphans removed from Ray.",
             value=stats.repairs,

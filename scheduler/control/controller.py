@@ -69,7 +69,7 @@ class Controller:
         self.view = ControllerView()
         self._state = ControlState(store, IntentStore.beside(store))
         self.cleanups: dict[str, Cleanup] = self._state.cleanups  # the same dict, for the exporter and demo
-        self._reconciler = Reconciler(store, fleet, executor, self._state, clock)
+        self._reconciler = Reconciler(store, fleet, executor, self._state, self.stats, clock)
         self._enactor = Enactor(store, executor, self._state, self.stats)
         self._repairer = Repairer(store, executor, self._state, self.stats, clock)
         self._book = BookPublisher(store, fleet)

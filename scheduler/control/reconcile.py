@@ -11,9 +11,10 @@ from collections.abc import Callable
 from neocloud.domain.errors import NeocloudError
 from neocloud.domain.faults import fault_point
 from neocloud.scheduler.control.settle import REQUEUE, ending, settle
-from neocloud.scheduler.control.state import Cleanup, ControlState, Running, Tracking
+from neocloud.scheduler.control.state import Cleanup, ControllerStats, ControlState, Running, Tracking
 from neocloud.scheduler.executor.types import (
     END_LOST,
+    END_WATCHDOG_FAILED,
     Checkpoint,
     Executor,
     ExecutorEvent,
@@ -35,12 +36,19 @@ logger = logging.getLogger(__name__)
 
 class Reconciler:
     def __init__(
-        self, store: JobStore, fleet: Fleet, executor: Executor, state: ControlState, clock: Callable[[], float]
+        self,
+        store: JobStore,
+        fleet: Fleet,
+        executor: Executor,
+        state: ControlState,
+        stats: ControllerStats,
+        clock: Callable[[], float],
     ) -> None:
         self.store = store
         self.fleet = fleet
         self.executor = executor
         self.state = state
+        self.stats = stats
         self.clock = clock
 
     def recover(self, stopped_by: float) -> None:
@@ -108,6 +116,11 @@ class Reconciler:
             elif isinstance(event, Exited):
                 tracking = state.tracking(event.job_id)
                 tracking.exits[event.rank] = event
+                if event.end_reason == END_WATCHDOG_FAILED:
+                    self.stats.watchdog_failures += 1
+                    logger.error(
+                        "job %s rank %d: its runner's watchdog failed; the rank was stopped", event.job_id, event.rank
+                    )
                 if len(tracking.exits) >= tracking.ranks:
                     self._ended(event.job_id, tracking)
             elif isinstance(event, JobLost):

@@ -51,6 +51,7 @@ class ControllerStats:
     warnings: int = 0
     step_errors: int = 0
     repairs: int = 0  # crash leftovers set right (repair.py)
+    watchdog_failures: int = 0  # ranks a runner stopped because its watchdog failed (requeued)
     step_seconds: Durations = field(default_factory=Durations)
 
 
