@@ -168,10 +168,15 @@ def _parents(root: Path, path: str, made: set[str]) -> None:
         here = "/".join(parts[:i])
         if here not in made:
             try:
-                os.mkdir(root / here, 0o755)
+                _mkdir(root / here)
             except FileExistsError:
                 raise InvalidArgumentError(f"archive entry {path!r}: {here!r} is already in the directory") from None
             made.add(here)
+
+
+def _mkdir(path: Path) -> None:
+    os.mkdir(path, 0o755)
+    os.chmod(path, 0o755, follow_symlinks=False)  # readable by the job's user, whatever the umask
 
 
 def unpack(stream: IO[bytes], root: Path, limits: ArchiveLimits) -> ArchiveInfo:
@@ -199,13 +204,14 @@ def _write(tar: tarfile.TarFile, m: tarfile.TarInfo, root: Path, path: str, made
     target = root / path
     if m.isdir():
         if path not in made:
-            os.mkdir(target, 0o755)  # FileExistsError for what root already held
+            _mkdir(target)  # FileExistsError for what root already held
             made.add(path)
     elif m.islnk():
         os.link(root / _path(m.linkname), target, follow_symlinks=False)
     elif m.isreg():
         mode = 0o755 if m.mode & 0o111 else 0o644
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        os.fchmod(fd, mode)  # the archive's mode, whatever the unpacker's umask (Ray's workers: 077)
         with os.fdopen(fd, "wb") as out, tar.extractfile(m) as data:  # type: ignore[union-attr]
             while chunk := data.read(_CHUNK):
                 out.write(chunk)

@@ -173,3 +173,17 @@ def test_unpack_never_enters_or_replaces_what_the_directory_held(
     with pytest.raises(InvalidArgumentError, match=entry):
         unpack(io.BytesIO(_archive(*members)), tmp_path, LIMITS)
     assert os.listdir(tmp_path / "control") == [] and (tmp_path / "rank-0.log").read_text() == "runner's"
+
+
+def test_modes_are_the_archives_whatever_the_umask(tmp_path: Path) -> None:
+    """Ray's workers unpack with umask 077: the job's own user (the sandbox's) must still read it."""
+    _tree(tmp_path / "src")
+    (tmp_path / "job").mkdir()
+    old = os.umask(0o077)
+    try:
+        unpack(io.BytesIO(_pack(tmp_path / "src")), tmp_path / "job", LIMITS)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "job" / "data").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "job" / "data" / "input.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "job" / "run.py").stat().st_mode & 0o777 == 0o755
