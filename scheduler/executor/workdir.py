@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import io
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,15 +29,19 @@ def install(job_dir: Path, digest: str, fetch: Callable[[], bytes], limits: Arch
     (then nothing is fetched); True if it was unpacked now. InvalidArgumentError if the bytes do not
     hash to `digest` or the archive is refused (naming the entry)."""
     marker = job_dir / f".workdir-{digest.removeprefix(_PREFIX)}"
-    with open(job_dir / ".workdir.lock", "a") as lock:
+    # The job may write in its directory (a requeued one has run there): never follow what it put there.
+    lock = os.open(job_dir / ".workdir.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if marker.exists():
+        if os.path.lexists(marker):
             return False
         data = fetch()
         actual = _PREFIX + hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise InvalidArgumentError(f"workdir {digest} arrived as {actual}: not unpacked")
         info = unpack(io.BytesIO(data), job_dir, limits or ArchiveLimits())
-        marker.touch()
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    finally:
+        os.close(lock)
     logger.info("unpacked workdir %s in %s: %d files, %d bytes", digest, job_dir, info.files, info.bytes)
     return True

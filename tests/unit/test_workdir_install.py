@@ -43,3 +43,15 @@ def test_installs_once_and_checks_the_hash(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="arrived as"):
         install(other, digest, lambda: data + b"tampered")
     assert sorted(os.listdir(other)) == [".workdir.lock"]
+
+
+def test_a_link_the_job_planted_in_its_directory_is_never_followed(tmp_path: Path) -> None:
+    """A requeued job has run in its directory: a symlink at the lock's name must not make the
+    runner (root) create a file where the link points."""
+    data, digest = _archive(tmp_path)
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / ".workdir.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        install(job, digest, lambda: data)
+    assert not (tmp_path / "elsewhere").exists() and not (job / "run.py").exists()
