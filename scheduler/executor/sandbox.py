@@ -299,10 +299,18 @@ class RankCgroup:
                     return
             time.sleep(0.005)
 
-    def remove(self) -> None:
+    def remove(self, timeout_s: float = 0.5) -> None:
+        """rmdir each directory; the kernel may refuse (EBUSY) for a moment after the last exit."""
+        deadline = time.monotonic() + timeout_s
         for d in self.dirs.values():
-            with contextlib.suppress(OSError):
-                d.rmdir()
+            while d.exists():
+                try:
+                    d.rmdir()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        logger.warning("cgroup %s left behind (reused by the rank's next run)", d)
+                        break
+                    time.sleep(0.01)
 
 
 @dataclass(frozen=True)
