@@ -70,14 +70,19 @@ def running_head(db_path: str | Path) -> Head | None:
 
 def auth_env(db_path: str | Path) -> dict[str, str]:
     """What a process needs in its environment to join or use the head (Ray's token authentication)."""
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(Path(f"{db_path}.ray-token").resolve())}
+    return token_env(Path(f"{db_path}.ray-token").resolve())
+
+
+def token_env(token_path: Path) -> dict[str, str]:
+    """Ray's token authentication with the token in `token_path`, as Ray reads it from the environment."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
 
 
 def ensure_head(db_path: str | Path, port: int = DEFAULT_PORT) -> str:
     """The address of the embedded head of this store: the one running, or a new one.
     This process's environment gets auth_env(), so its ray.init() is let in: call
     it before Ray is imported (Ray reads its RAY_* settings once, on import)."""
-    _ensure_token(Path(auth_env(db_path)["RAY_AUTH_TOKEN_PATH"]))
+    ensure_token(Path(auth_env(db_path)["RAY_AUTH_TOKEN_PATH"]))
     os.environ.update(auth_env(db_path))
     head = running_head(db_path)
     if head is not None:
@@ -156,11 +161,11 @@ def _start(db_path: str | Path, port: int) -> Head:
     return head
 
 
-def _ensure_token(path: Path) -> None:
-    """Ray's token for this head, made once and kept (GPU nodes hold a copy), readable by its owner only.
+def ensure_token(path: Path) -> None:
+    """A Ray token in `path`, made once and kept (GPU nodes hold a copy), readable by its owner only.
     Explicit, because otherwise `ray start` turns authentication on or off by whether ~/.ray holds a token."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         return
     with os.fdopen(fd, "w") as f:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from typing import Any
 from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # compiled, no stub
 from ray.cluster_utils import Cluster
 
+from neocloud.scheduler.executor.embedded_head import ensure_token, token_env
 from neocloud.scheduler.executor.types import NODE_LABEL, valid_node_id
 
 logger = logging.getLogger(__name__)
@@ -78,23 +78,12 @@ class LocalCluster:
         self.shutdown()
 
 
-def auth_env(token_path: Path) -> dict[str, str]:
-    """The environment a process needs to join or use a cluster whose token is in `token_path`."""
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
-
-
 def _use_token(path: Path) -> Path:
     """Make `path` hold a token (0600) if it does not, and turn token authentication on for this
     process and its children; Ray caches its settings, so the cache is refreshed too."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
+    ensure_token(path)
     os.environ.pop("RAY_AUTH_TOKEN", None)  # a token in the environment would win over the file
-    os.environ.update(auth_env(path))
+    os.environ.update(token_env(path))
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
     return path
