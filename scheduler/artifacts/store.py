@@ -20,12 +20,14 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
 from neocloud.domain.archive import ArchiveLimits, check
 from neocloud.domain.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from neocloud.scheduler.store.settings import SETTINGS, SettingValue
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +38,21 @@ _COPY = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class ArtifactQuotas:
-    max_archive_bytes: int = 1 << 30  # one upload, compressed
-    max_tenant_bytes: int = 10 << 30  # everything a tenant uploaded, compressed
-    max_tenant_archives: int = 1000
+    """Defaults from the site settings (`neocloud admin set workdir_max_...`), which override them."""
+
+    max_archive_bytes: int = int(SETTINGS["workdir_max_archive_bytes"].default)  # one upload, compressed
+    max_tenant_bytes: int = int(SETTINGS["workdir_max_tenant_bytes"].default)  # all a tenant uploaded, compressed
+    max_tenant_archives: int = int(SETTINGS["workdir_max_tenant_archives"].default)
     unpack: ArchiveLimits = field(default_factory=ArchiveLimits)  # files and bytes once unpacked
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, SettingValue]) -> ArtifactQuotas:
+        """The quotas of the site's effective settings (JobStore.get_settings)."""
+        return cls(
+            max_archive_bytes=int(values["workdir_max_archive_bytes"]),
+            max_tenant_bytes=int(values["workdir_max_tenant_bytes"]),
+            max_tenant_archives=int(values["workdir_max_tenant_archives"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +89,7 @@ def check_archive_size(size: int, quotas: ArtifactQuotas) -> None:
 
 
 class ArtifactStore(Protocol):
-    quotas: ArtifactQuotas
-
-    def put(self, tenant: str, stream: IO[bytes]) -> StoredArtifact:
+    def put(self, tenant: str, stream: IO[bytes], quotas: ArtifactQuotas) -> StoredArtifact:
         """Store the archive read from `stream` for `tenant`: InvalidArgumentError for a bad archive
         (naming the entry), ResourceExhaustedError past a quota (naming it)."""
         ...
@@ -93,9 +104,8 @@ class ArtifactStore(Protocol):
 
 
 class LocalArtifactStore:
-    def __init__(self, root: Path, quotas: ArtifactQuotas | None = None) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.quotas = quotas or ArtifactQuotas()
         for sub in ("blobs", "tenants", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.Lock()  # quota check and commit, one upload at a time
@@ -104,8 +114,8 @@ class LocalArtifactStore:
         # Tenant names are checked by the store, but a path is built from a hash all the same.
         return self.root / "tenants" / hashlib.sha256(tenant.encode()).hexdigest()[:32]
 
-    def put(self, tenant: str, stream: IO[bytes]) -> StoredArtifact:
-        q = self.quotas
+    def put(self, tenant: str, stream: IO[bytes], quotas: ArtifactQuotas) -> StoredArtifact:
+        q = quotas
         digest, size = hashlib.sha256(), 0
         with tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=False) as tmp:
             try:
@@ -118,12 +128,14 @@ class LocalArtifactStore:
                 tmp.seek(0)
                 info = check(tmp, q.unpack)  # once, here: a job never starts on a bad archive
                 os.fsync(tmp.fileno())
-                return self._commit(tenant, digest.hexdigest(), size, Path(tmp.name), info.files)
+                return self._commit(tenant, digest.hexdigest(), size, Path(tmp.name), info.files, q)
             finally:
                 Path(tmp.name).unlink(missing_ok=True)
 
-    def _commit(self, tenant: str, hexdigest: str, size: int, staged: Path, files: int) -> StoredArtifact:
-        q, mine = self.quotas, self._tenant_dir(tenant)
+    def _commit(
+        self, tenant: str, hexdigest: str, size: int, staged: Path, files: int, q: ArtifactQuotas
+    ) -> StoredArtifact:
+        mine = self._tenant_dir(tenant)
         stored = StoredArtifact(DIGEST_PREFIX + hexdigest, size, files)
         with self._lock:
             if (mine / hexdigest).exists():

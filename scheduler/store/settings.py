@@ -108,6 +108,10 @@ SETTINGS: dict[str, Setting] = {
             _DEFAULTS.reclaim_warning_s,
             "horizon of the early reclaim warning, seconds",
         ),
+        # Uploaded workdirs (ArtifactService; scheduler/artifacts): what one tenant may store.
+        Setting("workdir_max_archive_bytes", _int(1, 1 << 40), 1 << 30, "bytes of one uploaded workdir archive"),
+        Setting("workdir_max_tenant_bytes", _int(1, 1 << 50), 10 << 30, "bytes of workdir archives per tenant"),
+        Setting("workdir_max_tenant_archives", _int(1, 10_000_000), 1000, "workdir archives per tenant"),
     )
 }
 

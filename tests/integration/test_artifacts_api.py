@@ -27,10 +27,15 @@ QUOTAS = ArtifactQuotas(max_archive_bytes=256 << 10, max_tenant_bytes=1 << 20, m
 
 
 class ArtifactApi(ApiServer):
+    """The API with ArtifactService; `quotas` become the site's settings (as `admin set` makes them)."""
+
     def __init__(self, db_path: Path, quotas: ArtifactQuotas) -> None:
-        self.artifacts = LocalArtifactStore(db_path.with_name("artifacts"), quotas)
+        self.artifacts = LocalArtifactStore(db_path.with_name("artifacts"))
         super().__init__(db_path)
         self.stub = artifacts_pb2_grpc.ArtifactServiceStub(self.channel)
+        self.store.set_setting("workdir_max_archive_bytes", str(quotas.max_archive_bytes))
+        self.store.set_setting("workdir_max_tenant_bytes", str(quotas.max_tenant_bytes))
+        self.store.set_setting("workdir_max_tenant_archives", str(quotas.max_tenant_archives))
 
     async def _start(self) -> grpc.aio.Server:
         server = grpc.aio.server(interceptors=[ErrorInterceptor()])
