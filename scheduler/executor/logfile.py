@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -87,8 +88,13 @@ def sweep_expired(log_dir: Path, retention: float, now: float, keep: str = "") -
 
 
 def _ended_at(control: Path) -> float | None:
-    """When the last rank of this directory ended, or None while one runs (or none ended)."""
+    """When the last rank of this directory ended, or None while one runs (or none ended).
+    A `control` the runner does not own was swapped by the job (its directory is writable to
+    it): its markers are not believed, and the job directory's own mtime says how old it is."""
     try:
+        st = control.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            return control.parent.lstat().st_mtime
         names = os.listdir(control)
     except OSError:
         return None

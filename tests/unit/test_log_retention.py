@@ -60,6 +60,14 @@ def test_a_finished_job_is_deleted_after_the_retention_and_nothing_else(tmp_path
         unmarked = logs / "unmarked"  # no runner's markers: not the sweep's to judge
         (unmarked / "control").mkdir(parents=True)
         (unmarked / "rank-0.log").write_text("x")
+        # A job that swapped its control directory for one claiming it still runs is aged by its
+        # directory's mtime instead (a link here stands for a directory another uid made).
+        swapped = logs / "swapped"
+        (swapped / "elsewhere").mkdir(parents=True)
+        (swapped / "elsewhere" / logfile.running_marker(0)).write_text("")
+        (swapped / "control").symlink_to("elsewhere")
+        old = time.time() - 8 * DAY
+        os.utime(swapped, (old, old))
         run_to_end(logs, "new")  # its launch sweeps
         assert sorted(p.name for p in logs.iterdir()) == ["new", "recent", "running", "unmarked"]
         # A rank still running keeps its directory however old its other markers are.
