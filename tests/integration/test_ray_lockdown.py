@@ -6,6 +6,7 @@ notice name still gets its notice and SIGTERM."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -83,6 +84,16 @@ def test_a_client_without_the_token_is_refused_and_with_it_let_in(
     assert "REFUSED" in out and REFUSED in out, out
     out = client(cluster.address, tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(cluster.token_path))
     assert "CONNECTED" in out, out
+
+
+def test_another_uid_cannot_read_the_token(site: tuple[LocalCluster, RayExecutor, Path]) -> None:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs setpriv and root to read as another uid (65534, as a tenant's sandbox uid would)")
+    read = f"open({str(site[0].token_path)!r}).read()"
+    argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", read]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert out.returncode != 0 and "PermissionError" in out.stderr, out.stderr
 
 
 def test_a_runner_status_holds_no_secret_and_the_job_no_ray_setting(
