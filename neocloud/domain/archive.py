@@ -14,12 +14,14 @@ written outside the root whatever the archive holds.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
 import posixpath
 import stat
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,23 +141,39 @@ def _kind(m: tarfile.TarInfo) -> str:
     return kinds.get(m.type, f"an entry of type {m.type!r}")
 
 
-def _members(stream: IO[bytes], checker: _Checker) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str]]:
-    cap = checker.limits.max_bytes + (checker.limits.max_files + 2) * _HEADER_SLACK
+_DAMAGED = (tarfile.TarError, OSError, EOFError, zlib.error)
+
+
+@contextlib.contextmanager
+def _whole() -> Iterator[None]:
+    """A damaged stream (not gzip, truncated, a bad checksum) is the archive's fault, wherever it shows."""
     try:
-        with gzip.GzipFile(fileobj=stream, mode="rb") as gz, tarfile.open(fileobj=_Capped(gz, cap), mode="r|") as tar:  # type: ignore[call-overload]
+        yield
+    except _DAMAGED as e:
+        raise InvalidArgumentError(f"not a whole gzip tar archive: {e}") from None
+
+
+def _members(stream: IO[bytes], checker: _Checker) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str]]:
+    """Each member, checked; then the rest of the stream, so that gzip's checksum and length at its
+    end are verified too (within the same bound)."""
+    cap = checker.limits.max_bytes + (checker.limits.max_files + 2) * _HEADER_SLACK
+    with _whole(), gzip.GzipFile(fileobj=stream, mode="rb") as gz:
+        capped = _Capped(gz, cap)
+        with tarfile.open(fileobj=capped, mode="r|") as tar:  # type: ignore[call-overload]
             for m in tar:
                 yield tar, m, checker.member(m)
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise InvalidArgumentError(f"not a gzip tar archive: {e}") from None
+        while capped.read(_CHUNK):
+            pass
 
 
 def check(stream: IO[bytes], limits: ArchiveLimits) -> ArchiveInfo:
     """Read a whole archive once and refuse it if any member would be refused at unpack time."""
     checker = _Checker(limits)
-    for tar, m, _ in _members(stream, checker):
-        if m.isreg() and (f := tar.extractfile(m)) is not None:
-            while f.read(_CHUNK):
-                pass
+    with _whole():
+        for tar, m, _ in _members(stream, checker):
+            if m.isreg() and (f := tar.extractfile(m)) is not None:
+                while f.read(_CHUNK):
+                    pass
     return checker.finish()
 
 
@@ -184,11 +202,14 @@ def unpack(stream: IO[bytes], root: Path, limits: ArchiveLimits) -> ArchiveInfo:
     may not replace or enter anything already in `root` (refused, naming the entry)."""
     checker = _Checker(limits)
     made: set[str] = set()
-    for tar, m, path in _members(stream, checker):
-        try:
-            _write(tar, m, root, path, made)
-        except OSError as e:
-            raise InvalidArgumentError(f"archive entry {path!r}: cannot unpack: {e.strerror}") from None
+    with _whole():
+        for tar, m, path in _members(stream, checker):
+            try:
+                _write(tar, m, root, path, made)
+            except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError):
+                raise  # the stream's fault, not the entry's: _whole says so
+            except OSError as e:
+                raise InvalidArgumentError(f"archive entry {path!r}: cannot unpack: {e.strerror or e}") from None
     info = checker.finish()
     for path, (_, linkname) in sorted(checker.links.items()):  # last, so no write above went through one
         _parents(root, path, made)

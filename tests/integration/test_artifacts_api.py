@@ -122,7 +122,10 @@ def test_bad_uploads_are_refused_with_documented_statuses(api: ArtifactApi) -> N
     refused = upload("acme", _hostile())
     assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "'escape'" in str(refused.details())
     refused = upload("acme", b"not an archive")
-    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "not a gzip tar" in str(refused.details())
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "not a whole gzip tar" in str(refused.details())
+    whole = _hostile()
+    refused = upload("acme", whole[: len(whole) - 6])  # cut short: never INTERNAL
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "not a whole gzip tar" in str(refused.details())
     refused = upload("acme", b"x" * ((1 << 20) + 1))
     assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "at most 1048576" in str(refused.details())
     assert upload("operator", _hostile()).code() is grpc.StatusCode.PERMISSION_DENIED

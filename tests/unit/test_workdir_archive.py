@@ -152,9 +152,26 @@ def test_a_gzip_bomb_stops_at_the_bound(tmp_path: Path) -> None:
         (tmp_path / "job").rmdir()
 
 
-def test_not_an_archive_is_invalid_argument() -> None:
-    with pytest.raises(InvalidArgumentError, match="not a gzip tar"):
-        check(io.BytesIO(b"hello"), LIMITS)
+@pytest.mark.parametrize("damage", ["not gzip", "cut in a file", "cut in the trailer", "a flipped byte"])
+def test_a_damaged_stream_is_invalid_argument_never_another_error(damage: str, tmp_path: Path) -> None:
+    """Truncated or corrupt archives are the archive's fault (INVALID_ARGUMENT), found by check and by
+    unpack alike, including a bad gzip checksum at the very end."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a").write_bytes(os.urandom(200_000))
+    blob = _pack(tmp_path / "src")
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0xFF
+    damaged = {
+        "not gzip": b"hello",
+        "cut in a file": blob[: len(blob) // 2],
+        "cut in the trailer": blob[:-4],
+        "a flipped byte": bytes(flipped),
+    }[damage]
+    with pytest.raises(InvalidArgumentError, match="not a whole gzip tar archive"):
+        check(io.BytesIO(damaged), LIMITS)
+    (tmp_path / "job").mkdir()
+    with pytest.raises(InvalidArgumentError, match="not a whole gzip tar archive"):
+        unpack(io.BytesIO(damaged), tmp_path / "job", LIMITS)
 
 
 @pytest.mark.parametrize(
