@@ -11,6 +11,7 @@ agents (they drain their last batches), scheduler, Ray driver, Ray cluster.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neocloud.scheduler.artifacts import read_bytes, root_beside
 from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
 from neocloud.wire import tls
 from neocloud.wire.netaddr import free_loopback_port
@@ -96,9 +98,11 @@ class Site:
             tls.write_node(work, node_id)
         cluster = LocalCluster(dict.fromkeys(self.node_ids, GPUS_PER_NODE))
         self.cluster = cluster
+        db_path = str(work / "scheduler.db")
         executor = RayExecutor(
             address=cluster.address,
             log_dir=work / "job-logs",
+            read_workdir=functools.partial(read_bytes, root_beside(db_path)),  # what `submit --workdir` uploads
             log_to_driver=False,
             logging_level=logging.WARNING,
             allow_unsandboxed_tenants=allow,
@@ -107,7 +111,7 @@ class Site:
         self.sched = BackgroundScheduler(
             SchedulerConfig(
                 listen="127.0.0.1:0",
-                db_path=str(work / "scheduler.db"),
+                db_path=db_path,
                 metrics_host="127.0.0.1",
                 metrics_port=0,
                 ca_file=str(work / "ca.pem"),
