@@ -11,7 +11,7 @@ from typing import Any, cast
 import ray
 from ray.util.placement_group import get_placement_group
 
-from neocloud.scheduler.executor.runner import RankStatus
+from neocloud.scheduler.executor.rank import RankStatus
 from neocloud.scheduler.executor.tracking import JobRecord, RankRecord
 from neocloud.scheduler.executor.types import NODE_LABEL, ExecJob, RayNodeInfo, pg_name, runner_name
 

@@ -30,7 +30,8 @@ from neocloud.domain.faults import fault_point
 from neocloud.scheduler.executor import discovery, tracking
 from neocloud.scheduler.executor.capability import NodeProbes
 from neocloud.scheduler.executor.logfile import read_chunk
-from neocloud.scheduler.executor.runner import RankStatus, RunnerActor
+from neocloud.scheduler.executor.rank import RankStatus
+from neocloud.scheduler.executor.runner import RunnerActor
 from neocloud.scheduler.executor.tracking import JobRecord, RankRecord
 from neocloud.scheduler.executor.types import (
     END_CANCELLED,

@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from neocloud.scheduler.executor.runner import RankStatus
+from neocloud.scheduler.executor.rank import RankStatus
 from neocloud.scheduler.executor.types import (
     END_EXITED,
     END_LOST,

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from neocloud.scheduler.executor import runner as runner_mod
-from neocloud.scheduler.executor.runner import RankStatus, Runner
+from neocloud.scheduler.executor.rank import RankStatus
+from neocloud.scheduler.executor.runner import Runner
 from neocloud.scheduler.executor.types import END_PREEMPTED, END_WATCHDOG_FAILED, ExecJob
 
 GRACE_S = 8.0

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from neocloud.scheduler.executor import procs, tracking
-from neocloud.scheduler.executor.runner import RankStatus
+from neocloud.scheduler.executor.rank import RankStatus
 from neocloud.scheduler.executor.types import ExecJob
 
 
