@@ -54,6 +54,14 @@ def capacity(gpus: int, model: str | None, per_node: int, nodes_ready: int, whol
     return f"waiting for {_what(gpus, model, per_node)}: {have}, {gpus // per_node} needed"
 
 
+def unsandboxed(gpus: int, model: str | None, per_node: int, free_gpus: int) -> str:
+    """It would start, but on nodes that cannot sandbox tenant work (fleet.may_run_on)."""
+    return (
+        f"waiting for {_what(gpus, model, per_node)}: {_plural(free_gpus, 'GPU')} free on nodes that cannot "
+        "sandbox tenant work; waiting for a sandboxed node"
+    )
+
+
 def first_in_line(text: str, held: int) -> str:
     return f"{text}; first in line, {_plural(held, 'node')} held for it"
 

@@ -37,6 +37,12 @@ def iso_key(tenant: str, job_class: int) -> str:
     return INTERNAL_TENANT if job_class == INTERNAL or tenant == INTERNAL_TENANT else tenant
 
 
+def may_run_on(sandboxed: bool, key: str) -> bool:
+    """Whether work of isolation owner `key` may run on a node: tenant work only where it can sandbox
+    ranks. The one rule for placement (its pools), preemption plans and rooms."""
+    return sandboxed or key == INTERNAL_TENANT
+
+
 def is_internal(tenant: str, job_class: int) -> bool:
     return job_class == INTERNAL or tenant == INTERNAL_TENANT
 

@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from itertools import filterfalse
 
 from neocloud.scheduler.policy.contracts import ContractBook
-from neocloud.scheduler.policy.fleet import FleetState
-from neocloud.scheduler.policy.types import INTERNAL_TENANT, NodeView, PolicyInput
+from neocloud.scheduler.policy.fleet import FleetState, may_run_on
+from neocloud.scheduler.policy.types import NodeView, PolicyInput
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +151,11 @@ class Placer:
                         continue
                     cur = cursors.get((m, f), 0)
                     while h > 0 and cur < len(lst):
-                        self.resv[lst[cur]] = c.contract_id
+                        i = lst[cur]
                         cur += 1
-                        h -= f
+                        if may_run_on(self.nodes[i].sandboxed, c.tenant):  # (else a carve-out its holder cannot use)
+                            self.resv[i] = c.contract_id
+                            h -= f
                     cursors[(m, f)] = cur
         return cursors
 
@@ -185,7 +187,7 @@ class Placer:
     def _pools(self, model: str, key: str, resvs: tuple[str | None, ...]) -> list[Pool]:
         out: list[Pool] = []
         # Internal work takes the nodes tenants cannot use first, keeping sandboxed ones for tenants.
-        models = (UNSANDBOXED + model, model) if key == INTERNAL_TENANT and self.unsandboxed else (model,)
+        models = (UNSANDBOXED + model, model) if self.unsandboxed and may_run_on(False, key) else (model,)
         for m in models:
             for r in resvs:
                 if self.iso:

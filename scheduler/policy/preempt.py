@@ -4,6 +4,8 @@ A higher-class job that does not fit in free capacity may have room made for
 it (engine.py decides who may preempt which classes). The planner picks n
 nodes that can each give the job g GPUs once some running jobs leave:
 
+- only nodes the job may run on are candidates (fleet.may_run_on: tenant
+  work never has room made for it on a node that cannot sandbox it);
 - candidates are walked cheapest first: nodes that already fit, nodes with
   work under notice or preempted earlier in the pass, the holder's own
   carve-out, then nodes holding only spot work, then only on-demand, then
@@ -29,9 +31,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from neocloud.scheduler.policy.fleet import INTERNAL, FleetState, gpus_on, iso_key
+from neocloud.scheduler.policy.fleet import INTERNAL, FleetState, gpus_on, iso_key, may_run_on
 from neocloud.scheduler.policy.placement import Placer, Pool
-from neocloud.scheduler.policy.types import PolicyInput, Preemption, RunningJob
+from neocloud.scheduler.policy.types import INTERNAL_TENANT, PolicyInput, Preemption, RunningJob
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class Plan:
 # A node that cannot serve a plan: (generation, the isolation owners it may still serve).
 Dead = tuple[int, frozenset[str]]
 NOBODY: frozenset[str] = frozenset()
+INTERNAL_ONLY = frozenset((INTERNAL_TENANT,))  # a node that cannot sandbox tenant ranks
 
 
 class Planner:
@@ -325,6 +328,9 @@ class Planner:
             if node.cordoned or node.gpu_model != model or resv.get(i) not in resvs:
                 dead[i] = (gen.get(i, 0), NOBODY)
                 continue
+            if not may_run_on(node.sandboxed, key):  # preempting there would buy the job nothing
+                dead[i] = (gen.get(i, 0), INTERNAL_ONLY)
+                continue
             fk = fresh.get(i)
             if iso and fk is not None and fk != key:
                 dead[i] = (gen.get(i, 0), frozenset((fk,)))
@@ -372,9 +378,12 @@ class Planner:
     def _usable(
         self, i: int, model: str, key: str, g: int, resvs: tuple[str | None, ...], exclude: frozenset[int] | set[int]
     ) -> bool:
-        """Node i may take part in a plan at all (not claimed, right model and reservation, room enough)."""
+        """Node i may take part in a plan at all (not claimed, right model and reservation, room enough,
+        sandboxed if the owner is a tenant)."""
         node = self.nodes[i]
         if i in self.placer.claimed or i in exclude or node.cordoned or node.gpu_model != model:
+            return False
+        if not may_run_on(node.sandboxed, key):
             return False
         if len(node.placeable) < g or self.placer.resv.get(i) not in resvs:
             return False

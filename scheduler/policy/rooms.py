@@ -7,8 +7,9 @@ and claimed before anything is placed: no other job places, holds or plans
 there, and the job itself is placed there and nowhere else once the room has
 space for it, so every preemption is spent on the job it was for (issue 12: a
 1-GPU job preempted a 4-GPU spot job and then started on another node). A
-room is dropped when it can no longer serve the job (a node gone, cordoned or
-too unhealthy for a slice, or nothing left leaving it that would make space);
+room is dropped when it can no longer serve the job (a node gone, cordoned,
+too unhealthy for a slice or, for tenant work, no longer able to sandbox it,
+or nothing left leaving it that would make space);
 the job then goes through the pass like any other.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from neocloud.scheduler.policy.fleet import FleetState, iso_key
+from neocloud.scheduler.policy.fleet import FleetState, iso_key, may_run_on
 from neocloud.scheduler.policy.placement import Placer
 from neocloud.scheduler.policy.types import JobRequest, PolicyInput
 
@@ -62,7 +63,9 @@ class Rooms:
         g = job.gpus_per_node
         n = job.gpus // g
         nodes = self.fleet.nodes
-        if len(room) < n or any(nodes[i].cordoned or len(nodes[i].placeable) < g for i in room):
+        if len(room) < n or any(
+            nodes[i].cordoned or len(nodes[i].placeable) < g or not may_run_on(nodes[i].sandboxed, key) for i in room
+        ):
             del self.out[job.job_id]
             return None
         ready = [i for i in room if self._ready(i, g, key)][:n]
