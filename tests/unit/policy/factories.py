@@ -40,6 +40,7 @@ def node(
     unhealthy: Iterable[int] = (),
     cordoned: bool = False,
     power_w: float = 0.0,
+    sandboxed: bool = True,
 ) -> NodeView:
     ids = tuple(gpu(node_id, k) for k in range(gpus))
     bad = set(unhealthy)
@@ -50,6 +51,7 @@ def node(
         placeable=frozenset(u for k, u in enumerate(ids) if k not in bad),
         power_draw_w=power_w,
         cordoned=cordoned,
+        sandboxed=sandboxed,
     )
 
 
@@ -201,6 +203,8 @@ def check_invariants(inp: PolicyInput, d: Decision) -> None:
             taken.update(gs)
             owner.setdefault(nid, set()).add(key(j.tenant, j.job_class))
         assert len({nodes[nid].gpu_model for nid, _ in p.placement}) == 1
+        if key(j.tenant, j.job_class) != INTERNAL_TENANT:
+            assert all(nodes[nid].sandboxed for nid, _ in p.placement), "tenant work on an unsandboxed node"
         started_w += j.gpus * j.expected_power_w_per_gpu
     if inp.config.one_tenant_per_node:
         new_nodes = {nid for p in d.placements for nid, _ in p.placement}
@@ -219,3 +223,7 @@ def check_invariants(inp: PolicyInput, d: Decision) -> None:
     assert not (set(d.pending) & placed_ids)
     for w in d.warnings:
         assert w.job_id in running_ids and w.job_id not in gone
+    for job_id, room in d.rooms.items():  # room is made only where the job may run
+        j = queued[job_id]
+        if key(j.tenant, j.job_class) != INTERNAL_TENANT:
+            assert all(nodes[nid].sandboxed for nid in room), f"room for {job_id} on an unsandboxed node"

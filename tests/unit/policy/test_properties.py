@@ -33,7 +33,7 @@ CLASSES = (JobClass.SPOT, JobClass.ON_DEMAND, JobClass.RESERVED, JobClass.INTERN
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, queue_size: int = 10) -> PolicyInput:
+def scenarios(draw: st.DrawFn, queue_size: int = 10, unsandboxed: bool = False) -> PolicyInput:
     n_nodes = draw(st.integers(1, 6))
     nodes = []
     for k in range(n_nodes):
@@ -46,6 +46,7 @@ def scenarios(draw: st.DrawFn, queue_size: int = 10) -> PolicyInput:
                 unhealthy=draw(st.sets(st.integers(0, size - 1), max_size=2)) if draw(st.booleans()) else (),
                 cordoned=draw(st.integers(0, 9)) == 0,
                 power_w=draw(st.sampled_from((0.0, 500.0, 3000.0))),
+                sandboxed=draw(st.integers(0, 2)) > 0 if unsandboxed else True,
             )
         )
     isolation = draw(st.booleans())
@@ -129,6 +130,22 @@ def test_invariants_hold(inp: PolicyInput) -> None:
     uncordoned nodes, isolation, the power budget, a reason for every waiting job."""
     d = schedule(inp)
     check_invariants(inp, d)
+
+
+@SETTINGS
+@given(scenarios(unsandboxed=True))
+def test_invariants_hold_with_nodes_that_cannot_sandbox(inp: PolicyInput) -> None:
+    """Also: tenant work is never placed on, nor has room made for it on, a node that cannot sandbox it."""
+    d = schedule(inp)
+    check_invariants(inp, d)
+    for_tenants = {j.job_id for j in inp.queue if j.job_class != JobClass.INTERNAL and j.tenant != INTERNAL_TENANT}
+    if all(n.sandboxed for n in inp.nodes) or not for_tenants:
+        return
+    sandboxed = {n.node_id for n in inp.nodes if n.sandboxed}
+    for p in d.preemptions:  # each victim for a tenant job frees some node that job may use
+        if p.for_job_id in for_tenants:
+            v = next(r for r in inp.running if r.job_id == p.job_id)
+            assert any(nid in sandboxed for nid, _ in v.placement), p
 
 
 @SETTINGS
