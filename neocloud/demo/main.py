@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import math
 import signal
@@ -150,7 +151,7 @@ def _play(site: Site, scenario: demo_scenario.Scenario, out: TextIO, started: fl
     channel = grpc.secure_channel(site.address, tls.channel_credentials(str(ca), str(cert), str(key)))
     try:
         grpc.channel_ready_future(channel).result(timeout=30)  # the first calls must not race the handshake
-        player = Player(scenario, site.fleet_gpus, channel, site.operator_token())
+        player = Player(scenario, site.fleet_gpus, channel, site.operator_token(), site.upload_workdir)
         if player.skipped():
             print(
                 f"note: {player.skipped()} scenario events after minute {scenario.minutes:g} will not happen", file=out
@@ -305,9 +306,34 @@ def summary(site: Site, player: Player, run: DemoRun, wall_s: float, total_s: fl
     lines += ["", "energy by node (driver counters): " + ", ".join(f"{n} {kwh:.3f} kWh" for n, kwh in energy.items())]
     lines += [f"preemptions: {sched.controller.stats.preemptions if sched.controller else 0} "
               "(notice file + SIGTERM, grace, then the job is requeued and resumes from its checkpoint)"]  # fmt: skip
+    lines += _shipped(store, player)
     lines += ["", "Prometheus endpoints (gone now):", f"  scheduler  {site.metrics_url}"]
     lines += [f"  {node}  {url}" for node, url in site.agent_metrics.items()]
     return "\n".join(lines)
+
+
+def _shipped(store: JobStore, player: Player) -> list[str]:
+    """Which jobs ran code their tenant shipped, from which digest, where, and in what sandbox."""
+    lines = []
+    for job_id, digest in player.shipped.items():
+        job = store.get(job_id)
+        ranks = store.allocations(job_id)
+        nodes = sorted({a.node_id for a in ranks})
+        where = f"ran on {', '.join(nodes)}" if ranks else "never ran"
+        sandboxes = [_sandbox_text(a.sandbox) for a in ranks]
+        lines.append(f"shipped code: {job.tenant}'s {job_id} ({job.state.name.lower()}) {where}, "
+                     f"from workdir {digest}; " + ("; ".join(sorted(set(sandboxes))) or "no sandbox yet"))  # fmt: skip
+    return ["", *lines] if lines else []
+
+
+def _sandbox_text(proof: str) -> str:
+    try:
+        fields = json.loads(proof)
+    except ValueError:
+        return f"sandbox: {proof or 'none recorded'}"
+    if "uid" in fields:
+        return f"sandboxed as uid {fields['uid']}, {len(fields.get('devices', ()))} devices, cgroup {fields['cgroup']}"
+    return f"unsandboxed ({', '.join(fields.get('unsandboxed', ())) or 'no reason given'})"
 
 
 def _row(cells: tuple[object, ...], widths: list[int]) -> str:

@@ -15,14 +15,15 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from neocloud.client import CALL_TIMEOUT_S
-from neocloud.demo.scenario import Scenario, Submission
+from neocloud.demo.scenario import ENTRY, WORKDIRS, Scenario, Submission
 from neocloud.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -36,42 +37,9 @@ CLASSES = {
     "spot": jobs_pb2.JOB_CLASS_SPOT,
 }
 
-# Every demo job: works DEMO_WORK_S seconds (forever without it), saves its progress to the
-# runner's checkpoint file every DEMO_CHECKPOINT_S, and on SIGTERM (preemption notice or
-# cancel) saves and leaves, so a requeued run resumes where the last one stopped.
-JOB_SCRIPT = """\
-import os, signal, time
-ckpt = os.environ["NEOCLOUD_CHECKPOINT_FILE"]
-work = float(os.environ.get("DEMO_WORK_S", "inf"))
-every = float(os.environ.get("DEMO_CHECKPOINT_S", "inf"))
-try:
-    done = float(open(ckpt).read())
-except (OSError, ValueError):
-    done = 0.0
-stop = []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-def save():
-    with open(ckpt + ".tmp", "w") as f:
-        f.write(f"{done:.3f}")
-    os.replace(ckpt + ".tmp", ckpt)
-print(f"starting at {done:.1f} s of {work:g} s of work", flush=True)
-saved, last = done, time.monotonic()
-while done < work and not stop:
-    time.sleep(min(0.2, work - done))
-    now = time.monotonic()
-    done, last = done + now - last, now
-    if done - saved >= every:
-        save()
-        saved = done
-if stop:
-    notice = os.environ["NEOCLOUD_PREEMPT_NOTICE_FILE"]
-    why = open(notice).read().strip() if os.path.exists(notice) else "stopped"
-    if every < float("inf"):
-        save()
-    print(f"stopping at {done:.1f} s: {why}", flush=True)
-else:
-    print("work done", flush=True)
-"""
+# Every demo job runs the trainer's script (checkpoints, resumes, leaves on notice): inline from the
+# package, or, for a submission that ships a workdir, as the file in its copy of that directory.
+JOB_SCRIPT = (WORKDIRS / "trainer" / ENTRY).read_text(encoding="utf-8")
 
 
 @dataclass
@@ -89,8 +57,11 @@ class Player:
     fleet_gpus: int
     channel: grpc.Channel
     operator_token: str
+    # Packs and uploads a directory with a tenant's token, as the tenant's client does; gives its digest.
+    upload: Callable[[str, Path], str]
     events: list[str] = field(default_factory=list)
     jobs: dict[str, list[str]] = field(default_factory=dict)  # tenant (or "internal") -> job ids
+    shipped: dict[str, str] = field(default_factory=dict)  # job id -> the digest of the workdir it runs in
     internal_demand: int = 0
     contract_ids: dict[str, str] = field(default_factory=dict)
 
@@ -98,6 +69,7 @@ class Player:
         self._jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self._tokens: dict[str, str] = {}
+        self._digests: dict[tuple[str, Path], str] = {}  # (tenant, workdir) -> digest: each uploaded once
         self._internal: list[_Internal] = []
         self._next_level = 0
         self._next_job = 0
@@ -204,22 +176,39 @@ class Player:
         if sub.checkpoint is not None:
             env["DEMO_CHECKPOINT_S"] = repr(self.wall_s(sub.checkpoint))
         per_node = sub.gpus_per_node or min(sub.gpus, 8)
-        return self._submit(sub.tenant, sub.job_class, sub.gpus, per_node, env, self.wall_s(sub.grace))
+        digest = "" if sub.workdir is None else self._digest(sub.tenant, sub.workdir, sub.at)
+        return self._submit(sub.tenant, sub.job_class, sub.gpus, per_node, env, self.wall_s(sub.grace), digest)
 
-    def _submit(self, owner: str, job_class: str, gpus: int, per_node: int, env: dict[str, str], grace_s: float) -> str:
+    def _submit(
+        self, owner: str, job_class: str, gpus: int, per_node: int, env: dict[str, str], grace_s: float,
+        digest: str = "",
+    ) -> str:  # fmt: skip
         spec = jobs_pb2.JobSpec(
             job_class=CLASSES[job_class],
             gpus=gpus,
             gpus_per_node=per_node,
-            command=[sys.executable, "-c", JOB_SCRIPT],
+            # Shipped code runs as the file, relative to the rank's copy of the workdir.
+            command=[sys.executable, ENTRY] if digest else [sys.executable, "-c", JOB_SCRIPT],
             env=env,
             grace_s=grace_s,
             contract_id=self.contract_ids.get(owner, "") if job_class == "reserved" else "",
+            workdir_digest=digest,
         )
         request = jobs_pb2.SubmitJobRequest(spec=spec, client_request_id=str(uuid.uuid4()))
         job = self._jobs.Submit(request, metadata=self._auth(owner), timeout=CALL_TIMEOUT_S)
         self.jobs.setdefault(owner, []).append(job.job_id)
+        if digest:
+            self.shipped[job.job_id] = digest
         return str(job.job_id)
+
+    def _digest(self, owner: str, workdir: Path, minute: float) -> str:
+        """Upload the tenant's workdir the first time it ships it; the store is content-addressed anyway,
+        but a tenant's client need not send the same bytes twice."""
+        key = (owner, workdir)
+        if key not in self._digests:
+            self._digests[key] = self.upload(self._tokens[owner], workdir)
+            self._event(minute, f"{owner} uploads its {workdir.name} workdir ({self._digests[key][:19]}…)")
+        return self._digests[key]
 
     # --- plumbing -----------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PlainValidator
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 # Package data, so the demo plays from an installed wheel as from a checkout.
 DEFAULT_FILE: Traversable = resources.files(__package__) / "scenario.yaml"
+# Directories a scenario's jobs may ship (`workdir: NAME`); each runs `python ENTRY` in its copy.
+WORKDIRS: Traversable = resources.files(__package__) / "workdirs"
+ENTRY = "train.py"
 CLASSES = ("reserved", "on_demand", "spot")  # tenants' classes; internal demand has its own section
 DEFAULT_LOAD = {"internal": 0.9, "reserved": 0.8, "on_demand": 0.75, "spot": 0.7}
 MAX_GPUS = 4096
@@ -97,6 +101,7 @@ class Submission:
     grace: float  # demo minutes between a preemption notice and the kill
     checkpoint: float | None  # demo minutes between checkpoints; None: never
     load: float  # what the simulated GPUs draw for it, 0..1
+    workdir: Path | None  # the directory it ships and runs ENTRY in; None: the demo's script inline
     note: str
     line: int
 
@@ -180,7 +185,18 @@ def _submission(doc: config.Document, i: int, job: _Job, tenants: dict[str, Tena
     if job.gpus_per_node is not None and job.gpus % job.gpus_per_node:
         raise doc.error(("jobs", i, "gpus_per_node"), f"must divide gpus ({job.gpus})")
     load = DEFAULT_LOAD[job.job_class] if job.load is None else job.load
-    return Submission(**{**dict(job), "load": load}, line=doc.line(("jobs", i)))
+    workdir = None if job.workdir is None else _workdir(doc, i, job.workdir)
+    return Submission(**{**dict(job), "load": load, "workdir": workdir}, line=doc.line(("jobs", i)))
+
+
+def _workdir(doc: config.Document, i: int, name: str) -> Path:
+    # A real directory (an installed wheel is unpacked), so the client can pack it as a tenant's.
+    path = Path(str(WORKDIRS / name))
+    if not (path / ENTRY).is_file():
+        known = sorted(p.name for p in WORKDIRS.iterdir() if (p / ENTRY).is_file())
+        raise doc.error(("jobs", i, "workdir"), f"no workdir {name!r} with a {ENTRY} in {path.parent} "
+                        f"(there: {', '.join(known) or 'none'})")  # fmt: skip
+    return path
 
 
 # --- the file's schema (pydantic, at the edge only: parse converts it once to the types above) -----
@@ -209,6 +225,12 @@ def _power_budget(value: Any) -> float:
 def _tenant_name(name: str) -> str:
     if not _NAME.fullmatch(name) or name == "internal":
         raise ValueError(f"tenant name {name!r} must be 1-63 of [a-z0-9-] and not 'internal'")
+    return name
+
+
+def _workdir_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"workdir {name!r} must be 1-63 of [a-z0-9-]: a folder of the demo's workdirs")
     return name
 
 
@@ -261,6 +283,7 @@ class _Job(Schema):
     grace: NotNegative = 0.5
     checkpoint: Positive | None = None
     load: Share | None = None  # None: the class's DEFAULT_LOAD
+    workdir: Annotated[Text, AfterValidator(_workdir_name)] | None = None  # a folder of WORKDIRS to ship
     note: Text = ""
 
 

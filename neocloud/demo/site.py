@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neocloud.client import Client
 from neocloud.scheduler.artifacts import read_bytes, root_beside
 from neocloud.scheduler.server import BackgroundScheduler, SchedulerConfig
 from neocloud.wire import tls
@@ -76,6 +77,12 @@ class Site:
     def client_tls(self) -> tuple[Path, Path, Path]:
         """(CA, certificate, key) for an API client."""
         return self.work / "ca.pem", self.work / f"node-{CONSOLE}.pem", self.work / f"node-{CONSOLE}-key.pem"
+
+    def upload_workdir(self, token: str, directory: Path) -> str:
+        """Pack and upload `directory` as the tenant with `token` would (`submit --workdir`); its digest."""
+        ca, cert, key = self.client_tls()
+        with Client(server=self.address, token=token, ca=ca, cert=cert, key=key) as client:
+            return str(client.upload_workdir(directory).digest)
 
     def operator_token(self) -> str:
         token_file = self.scheduler.scheduler.bootstrap_token_file

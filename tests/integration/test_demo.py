@@ -1,39 +1,45 @@
 """`neocloud demo` end to end, as a user runs it: a short scenario on two nodes
 at high speed, then the store it leaves behind (--work-dir) must show that the
-scenario happened (spot ran, the internal spike preempted spot with notice, the
-reserved tenant ran), the command exits 0 and nothing it started is left."""
+scenario happened (a tenant shipped its code and ran it across both nodes in
+sandboxes, spot ran, the internal spike preempted spot with notice, the reserved
+tenant ran), the command exits 0 and nothing it started is left."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from neocloud.scheduler.executor import sandbox
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 
-# One demo minute = one wall second. Internal work holds a node, goes quiet (globex's reserved job
-# and two acme spot jobs take the fleet), then spikes back and must preempt acme.
+# One demo minute = one wall second. The lab is quiet: initech ships the demo's trainer workdir and
+# runs it as a gang across both nodes; then globex's reserved job and two acme spot jobs take the
+# fleet, and the lab's work spikes back and must preempt acme.
 SCENARIO = """\
-minutes: 12
+minutes: 14
 speed: 60
 site: {power_budget_w: 40000, min_runtime: 0}
 tenants:
   globex:
     contract: {id: globex-demo, power_w: 5600}  # its terms: the shipped rate card's contracts.globex-demo
   acme:
+  initech:
 internal:
-  - {at: 0, gpus: 8}
-  - {at: 1, gpus: 0, note: the lab goes quiet}
-  - {at: 6, gpus: 8, note: spike}
+  - {at: 0, gpus: 0, note: the lab is quiet}
+  - {at: 8, gpus: 8, note: spike}
 jobs:
-  - {at: 1, tenant: globex, class: reserved, gpus: 8}
-  - {at: 1, tenant: acme, class: spot, gpus: 4, count: 2, grace: 1, checkpoint: 0.5}
+  - {at: 0, tenant: initech, class: on_demand, gpus: 16, gpus_per_node: 8, duration: 1, workdir: trainer}
+  - {at: 3, tenant: globex, class: reserved, gpus: 8}
+  - {at: 3, tenant: acme, class: spot, gpus: 4, count: 2, grace: 1, checkpoint: 0.5}
 """
 
 
@@ -71,6 +77,7 @@ def test_short_demo_plays_the_whole_scenario(tmp_path: Path) -> None:
 
     store = JobStore(open_db(str(work / "scheduler.db")))
     try:
+        proofs = _shipped_gang_ran(store, work, out)
         spot = store.list_jobs(tenant="acme")
         assert len(spot) == 2
         assert all(store.allocations(j.job_id) for j in spot), "every spot job ran"
@@ -109,3 +116,30 @@ def test_short_demo_plays_the_whole_scenario(tmp_path: Path) -> None:
 
     assert _processes_marked(mark) == [], "agents, Ray or jobs left running"
     assert _processes_marked(str(work)) == []
+
+    caps = sandbox.probe()
+    if not caps.full:  # everything else is checked: only the sandbox's proof needs what this host lacks
+        assert all(p == {"unsandboxed": list(caps.missing)} for p in proofs), proofs
+        pytest.skip(f"this host cannot sandbox tenant ranks (missing: {', '.join(caps.missing)})")
+    # Each rank: a tenant uid (never root), its own namespaces, limits through a cgroup.
+    assert all(
+        p["uid"] > 0 and p["cgroup"] in ("v1", "v2") and {"pid", "mount"} <= set(p["namespaces"]) for p in proofs
+    ), proofs
+    assert "sandboxed as uid" in out
+
+
+def _shipped_gang_ran(store: JobStore, work: Path, out: str) -> list[dict[str, Any]]:
+    """initech's job ran the trainer it shipped, from its own copy on each of the two nodes, to the end;
+    the summary names it and its digest. Gives the sandbox proofs of its ranks."""
+    (job,) = store.list_jobs(tenant="initech")
+    assert job.spec.workdir_digest.startswith("sha256:")
+    assert job.state.name == "SUCCEEDED", [(e.kind, e.message) for e in store.events_since(job.job_id)]
+    ranks = store.allocations(job.job_id)
+    assert len(ranks) == 2 and len({a.node_id for a in ranks}) == 2, ranks
+    for rank in (0, 1):
+        log = (work / "job-logs" / job.job_id / f"rank-{rank}.log").read_text()
+        assert f"rank {rank} in " in log and ": read 3 lines of data/corpus.txt" in log, log
+        assert "work done" in log, log
+    assert f"shipped code: initech's {job.job_id} (succeeded) ran on demo-node-1, demo-node-2" in out
+    assert job.spec.workdir_digest in out
+    return [json.loads(a.sandbox) for a in ranks]

@@ -37,7 +37,15 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements" / "ci.lock"
 BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "neocloud", "agent", "scheduler")
 EXTRA_MODULES = ("ray", "pynvml", "prometheus_client", "grpc_health")
-PACKAGE_DATA = ("neocloud/py.typed", "neocloud/demo/scenario.yaml", "neocloud/demo/ratecard.yaml")
+PACKAGE_DATA = (
+    "neocloud/py.typed",
+    "neocloud/demo/scenario.yaml",
+    "neocloud/demo/ratecard.yaml",
+    # The workdir the demo's scenario ships, dotfile included (a plain `*` glob would miss it).
+    "neocloud/demo/workdirs/trainer/train.py",
+    "neocloud/demo/workdirs/trainer/data/corpus.txt",
+    "neocloud/demo/workdirs/trainer/.neocloudignore",
+)
 
 
 def run(cmd: list[str | Path], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -254,11 +262,13 @@ def test_the_demo_reads_its_scenario_and_rate_card_from_the_installed_package(fu
         "s = scenario.load(scenario.DEFAULT_FILE)\n"
         "s.check_fleet(32)\n"
         "card = billing.demo_ratecard()\n"
-        "print(scenario.DEFAULT_FILE, billing.EXAMPLE_RATECARD, len(s.jobs), card.currency, sep='\\n')\n"
+        "(workdir,) = {j.workdir for j in s.jobs if j.workdir}\n"
+        "print(scenario.DEFAULT_FILE, billing.EXAMPLE_RATECARD, len(s.jobs), card.currency, workdir, sep='\\n')\n"
     )
-    scenario_file, ratecard_file, jobs, currency = ok(run([full.python, "-c", script], outside)).split()
+    scenario_file, ratecard_file, jobs, currency, workdir = ok(run([full.python, "-c", script], outside)).split()
     assert Path(scenario_file).is_relative_to(full.site_packages())
     assert Path(ratecard_file).is_relative_to(full.site_packages())
+    assert Path(workdir).is_relative_to(full.site_packages())  # the shipped trainer, as the tenant uploads it
     assert int(jobs) > 0 and currency
     # The command itself, as far as it goes without starting anything.
     done = run([full.neocloud, "demo", "--minutes", "0"], outside)

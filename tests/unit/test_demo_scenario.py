@@ -3,13 +3,17 @@ refused with the file, the line and the field."""
 
 from __future__ import annotations
 
+import io
 import math
+import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from neocloud.config import ConfigError
-from neocloud.demo.scenario import DEFAULT_FILE, Gpus, ScenarioError, load, parse
+from neocloud.demo.scenario import DEFAULT_FILE, ENTRY, WORKDIRS, Gpus, ScenarioError, load, parse
+from neocloud.domain.archive import ArchiveLimits, pack
 from neocloud.domain.errors import InvalidArgumentError
 
 GOOD = """\
@@ -42,8 +46,24 @@ def test_the_shipped_scenario_tells_the_whole_story() -> None:
     assert levels[0] == 32 and max(levels[low:]) > levels[low]  # declines, then a spike
     contracts = [t.contract for t in s.tenants if t.contract is not None]
     assert len(contracts) == 1 and contracts[0].power_w  # one reserved tenant, power-denominated
-    assert {j.job_class for j in s.jobs} == {"reserved", "spot"}
+    assert {j.job_class for j in s.jobs} == {"reserved", "on_demand", "spot"}
     assert len({j.tenant for j in s.jobs if j.job_class == "spot"}) >= 2
+    (shipped,) = [j for j in s.jobs if j.workdir is not None]  # a gang across two nodes, running its own code
+    assert shipped.gpus == 16 and shipped.gpus_per_node == 8 and shipped.workdir == Path(str(WORKDIRS / "trainer"))
+
+
+def test_the_trainer_workdir_packs_its_code_and_data_not_its_bytecode(tmp_path: Path) -> None:
+    """What the demo uploads: the package's copy, less what its .neocloudignore names."""
+    trainer = shutil.copytree(Path(str(WORKDIRS / "trainer")), tmp_path / "trainer")
+    (trainer / "__pycache__").mkdir()  # what running train.py beside itself leaves
+    (trainer / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"bytecode")
+    archive = io.BytesIO()
+    info = pack(trainer, archive, ArchiveLimits())
+    archive.seek(0)
+    with tarfile.open(fileobj=archive, mode="r:gz") as tar:
+        files = {m.name for m in tar.getmembers() if m.isfile()}
+    assert files == {ENTRY, "data/corpus.txt", ".neocloudignore"}, files
+    assert info.files == 3
 
 
 def test_a_good_file_loads_into_frozen_values() -> None:
@@ -148,6 +168,12 @@ def _replace(old: str, new: str) -> str:
             "line 16: jobs[0]: missing required key 'class'",
         ),
         (_replace("note: quiet", "note: [a]"), "line 14: internal[1].note: must be a string, not a list"),
+        # A workdir is a folder of the package's workdirs by name: never a path, never one that is not there.
+        (_replace("load: 0.5}", "load: 0.5, workdir: nope}"), "line 17: jobs[1].workdir: no workdir 'nope' with a"),
+        (_replace("load: 0.5}", "load: 0.5, workdir: ../demo}"), "line 17: jobs[1].workdir: workdir '../demo' must"),
+        (_replace("load: 0.5}", "load: 0.5, workdir: /etc}"), "line 17: jobs[1].workdir: workdir '/etc' must be"),
+        (_replace("load: 0.5}", f"load: 0.5, workdir: {'a' * 64}}}"), "line 17: jobs[1].workdir: workdir 'aaaa"),
+        (_replace("load: 0.5}", "load: 0.5, workdir: [trainer]}"), "line 17: jobs[1].workdir: must be a string"),
         (
             _replace("  acme:\n    weight: 2\n", "  acme:\n    weight: 2\n  acme: {}\n"),
             "line 12: tenants: duplicate key 'acme' (first at line 10)",
