@@ -37,8 +37,8 @@ from neocloud.scheduler.policy import explain
 from neocloud.scheduler.policy.contracts import ContractBook
 from neocloud.scheduler.policy.early_warning import RESERVED_VICTIMS, warn, warn_future_contracts
 from neocloud.scheduler.policy.fairshare import Shares, serve
-from neocloud.scheduler.policy.fleet import INTERNAL, ON_DEMAND, RESERVED, SPOT, FleetState, is_internal, may_run_on
-from neocloud.scheduler.policy.placement import UNSANDBOXED, Placer, Pool
+from neocloud.scheduler.policy.fleet import INTERNAL, ON_DEMAND, RESERVED, SPOT, FleetState, is_internal
+from neocloud.scheduler.policy.placement import Placer, Pool
 from neocloud.scheduler.policy.preempt import Plan, Planner, jobs_on_unplaceable_gpus, unplaceable_preemptions
 from neocloud.scheduler.policy.rooms import Rooms
 from neocloud.scheduler.policy.types import (
@@ -375,10 +375,7 @@ class _Pass:
         pools = self._pools(cls, model, key, cid)
         ready = self.placer.ready(pools, g)
         lendable = cls != SPOT and self.placer.ready(self.placer.spot(model, key), g, n) >= n
-        barred = 0  # free GPUs it may not use only because their nodes cannot sandbox it, if they would fit it
-        if self.placer.unsandboxed and not may_run_on(False, key):
-            pools_u = self.placer.general(UNSANDBOXED + model, key)  # (those nodes, as if sandboxed)
-            barred = self.placer.gpus(pools_u) if ready + self.placer.ready(pools_u, g, n) >= n else 0
+        barred = self.placer.barred(model, key, g, n, ready) if self.placer.unsandboxed else 0
         ck = (job.gpus, shown, g, ready, lendable, may_preempt, barred)  # all the text depends on
         text = self._capacity_text.get(ck)
         if text is None:

@@ -15,12 +15,8 @@ scanning nodes:
   fill partly used nodes instead of breaking whole ones;
 - all or nothing: the counters are checked before any node is taken.
 
-Carve-outs make "reserved but unused" capacity concrete: for each GPU contract
-active now (or starting within the reclaim-warning horizon) the pass sets
-aside whole nodes worth its unused GPUs (rounded up to whole nodes): nodes
-already running spot on lent capacity first (so lending stays stable from pass
-to pass), then empty nodes in node order. Under isolation the free GPUs on the
-holder's own nodes count towards it. Only the holder and spot see those nodes.
+Nodes carved out for a contract (carveouts.py) are pooled under it: only the
+holder and spot see them.
 
 A node that cannot sandbox tenant ranks (NodeView.sandboxed false) is pooled
 under its model with the UNSANDBOXED prefix, pools only internal work sees.
@@ -32,6 +28,7 @@ import logging
 from collections.abc import Iterator
 from itertools import filterfalse
 
+from neocloud.scheduler.policy.carveouts import carve
 from neocloud.scheduler.policy.contracts import ContractBook
 from neocloud.scheduler.policy.fleet import FleetState, may_run_on
 from neocloud.scheduler.policy.types import NodeView, PolicyInput
@@ -72,16 +69,16 @@ class Placer:
         self.unsandboxed = not all(n.sandboxed for n in self.nodes)
         self.model = [n.gpu_model if n.sandboxed else UNSANDBOXED + n.gpu_model for n in self.nodes]
         self.pools: dict[PoolKey, Pool] = {}
-        self.resv: dict[int, str] = {}  # node -> contract it is carved out for
-        self.carved: dict[str, list[str]] = {}  # model -> contracts with carve-outs in it
+        cut = carve(fleet, book, inp.config.reclaim_warning_s, self.iso)
+        self.resv = cut.resv  # node -> contract it is carved out for
+        self.carved = cut.carved  # model -> contracts with carve-outs in it
         self.claimed: set[int] = set()  # held this pass for a waiting job: nobody else places there
         self.fresh: dict[int, str] = {}  # node -> isolation owner of work placed on it this pass
         self._ids: dict[int, list[str]] = {}  # free GPUs of nodes this pass has placed on
         self._lists: dict[tuple[object, ...], list[Pool]] = {}
         # _at_least[g]: the free counts a slice of g GPUs fits in, smallest first (no range() per lookup)
         self._at_least = [tuple(range(g, self.size + 1)) for g in range(self.size + 1)]
-        cursors = self._carve(book, inp.config.reclaim_warning_s)
-        self._fill(cursors)
+        self._fill(cut.cursors)
 
     # --- building
 
@@ -99,76 +96,21 @@ class Placer:
         p.cnt[f] += 1
         p.gpus += f
 
-    def _lent_nodes(self) -> dict[str, list[int]]:
-        """Per model: nodes whose every job is spot on lent capacity, node order."""
-        fleet = self.fleet
-        out: dict[str, list[int]] = {}
-        seen: set[int] = set()
-        for j in self.fleet.lent_jobs:
-            for nid, _ in j.placement:
-                i = fleet.index(nid)
-                if i is None or i in seen or self.nodes[i].cordoned:
-                    continue
-                seen.add(i)
-                if all(x.on_lent_capacity and x.preemption_notice_at is None for x in fleet.jobs_on(i)):
-                    out.setdefault(self.nodes[i].gpu_model, []).append(i)
-        for lst in out.values():
-            lst.sort()
-        return out
-
-    def _carve(self, book: ContractBook, horizon_s: float) -> dict[tuple[str, int], int]:
-        targets = book.carve_targets(horizon_s)
-        cursors: dict[tuple[str, int], int] = {}
-        if not targets:
-            return cursors
-        lent = self._lent_nodes()
-        holder_free: dict[tuple[str, str | None], int] = {}
-        if self.iso:
-            holders = {c.tenant for c, _ in targets}
-            owner = self.owner
-            for i in self.fleet.partial:
-                if owner[i] in holders:
-                    key = (self.nodes[i].gpu_model, owner[i])
-                    holder_free[key] = holder_free.get(key, 0) + self.free[i]
-        empties = self.fleet.empties
-        for c, h in targets:
-            models = [c.gpu_model] if c.gpu_model else self.fleet.models
-            if self.iso:
-                h -= sum(holder_free.get((m, c.tenant), 0) for m in models)
-            for m in models:
-                if h <= 0:
-                    break
-                self.carved.setdefault(m, []).append(c.contract_id)
-                for i in lent.get(m, ()):
-                    if h <= 0:
-                        break
-                    if i not in self.resv:
-                        self.resv[i] = c.contract_id
-                        h -= len(self.nodes[i].placeable)
-                for f in range(self.size, 0, -1):
-                    lst = empties.get((m, f))
-                    if not lst:
-                        continue
-                    cur = cursors.get((m, f), 0)
-                    while h > 0 and cur < len(lst):
-                        i = lst[cur]
-                        cur += 1
-                        if may_run_on(self.nodes[i].sandboxed, c.tenant):  # (else a carve-out its holder cannot use)
-                            self.resv[i] = c.contract_id
-                            h -= f
-                    cursors[(m, f)] = cur
-        return cursors
-
     def _fill(self, cursors: dict[tuple[str, int], int]) -> None:
         for (m, f), lst in self.fleet.empties.items():
             cur = cursors.get((m, f), 0)
             for i in reversed(lst[:cur]):
                 self._push(i)  # carved out
             rest = lst[cur:]
-            if self.unsandboxed:
-                for i in reversed(rest):
-                    self._push(i)
-                continue
+            if self.unsandboxed:  # (in bulk too: those that cannot sandbox tenant work to their own pool)
+                nodes = self.nodes
+                barred = [i for i in rest if not nodes[i].sandboxed]
+                if barred:
+                    rest = [i for i in rest if nodes[i].sandboxed]
+                    p = self.pool(UNSANDBOXED + m, None, None)
+                    p.stacks[f].extend(reversed(barred))
+                    p.cnt[f] += len(barred)
+                    p.gpus += f * len(barred)
             p = self.pool(m, None, None)
             p.stacks[f].extend(reversed(rest))
             p.cnt[f] += len(rest)
@@ -236,6 +178,14 @@ class Placer:
             if have >= cap:
                 break
         return have
+
+    def barred(self, model: str, key: str, g: int, n: int, ready: int) -> int:
+        """The free GPUs on nodes that cannot sandbox work of owner `key`, if with the `ready` nodes it may
+        use they would fit its gang of n slices of g (it waits for want of a sandbox only); else 0."""
+        if may_run_on(False, key):
+            return 0
+        pools = self.general(UNSANDBOXED + model, key)  # (those nodes, as if they could sandbox it)
+        return self.gpus(pools) if ready + self.ready(pools, g, n) >= n else 0
 
     def ready_nodes(self, pools: list[Pool], g: int) -> Iterator[int]:
         claimed = self.claimed
