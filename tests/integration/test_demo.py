@@ -35,11 +35,12 @@ tenants:
   initech:
 internal:
   - {at: 0, gpus: 0, note: the lab is quiet}
-  - {at: 8, gpus: 8, note: spike}
+  - {at: 9, gpus: 8, note: spike}
 jobs:
-  - {at: 0, tenant: initech, class: on_demand, gpus: 16, gpus_per_node: 8, duration: 1, workdir: trainer}
-  - {at: 3, tenant: globex, class: reserved, gpus: 8}
-  - {at: 3, tenant: acme, class: spot, gpus: 4, count: 2, grace: 1, checkpoint: 0.5}
+  # Half a second of work, done before globex's reserved job could claim a node of it (~2 s to start).
+  - {at: 0, tenant: initech, class: on_demand, gpus: 16, gpus_per_node: 8, duration: 0.5, workdir: trainer}
+  - {at: 4, tenant: globex, class: reserved, gpus: 8}
+  - {at: 4, tenant: acme, class: spot, gpus: 4, count: 2, grace: 1, checkpoint: 0.5}
 """
 
 
