@@ -180,10 +180,12 @@ def _system_binds() -> list[str]:
         for entry in sorted(os.listdir("/etc")):
             if entry not in ETC_HIDDEN:
                 args += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+    # The private /tmp first: a Python under /tmp (a virtualenv in a CI checkout there) is bound on top of it.
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
     for prefix in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}):
         if not any(prefix == f"/{d}" or prefix.startswith(f"/{d}/") for d in SYSTEM_DIRS):
             args += ["--ro-bind", prefix, prefix]
-    return [*args, "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+    return args
 
 
 def _drop(uid: int) -> list[str]:
