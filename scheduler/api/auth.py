@@ -118,17 +118,19 @@ class Authenticator:
         if refused is not None and refused[0] == writes and now < refused[1]:
             raise UnauthenticatedError(refused[2])
         peer = peer_host(context.peer())
-        if not self._failures.has_budget(peer):
+        # A store read spends the peer's budget before it starts (concurrent calls cannot all pass the
+        # check first); a token that turns out good gives it back.
+        if not self._failures.take(peer):
             raise ResourceExhaustedError(
                 f"too many unknown or revoked tokens from {peer}: retry in {1 / self._failures.per_s:.1f} s"
             )
         principal = await asyncio.to_thread(self._store.authenticate, token)
         if principal is None or _expired(principal, self._wall()):
             self._live.pop(key, None)
-            self._failures.spend(peer)
             why = _REFUSED if principal is None else _expiry_message(principal)
             logger.info("refused a call from %s: %s", context.peer(), why)
             self._refuse(key, writes, now, why)
+        self._failures.give_back(peer)
         self._refused.pop(key, None)
         if self._ttl_s > 0:
             _remember(self._live, key, (principal, writes, now + self._ttl_s), self._max_tokens)
@@ -183,11 +185,17 @@ class _PeerBudget:
         tokens, at = self._peers.get(peer, (self.burst, 0.0))
         return min(self.burst, tokens + (self._clock() - at) * self.per_s)
 
-    def has_budget(self, peer: str) -> bool:
-        return self._level(peer) >= 1
+    def take(self, peer: str) -> bool:
+        """Spend one unit if the peer has one; False (nothing spent) if not."""
+        level = self._level(peer)
+        if level < 1:
+            return False
+        _remember(self._peers, peer, (level - 1, self._clock()), self._most)
+        return True
 
-    def spend(self, peer: str) -> None:
-        _remember(self._peers, peer, (self._level(peer) - 1, self._clock()), self._most)
+    def give_back(self, peer: str) -> None:
+        if peer in self._peers:
+            _remember(self._peers, peer, (min(self.burst, self._level(peer) + 1), self._clock()), self._most)
 
 
 def require_operator(principal: Principal) -> None:

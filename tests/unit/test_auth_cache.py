@@ -149,6 +149,18 @@ def test_a_flood_of_bad_tokens_costs_a_bounded_number_of_store_reads(store: Coun
     assert len(auth._refused) <= 50
 
 
+def test_concurrent_bad_tokens_spend_the_budget_before_they_read_the_store(store: CountingStore) -> None:
+    auth = Authenticator(store, max_tokens=50, clock=Clock(), failed_burst=5, failed_per_s=2.0)
+
+    async def flood() -> list[BaseException | Principal]:
+        calls = [auth.principal(Context(f"nct_made-up-{i}", f"ipv4:10.0.0.66:{i}")) for i in range(100)]  # type: ignore[arg-type]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    outcomes = [type(o) for o in asyncio.run(flood())]
+    assert store.lookups == 5  # every call checked the budget before any read finished: only the burst read
+    assert outcomes.count(UnauthenticatedError) == 5 and outcomes.count(ResourceExhaustedError) == 95
+
+
 def test_peer_host_drops_the_port() -> None:
     assert peer_host("ipv4:10.0.0.1:5000") == "ipv4:10.0.0.1"
     assert peer_host("ipv6:[::1]:5000") == "ipv6:[::1]"
