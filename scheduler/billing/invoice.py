@@ -129,7 +129,7 @@ def parse_period(name: str) -> Period:
     if not 1 <= month <= 12 or year < 1970:
         raise InvalidArgumentError(f"period {name!r} is not a month: write YYYY-MM, e.g. 2026-11")
     start = calendar.timegm((year, month, 1, 0, 0, 0))
-    end = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
+    end = start + calendar.monthrange(year, month)[1] * 86_400  # not via year 10000, which no date holds
     return Period(name, start, end)
 
 

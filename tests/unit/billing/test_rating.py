@@ -245,3 +245,9 @@ def test_periods_are_utc_calendar_months() -> None:
     dec = parse_period("2026-12")
     assert dec.end - dec.start == 31 * 86400 and dec.start == DEC_START
     assert parse_period("2028-02").seconds == 29 * 86400  # leap year
+
+
+def test_the_last_month_a_period_can_name_has_an_end() -> None:
+    last = parse_period("9999-12")  # a tenant may send it: an answer, never a year-10000 error
+    assert last.end - last.start == 31 * 86_400
+    assert parse_period("2028-02").seconds == 29 * 86_400
