@@ -14,8 +14,20 @@ import shutil
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
+
+
+def open_for_append(path: str | Path) -> BinaryIO:
+    """A rank's log, opened by the runner (often root) in a directory the job can write: a link the job
+    planted at the name is not followed, and only a regular file is written (OSError otherwise)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
 
 
 def read_chunk(path: str | Path, offset: int, max_bytes: int) -> tuple[bytes, bool]:

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from neocloud.scheduler.executor import sandbox, sweeper
+from neocloud.scheduler.executor import logfile, sandbox, sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def spawn(
     appended to `log_path`; its pid is the group id."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     shim = [sys.executable, "-I", "-S", "-c", _SHIM, str(os.getpid()), *argv]
-    with open(log_path, "ab") as log:
+    with logfile.open_for_append(log_path) as log:
         proc = subprocess.Popen(
             shim,
             env=dict(env),

@@ -239,7 +239,7 @@ class Runner:
                 proc = self._spawn(argv, env)
             except (OSError, sandbox.SandboxError) as e:
                 logger.error("job %s rank %d: cannot start: %s", self._job.job_id, self._rank, e)
-                with open(self._log, "ab") as log:
+                with logfile.open_for_append(self._log) as log:
                     log.write(f"neocloud: cannot start the job: {e}\n".encode())
                 self._s.exit_code, self._s.end_reason, self._s.ended_at = 127, END_EXITED, time.time()
                 self._bump()
@@ -364,7 +364,7 @@ class Runner:
             return True
         except (OSError, NeocloudError, ray.exceptions.RayError) as e:
             logger.error("job %s rank %d: cannot unpack its workdir: %s", self._job.job_id, self._rank, e)
-            with open(self._log, "ab") as log:
+            with logfile.open_for_append(self._log) as log:
                 log.write(f"neocloud: cannot unpack the job's workdir: {e}\n".encode())
             with self._cv:
                 self._s.exit_code, self._s.end_reason, self._s.ended_at = 127, END_EXITED, time.time()
