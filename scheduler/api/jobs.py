@@ -211,6 +211,7 @@ class JobService(pb_grpc.JobServiceServicer):
                 if ended:
                     return  # the finishing event was at or before after_event_id
                 await asyncio.sleep(self._poll_s)
+                await self._auth.principal(context)  # a token revoked or expired meanwhile ends the stream
 
     async def Logs(  # noqa: N802
         self, request: pb.JobLogsRequest, context: grpc.aio.ServicerContext
@@ -242,3 +243,4 @@ class JobService(pb_grpc.JobServiceServicer):
             ended = job.state.terminal
             if not ended:
                 await asyncio.sleep(self._poll_s)
+                await self._auth.principal(context)  # a token revoked or expired meanwhile ends the stream

@@ -242,6 +242,19 @@ def test_a_revoked_token_stops_working(api: ApiServer) -> None:
     assert rpc_error(lambda: submit(api)).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_a_token_revoked_while_it_watches_or_follows_ends_the_stream(api: ApiServer) -> None:
+    job = submit(api)
+    api.store.start(job.job_id, [("node-1", GPUS)])  # running: Watch and Logs -f would go on for as long
+    watch = api.jobs.Watch(pb.WatchJobRequest(job_id=job.job_id), metadata=api.auth("acme"), timeout=20)
+    logs = api.jobs.Logs(pb.JobLogsRequest(job_id=job.job_id, follow=True), metadata=api.auth("acme"), timeout=20)
+    assert [next(watch).kind, next(watch).kind] == ["submitted", "started"]
+    api.admin.RevokeToken(admin_pb.RevokeTokenRequest(name="acme-ci"), metadata=api.auth("operator"))
+    for stream in (watch, logs):
+        with pytest.raises(grpc.RpcError) as ended:
+            list(stream)
+        assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 # --- validation ------------------------------------------------------------------------------------
 
 
