@@ -141,7 +141,29 @@ def _kind(m: tarfile.TarInfo) -> str:
     return kinds.get(m.type, f"an entry of type {m.type!r}")
 
 
-_DAMAGED = (tarfile.TarError, OSError, EOFError, zlib.error)
+# A long name or a pax header is read whole by tarfile before any member is seen; none of ours needs more.
+MAX_HEADER_DATA = 64 * 1024
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    """TarInfo that refuses a GNU long-name or pax header bigger than MAX_HEADER_DATA before reading it
+    (an 8 MiB upload could otherwise hold a 400 MB name that costs gigabytes of memory to parse)."""
+
+    def _proc_gnulong(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        self._bound()
+        return super()._proc_gnulong(tarfile_)  # type: ignore[misc]
+
+    def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        self._bound()
+        return super()._proc_pax(tarfile_)  # type: ignore[misc]
+
+    def _bound(self) -> None:
+        if self.size > MAX_HEADER_DATA:
+            raise tarfile.HeaderError(f"a header of {self.size} bytes (at most {MAX_HEADER_DATA})")
+
+
+# RecursionError: tarfile reads a chain of long-name headers recursively.
+_DAMAGED = (tarfile.TarError, OSError, EOFError, zlib.error, RecursionError)
 
 
 @contextlib.contextmanager
@@ -159,7 +181,7 @@ def _members(stream: IO[bytes], checker: _Checker) -> Iterator[tuple[tarfile.Tar
     cap = checker.limits.max_bytes + (checker.limits.max_files + 2) * _HEADER_SLACK
     with _whole(), gzip.GzipFile(fileobj=stream, mode="rb") as gz:
         capped = _Capped(gz, cap)
-        with tarfile.open(fileobj=capped, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=capped, mode="r|", tarinfo=_BoundedInfo) as tar:  # type: ignore[call-overload]
             for m in tar:
                 yield tar, m, checker.member(m)
         while capped.read(_CHUNK):

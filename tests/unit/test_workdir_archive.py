@@ -135,7 +135,7 @@ def test_hostile_archive_is_refused_naming_the_entry_and_nothing_is_written_outs
 
 def test_a_gzip_bomb_stops_at_the_bound(tmp_path: Path) -> None:
     """A member claiming a huge file is refused before its bytes are read; a huge pax header (which
-    tarfile would read whole into memory) is stopped by the cap on inflated bytes."""
+    tarfile would read whole into memory) is refused at its header."""
     big = tarfile.TarInfo("bomb")
     big.size = 1 << 40
     pax = tarfile.TarInfo("././@PaxHeader")
@@ -146,7 +146,7 @@ def test_a_gzip_bomb_stops_at_the_bound(tmp_path: Path) -> None:
             gz.write(header)
         assert len(out.getvalue()) < 64 << 10
         (tmp_path / "job").mkdir()
-        with pytest.raises(InvalidArgumentError, match=r"bomb|more bytes than the quota"):
+        with pytest.raises(InvalidArgumentError, match=r"bomb|more bytes than the quota|a header of \d+ bytes"):
             unpack(io.BytesIO(out.getvalue()), tmp_path / "job", LIMITS)
         assert os.listdir(tmp_path / "job") == []
         (tmp_path / "job").rmdir()
@@ -204,3 +204,30 @@ def test_modes_are_the_archives_whatever_the_umask(tmp_path: Path) -> None:
     assert (tmp_path / "job" / "data").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "job" / "data" / "input.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "job" / "run.py").stat().st_mode & 0o777 == 0o755
+
+
+def _gz(raw: bytes) -> io.BytesIO:
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb") as gz:
+        gz.write(raw)
+    out.seek(0)
+    return out
+
+
+def test_a_long_name_header_is_refused_before_it_is_read_whole() -> None:
+    """A GNU long name of 400 kB (a 400 MB one fits in a few MB of gzip) is refused at its header,
+    well within the archive's byte bound: tarfile would otherwise read it into memory whole."""
+    longname = tarfile.TarInfo("././@LongLink")
+    longname.type, longname.size = tarfile.GNUTYPE_LONGNAME, 400 << 10
+    raw = longname.tobuf(tarfile.GNU_FORMAT) + b"a" * longname.size + b"\0" * 512
+    big = ArchiveLimits(max_files=100, max_bytes=8 << 20)
+    with pytest.raises(InvalidArgumentError, match="header of 409600 bytes"):
+        check(_gz(raw), big)
+
+
+def test_a_chain_of_long_name_headers_is_a_damaged_archive_not_a_crash() -> None:
+    link = tarfile.TarInfo("././@LongLink")
+    link.type, link.size = tarfile.GNUTYPE_LONGNAME, 512
+    raw = (link.tobuf(tarfile.GNU_FORMAT) + b"n" * 512) * 5000
+    with pytest.raises(InvalidArgumentError):
+        check(_gz(raw), ArchiveLimits(max_files=100, max_bytes=64 << 20))
