@@ -17,6 +17,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Gauge
 
+from neocloud.scheduler.api.auth import Authenticator
 from neocloud.scheduler.api.errors import ErrorInterceptor
 from neocloud.scheduler.api.logs import ExecutorLogs, NoLogs
 from neocloud.scheduler.api.services import SERVICE_NAMES, add_api_services
@@ -187,6 +188,7 @@ class Scheduler:
         self._control: asyncio.Task[None] | None = None
         self._health = HealthServicer()
         self._api_health = HealthServicer()  # the API port's: it serves no telemetry
+        self._auth = Authenticator(self.jobs)
 
     def _grpc_server(self, health: HealthServicer) -> grpc.aio.Server:
         """A server with the API services and health (each port has its own per-peer call limit)."""
@@ -203,6 +205,7 @@ class Scheduler:
             card=self.card,
             telemetry=self.telemetry,  # a GPU move changes the live fleet with the store
             artifacts=self.artifacts,
+            auth=self._auth,  # both ports: one token cache and one refused-token budget per peer
         )
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         return server

@@ -78,12 +78,13 @@ class AdminService(pb_grpc.AdminServiceServicer):
         clock: Callable[[], float] = time.time,
         telemetry: TelemetryService | None = None,
         card: RateCard | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         """`telemetry`: the running ingest, whose live fleet a GPU move changes with the store
         (None on a server that ingests nothing: the store alone changes). `card`: the
         scheduler's --rate-card, in force until a version is applied."""
         self._store = store
-        self._auth = Authenticator(store)
+        self._auth = auth or Authenticator(store)
         self._clock = clock
         self._telemetry = telemetry
         self._cards = LiveRateCard(store.latest_ratecard, card)

@@ -32,9 +32,9 @@ SPOOL_MEMORY_BYTES = 8 << 20
 
 
 class ArtifactService(pb_grpc.ArtifactServiceServicer):
-    def __init__(self, store: JobStore, artifacts: ArtifactStore) -> None:
+    def __init__(self, store: JobStore, artifacts: ArtifactStore, auth: Authenticator | None = None) -> None:
         self._store = store
-        self._auth = Authenticator(store)
+        self._auth = auth or Authenticator(store)
         self._artifacts = artifacts
 
     async def Upload(  # noqa: N802

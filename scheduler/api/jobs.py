@@ -103,13 +103,14 @@ class JobService(pb_grpc.JobServiceServicer):
         clock: Callable[[], float] = time.time,
         fleet: Fleet | None = None,
         artifacts: ArtifactStore | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         """`poll_interval_s`: how often Watch and Logs look for news while a job runs; `fleet`: the
         inventory a Submit is checked against (admission.py; None: nothing is refused for its size);
         `artifacts`: the workdirs a job may name (None: a job naming one is refused)."""
         self._store = store
         self._logs = logs
-        self._auth = Authenticator(store)
+        self._auth = auth or Authenticator(store)
         self._submits = GroupSubmitter(store)
         self._poll_s = poll_interval_s
         self._clock = clock

@@ -29,9 +29,9 @@ Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class NodeService(pb_grpc.NodeServiceServicer):
-    def __init__(self, store: JobStore, fleet: Fleet) -> None:
+    def __init__(self, store: JobStore, fleet: Fleet, auth: Authenticator | None = None) -> None:
         self._store = store
-        self._auth = Authenticator(store)
+        self._auth = auth or Authenticator(store)
         self._fleet = fleet
 
     async def ListNodes(self, request: pb.ListNodesRequest, context: Context) -> pb.ListNodesResponse:  # noqa: N802

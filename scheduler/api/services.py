@@ -11,6 +11,7 @@ import grpc
 
 from neocloud.scheduler.api.admin import AdminService
 from neocloud.scheduler.api.artifacts import ArtifactService
+from neocloud.scheduler.api.auth import Authenticator
 from neocloud.scheduler.api.jobs import JobService
 from neocloud.scheduler.api.logs import LogSource
 from neocloud.scheduler.api.nodes import NodeService
@@ -42,20 +43,24 @@ def add_api_services(
     card: RateCard | None = None,
     telemetry: TelemetryService | None = None,
     artifacts: ArtifactStore | None = None,
+    auth: Authenticator | None = None,
 ) -> None:
     """Add JobService, AdminService, (given a connection to read the ledger with)
     UsageService, (given the running ingest, whose fleet it shows) NodeService and (given
     where workdirs are kept) ArtifactService to
     `server`. The server must be made with `grpc.aio.server(interceptors=[ErrorInterceptor()])`
     (scheduler/api/errors.py) so that domain errors reach clients as status codes."""
+    # One Authenticator for every service (and, given `auth`, every port): the token caches and each
+    # peer's budget of refused tokens are the site's, not one per service.
+    auth = auth or Authenticator(store)
     fleet = telemetry.fleet if telemetry is not None else None  # what a Submit is checked against
-    jobs = JobService(store, logs, poll_interval_s, clock, fleet, artifacts)
+    jobs = JobService(store, logs, poll_interval_s, clock, fleet, artifacts, auth)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, clock, telemetry, card), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(store, clock, telemetry, card, auth), server)
     if usage_db is not None:
-        usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(store, usage_db, card), server)
+        usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(store, usage_db, card, auth), server)
     if telemetry is not None:
-        nodes_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(store, telemetry.fleet), server)
+        nodes_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(store, telemetry.fleet, auth), server)
     if artifacts is not None:
-        artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactService(store, artifacts), server)
+        artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactService(store, artifacts, auth), server)
     logger.debug("added %s", ", ".join(SERVICE_NAMES))

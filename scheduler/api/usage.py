@@ -52,9 +52,11 @@ GROUPING = {
 
 
 class UsageService(pb_grpc.UsageServiceServicer):
-    def __init__(self, store: JobStore, db: sqlite3.Connection, card: RateCard | None) -> None:
+    def __init__(
+        self, store: JobStore, db: sqlite3.Connection, card: RateCard | None, auth: Authenticator | None = None
+    ) -> None:
         """`db`: a connection of the service's own (reads only; one at a time)."""
-        self._auth = Authenticator(store)
+        self._auth = auth or Authenticator(store)
         self._store = store
         self._db = db
         self._books = Books(db, card)

@@ -486,3 +486,15 @@ def test_a_tenant_lists_only_its_own_contracts(api: ApiServer) -> None:
         lambda: api.admin.ListContracts(admin_pb.ListContractsRequest(tenant="globex"), metadata=api.auth("acme"))
     )
     assert e.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_refused_token_budget_is_one_per_peer_across_services(api: ApiServer) -> None:
+    """20 made-up tokens spent on JobService leave none for AdminService: the budget is the site's."""
+    for i in range(20):
+        bad = (("authorization", f"Bearer nct_made-up-{i}"),)
+        assert rpc_error(lambda md=bad: api.jobs.List(pb.ListJobsRequest(), metadata=md)).code() == (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+    late = (("authorization", "Bearer nct_made-up-late"),)
+    refused = rpc_error(lambda: api.admin.ListTenants(admin_pb.ListTenantsRequest(), metadata=late))
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
