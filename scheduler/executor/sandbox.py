@@ -184,7 +184,16 @@ def _system_binds() -> list[str]:
     args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
     for prefix in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}):
         if not any(prefix == f"/{d}" or prefix.startswith(f"/{d}/") for d in SYSTEM_DIRS):
-            args += ["--ro-bind", prefix, prefix]
+            args += [*_searchable_parents(Path(prefix)), "--ro-bind", prefix, prefix]
+    return args
+
+
+def _searchable_parents(path: Path) -> list[str]:
+    """Make `path`'s parents in the sandbox searchable by the job's uid: bubblewrap creates the
+    directories above a bind 0700, which hid a virtualenv's Python (and its `ray`) from the job."""
+    args: list[str] = []
+    for parent in reversed(path.parents[:-1]):
+        args += ["--perms", "0755", "--dir", str(parent)]
     return args
 
 
@@ -359,8 +368,7 @@ class Sandbox:
         bwrap = [str(shutil.which("bwrap")), *_namespaces(), *_system_binds()]
         for dev in devices:
             bwrap += ["--dev-bind", str(dev), f"/dev/{dev.name}"]
-        for parent in reversed(spec.job_dir.parents[:-1]):  # searchable whatever the runner's umask (Ray's: 077)
-            bwrap += ["--perms", "0755", "--dir", str(parent)]
+        bwrap += _searchable_parents(spec.job_dir)  # whatever the runner's umask (Ray's: 077)
         bwrap += ["--bind", job_dir, job_dir, "--chdir", job_dir, "--setenv", "HOME", job_dir]
         bwrap += ["--setenv", "TMPDIR", "/tmp", "--"]
         setpriv = [str(shutil.which("setpriv")), *_drop(uid), "--"]
