@@ -79,6 +79,12 @@ def add_submit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workdir", metavar="DIR", help="upload DIR; each rank runs in a copy of it (honours .neocloudignore)"
     )
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="the program uses Ray: a private Ray spans the job's ranks and the command runs once, on rank 0, "
+        "as its driver (ray.init() finds it)",
+    )
 
 
 def apply_submit_options(args: argparse.Namespace, spec: pb.JobSpec, client: Client) -> None:
@@ -87,6 +93,7 @@ def apply_submit_options(args: argparse.Namespace, spec: pb.JobSpec, client: Cli
     spec.memory_bytes = args.memory
     spec.after_ok.extend(args.after_ok)
     spec.array = args.array
+    spec.ray = args.ray
     if args.workdir:
         spec.workdir_digest = upload_workdir(client, Path(args.workdir))
 
@@ -123,6 +130,7 @@ def job_fields(job: pb.Job) -> list[tuple[str, object]]:
         ("after ok", " ".join(spec.after_ok) or "-"),
         ("array", array),
         ("workdir", spec.workdir_digest or "-"),
+        ("ray", "private, rank 0 is the driver" if spec.ray else "-"),
     ]
 
 

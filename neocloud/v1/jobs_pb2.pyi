@@ -38,7 +38,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("job_class", "gpus", "gpus_per_node", "gpu_model", "command", "entrypoint", "env", "grace_s", "max_runtime_s", "requeue_on_preempt", "contract_id", "name", "cpus", "memory_bytes", "after_ok", "array", "workdir_digest")
+    __slots__ = ("job_class", "gpus", "gpus_per_node", "gpu_model", "command", "entrypoint", "env", "grace_s", "max_runtime_s", "requeue_on_preempt", "contract_id", "name", "cpus", "memory_bytes", "after_ok", "array", "workdir_digest", "ray")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class JobSpec(_message.Message):
     AFTER_OK_FIELD_NUMBER: _ClassVar[int]
     ARRAY_FIELD_NUMBER: _ClassVar[int]
     WORKDIR_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    RAY_FIELD_NUMBER: _ClassVar[int]
     job_class: JobClass
     gpus: int
     gpus_per_node: int
@@ -80,7 +81,8 @@ class JobSpec(_message.Message):
     after_ok: _containers.RepeatedScalarFieldContainer[str]
     array: str
     workdir_digest: str
-    def __init__(self, job_class: _Optional[_Union[JobClass, str]] = ..., gpus: _Optional[int] = ..., gpus_per_node: _Optional[int] = ..., gpu_model: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entrypoint: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., grace_s: _Optional[float] = ..., max_runtime_s: _Optional[float] = ..., requeue_on_preempt: _Optional[bool] = ..., contract_id: _Optional[str] = ..., name: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., after_ok: _Optional[_Iterable[str]] = ..., array: _Optional[str] = ..., workdir_digest: _Optional[str] = ...) -> None: ...
+    ray: bool
+    def __init__(self, job_class: _Optional[_Union[JobClass, str]] = ..., gpus: _Optional[int] = ..., gpus_per_node: _Optional[int] = ..., gpu_model: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., entrypoint: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., grace_s: _Optional[float] = ..., max_runtime_s: _Optional[float] = ..., requeue_on_preempt: _Optional[bool] = ..., contract_id: _Optional[str] = ..., name: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., after_ok: _Optional[_Iterable[str]] = ..., array: _Optional[str] = ..., workdir_digest: _Optional[str] = ..., ray: _Optional[bool] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "client_request_id")

@@ -111,6 +111,7 @@ def spec(message: pb.JobSpec, tenant: str, client_request_id: str) -> JobSpec:
         after_ok=tuple(message.after_ok),
         array=message.array,
         workdir_digest=message.workdir_digest,
+        ray=message.ray,
     )
 
 
@@ -132,6 +133,7 @@ def spec_to_proto(s: JobSpec) -> pb.JobSpec:
         after_ok=list(s.after_ok),
         array=s.array,
         workdir_digest=s.workdir_digest,
+        ray=s.ray,
     )
     if s.max_runtime_s is not None:
         message.max_runtime_s = s.max_runtime_s

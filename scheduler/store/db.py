@@ -295,6 +295,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE allocations ADD COLUMN sandbox TEXT NOT NULL DEFAULT '';
     """,
+    # 12: a job may ask for a private Ray of its own (submit --ray)
+    """
+    ALTER TABLE jobs ADD COLUMN ray INTEGER NOT NULL DEFAULT 0 CHECK (ray IN (0, 1));
+    """,
 )
 
 

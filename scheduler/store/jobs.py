@@ -139,7 +139,7 @@ class JobStore(AdminStore):
                     spec.entrypoint, json.dumps(spec.env, sort_keys=True), spec.grace_s, spec.max_runtime_s,
                     int(spec.requeue_on_preempt), spec.contract_id, job.state.value, now, now, None, None, 0, None,
                     job.message, 0, None, None, spec.name, spec.cpus, spec.memory_bytes, json.dumps(spec.after_ok),
-                    spec.array, array_job_id, index, spec.workdir_digest,
+                    spec.array, array_job_id, index, spec.workdir_digest, int(spec.ray),
                 ),
             )  # fmt: skip
             what = f"{spec.gpus} GPU(s), class {CLASS_NAMES[spec.job_class]}"

@@ -67,6 +67,7 @@ class JobSpec:
     after_ok: tuple[str, ...] = ()  # jobs that must succeed first (store/deps.py)
     array: str = ""  # "0-99": one job per index (store/arrays.py); every task keeps the expression
     workdir_digest: str = ""  # an uploaded workdir ("sha256:<hex>", scheduler/artifacts) each rank runs in
+    ray: bool = False  # a private Ray spanning the job's ranks (executor/private_ray.py); the command is its driver
 
 
 @dataclass(frozen=True, slots=True)

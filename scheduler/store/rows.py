@@ -18,7 +18,7 @@ JOB_COLUMNS = (
     "job_id, tenant, client_request_id, job_class, gpus, gpus_per_node, gpu_model, command, entrypoint, env,"
     " grace_s, max_runtime_s, requeue_on_preempt, contract_id, state, submitted_at, queue_position, started_at,"
     " ended_at, requeues, exit_code, message, cancel_requested, last_checkpoint_at, preemption_notice_at,"
-    " name, cpus, memory_bytes, after_ok, array_spec, array_job_id, array_index, workdir_digest"
+    " name, cpus, memory_bytes, after_ok, array_spec, array_job_id, array_index, workdir_digest, ray"
 )
 JOB_MARKS = ", ".join("?" * len(JOB_COLUMNS.split(",")))
 ALLOCATION_COLUMNS = "allocation_id, job_id, tenant, job_class, node_id, gpu_uuids, start, end, end_reason, sandbox"
@@ -28,7 +28,7 @@ def job(row: Sequence[Any]) -> Job:
     (job_id, tenant, request_id, job_class, gpus, per_node, model, command, entrypoint, env, grace,
      max_runtime, requeue, contract, state, submitted, position, started, ended, requeues, exit_code,
      message, cancel, checkpoint, notice, name, cpus, memory, after_ok, array, array_job_id,
-     array_index, workdir_digest) = row  # fmt: skip
+     array_index, workdir_digest, ray) = row  # fmt: skip
     spec = JobSpec(
         tenant=str(tenant),
         client_request_id=str(request_id),
@@ -49,6 +49,7 @@ def job(row: Sequence[Any]) -> Job:
         after_ok=tuple(json.loads(str(after_ok))),
         array=str(array),
         workdir_digest=str(workdir_digest),
+        ray=bool(ray),
     )
     return Job(
         job_id=str(job_id),

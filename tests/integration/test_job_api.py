@@ -71,6 +71,12 @@ def test_submit_get_list_cancel(api: ApiServer) -> None:
     assert cancelled.cancel_requested and cancelled.state == pb.JOB_STATE_RUNNING
 
 
+def test_a_private_ray_request_is_kept(api: ApiServer) -> None:
+    job = submit(api, ray=True)
+    assert job.spec.ray and api.store.get(job.job_id).spec.ray
+    assert not api.store.get(submit(api).job_id).spec.ray
+
+
 def test_submit_is_idempotent(api: ApiServer) -> None:
     first = submit(api, request_id="run-42")
     assert submit(api, request_id="run-42").job_id == first.job_id

@@ -24,9 +24,10 @@ def test_memory_sizes() -> None:
 
 
 def test_submit_an_array_with_resources_after_a_job_then_list_show_and_cancel(run: Run, api: ApiServer) -> None:  # noqa: F811
-    code, out, _ = run("acme", "submit", "--insecure", "--name", "prep", "--", "true")
+    code, out, _ = run("acme", "submit", "--insecure", "--name", "prep", "--ray", "--", "true")
     assert code == 0
     parent = out.split()[0]
+    assert api.store.get(parent).spec.ray
     code, out, _ = run("acme", "submit", "--insecure", "--name", "sweep", "--array", "0-2", "--cpus", "8",
                        "--memory", "64GiB", "--after-ok", parent, "--", "python", "eval.py")  # fmt: skip
     assert code == 0
@@ -47,6 +48,7 @@ def test_submit_an_array_with_resources_after_a_job_then_list_show_and_cancel(ru
     assert fields["after ok"] == parent
     assert fields["array"] == f"{first} task 0 (of 0-2)"
     assert fields["message"] == f"waiting for {parent} to succeed (after-ok)"
+    assert fields["ray"] == "-"
 
     code, out, _ = run("acme", "cancel", "--insecure", "--array", "--json", first)
     assert json.loads(out)["job_id"] == first
