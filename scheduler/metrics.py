@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from neocloud.domain.build import build_labels
 from neocloud.domain.durations import Durations
+from neocloud.scheduler.artifacts import LocalArtifactStore
 from neocloud.scheduler.billing_runner import BillingRunner
 from neocloud.scheduler.control.controller import Controller
 from neocloud.scheduler.ingest.fleet import Fleet
@@ -319,4 +320,18 @@ class MeteringCollector(Collector):
             "neocloud_metering_unattributed_joules",
             "Energy received and acknowledged that waits for the allocation book to be attributed.",
             value=self._fleet.attributor.pending_mj / 1000,
+        )
+
+
+class WorkdirCollector(Collector):
+    """Uploaded workdirs: what the retention sweeps released."""
+
+    def __init__(self, artifacts: LocalArtifactStore) -> None:
+        self._artifacts = artifacts
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "neocloud_scheduler_workdirs_released",
+            "Tenants' workdir archives released after workdir_retention_s unused (no longer charged or usable).",
+            value=self._artifacts.released_total,
         )

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from neocloud.scheduler.api.errors import ErrorInterceptor
 from neocloud.scheduler.api.logs import ExecutorLogs, NoLogs
 from neocloud.scheduler.api.services import SERVICE_NAMES, add_api_services
 from neocloud.scheduler.artifacts import LocalArtifactStore, root_beside
+from neocloud.scheduler.artifacts.store import Released
 from neocloud.scheduler.billing.ratecard import load_ratecard
 from neocloud.scheduler.billing_runner import BillingRunner
 from neocloud.scheduler.control.controller import Controller
@@ -30,11 +32,12 @@ from neocloud.scheduler.ingest.fleet import Fleet
 from neocloud.scheduler.ingest.service import TelemetryService
 from neocloud.scheduler.ingest.service import add_to_server as add_telemetry_to_server
 from neocloud.scheduler.liveness import Heartbeat
-from neocloud.scheduler.metrics import MeteringCollector, SchedulerCollector, TenantLabels
+from neocloud.scheduler.metrics import MeteringCollector, SchedulerCollector, TenantLabels, WorkdirCollector
 from neocloud.scheduler.metrics_http import MetricsServer
 from neocloud.scheduler.store.db import open_db
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.shortfalls import ShortfallStore
+from neocloud.scheduler.store.workdirs import WorkdirStore
 from neocloud.wire import revocation, tls
 from neocloud.wire.netaddr import is_loopback, split_host_port
 
@@ -53,6 +56,8 @@ MAX_STREAMS_PER_CONNECTION = 100
 MAX_CALLS_PER_PEER = 1000
 # How often the CRL beside --ca is checked for a change; a revoked node's open stream ends this soon.
 REVOCATION_POLL_S = 1.0
+# How often workdirs unused for workdir_retention_s are released (and once at start).
+WORKDIR_SWEEP_S = 600.0
 SERVER_OPTIONS = [
     # Agents ping every 20 s to notice a dead peer; allow it.
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
@@ -163,6 +168,7 @@ class Scheduler:
         self._usage_db = open_db(config.db_path) if on_disk else None
         # Tenants' uploaded workdirs (ArtifactService); an in-memory store keeps none.
         self.artifacts = LocalArtifactStore(root_beside(config.db_path)) if on_disk else None
+        self._workdirs = WorkdirStore(open_db(config.db_path)) if on_disk else None  # what jobs still need
         self.registry = CollectorRegistry()
         Gauge(
             "neocloud_scheduler_unsandboxed_tenants_allowed",
@@ -177,6 +183,8 @@ class Scheduler:
         self.registry.register(SchedulerCollector(self.telemetry, self.controller, config.metrics_tenant_labels))
         if self.metering is not None:
             self.registry.register(MeteringCollector(self.metering, self.telemetry.fleet, config.metrics_tenant_labels))
+        if self.artifacts is not None:
+            self.registry.register(WorkdirCollector(self.artifacts))
         self.port = 0
         self.api_port: int | None = None
         self.metrics_port: int | None = None
@@ -186,6 +194,7 @@ class Scheduler:
         self._commits: asyncio.Task[None] | None = None
         self._revocation_watch: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
+        self._workdir_sweeps: asyncio.Task[None] | None = None
         self._health = HealthServicer()
         self._api_health = HealthServicer()  # the API port's: it serves no telemetry
         self._auth = Authenticator(self.jobs)
@@ -261,6 +270,8 @@ class Scheduler:
             self._control = asyncio.create_task(self.controller.run())
         if self.metering is not None:
             self.metering.start()
+        if self.artifacts is not None:
+            self._workdir_sweeps = asyncio.create_task(self._sweep_workdirs_forever())
         if config.metrics_port is not None:
             self._http = MetricsServer(
                 self.registry,
@@ -289,13 +300,38 @@ class Scheduler:
             # Every tick, not only on a change: a stream opening may have seen the change first.
             self.telemetry.end_revoked()
 
+    async def _sweep_workdirs_forever(self) -> None:
+        """A sweep now and every WORKDIR_SWEEP_S; one that fails is logged, and the next tries again."""
+        while True:
+            try:
+                await asyncio.to_thread(self.sweep_workdirs)
+            except Exception:
+                logger.exception("workdir sweep failed (nothing is lost); the next in %.0f s", WORKDIR_SWEEP_S)
+            await asyncio.sleep(WORKDIR_SWEEP_S)
+
+    def sweep_workdirs(self) -> Released | None:
+        """Release the workdirs unused past workdir_retention_s (None: a store in memory keeps none)."""
+        if self.artifacts is None or self._workdirs is None:
+            return None
+        retention_s = float(self.jobs.get_settings()["workdir_retention_s"])
+        # Jobs read first: one submitted after this has just marked its workdir used.
+        released = self.artifacts.release_unused(self._workdirs.in_use(), time.time(), retention_s)
+        logger.info(
+            "workdir sweep: %d archives unused for %.0f s released, %d blobs deleted, %d stale uploads removed",
+            released.archives,
+            retention_s,
+            released.blobs,
+            released.stale_uploads,
+        )
+        return released
+
     async def stop(self, grace_s: float = 2.0) -> None:
         await self._health.enter_graceful_shutdown()
         await self._api_health.enter_graceful_shutdown()
         for server in (self._server, self._api_server):
             if server is not None:
                 await server.stop(grace_s)
-        for task in (self._commits, self._control, self._revocation_watch):
+        for task in (self._commits, self._control, self._revocation_watch, self._workdir_sweeps):
             if task is not None:
                 task.cancel()
         if self.controller is not None:
@@ -306,6 +342,8 @@ class Scheduler:
             self.metering.close()
         if self._usage_db is not None:
             self._usage_db.close()
+        if self._workdirs is not None:
+            self._workdirs.close()
         self.jobs.close()
         if self._http is not None:
             self._http.close()

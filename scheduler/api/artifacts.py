@@ -4,7 +4,8 @@ The chunks are spooled (in memory up to SPOOL_MEMORY_BYTES, then to a temporary 
 arrive, counted against the per-archive quota as they come, and handed to the ArtifactStore on a
 worker thread, which checks the whole archive once and stores it under its SHA-256. The quotas are
 the site settings workdir_max_archive_bytes, workdir_max_tenant_bytes and workdir_max_tenant_archives,
-read at each upload. Errors are raised, never
+read at each upload. Uploading an archive the tenant holds already charges nothing and starts its
+retention (workdir_retention_s; see scheduler/artifacts/store.py) again. Errors are raised, never
 caught here: scheduler/api/errors.py maps them (INVALID_ARGUMENT for a bad archive or chunk,
 RESOURCE_EXHAUSTED past a quota).
 """

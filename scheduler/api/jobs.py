@@ -145,9 +145,10 @@ class JobService(pb_grpc.JobServiceServicer):
         return convert.job_to_proto(job)
 
     async def _check_workdir(self, tenant: str, digest: str) -> None:
-        """Only the tenant's own uploads: another tenant's digest is NOT_FOUND, as one never uploaded."""
+        """Only the tenant's own uploads: another tenant's digest, or one released after its retention,
+        is NOT_FOUND, as one never uploaded. Naming it counts as a use (its retention starts again)."""
         parse_digest(digest)  # INVALID_ARGUMENT for what is not a digest
-        if self._artifacts is None or not await asyncio.to_thread(self._artifacts.owns, tenant, digest):
+        if self._artifacts is None or not await asyncio.to_thread(self._artifacts.use, tenant, digest):
             raise NotFoundError(f"workdir {digest} not found: upload it first (neocloud submit --workdir DIR)")
 
     async def Get(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:  # noqa: N802

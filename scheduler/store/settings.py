@@ -112,6 +112,13 @@ SETTINGS: dict[str, Setting] = {
         Setting("workdir_max_archive_bytes", _int(1, 1 << 40), 1 << 30, "bytes of one uploaded workdir archive"),
         Setting("workdir_max_tenant_bytes", _int(1, 1 << 50), 10 << 30, "bytes of workdir archives per tenant"),
         Setting("workdir_max_tenant_archives", _int(1, 10_000_000), 1000, "workdir archives per tenant"),
+        # At least an hour: a submit marks its workdir used a moment before the job is committed.
+        Setting(
+            "workdir_retention_s",
+            _int(3600, 10 * 365 * 86400),
+            7 * 86400,
+            "seconds a workdir no active job names is kept after its last upload or submit",
+        ),
     )
 }
 
