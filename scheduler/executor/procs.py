@@ -221,6 +221,38 @@ def signal_all(pgid: int, sig: int, proc_root: Path = Path("/proc")) -> list[int
     return pids
 
 
+def signal_leader(pgid: int, sig: int, proc_root: Path = Path("/proc")) -> list[int]:
+    """Send `sig` to the job's first process only: a `--ray` rank's boot (ray_boot.py), which passes
+    a notice to the driver and not to the private Ray serving it. In a sandbox that is the first child
+    of bubblewrap's init (the orphans init adopts later, Ray's daemons among them, started after it);
+    unsandboxed, the leader itself."""
+    cgroup = _CGROUPS.get(pgid)
+    target: int | None = pgid
+    if cgroup is not None:
+        target = _first_inside(pgid, cgroup.pids(), proc_root)
+    if target is None:
+        return []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(target, sig)
+    return [target]
+
+
+def _first_inside(outer: int, pids: Sequence[int], proc_root: Path) -> int | None:
+    """The earliest-started grandchild of `outer` (bwrap) among `pids`, through its init."""
+    started: dict[int, tuple[int, int]] = {}  # pid -> (ppid, start time in ticks)
+    for pid in pids:
+        try:
+            raw = (proc_root / str(pid) / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        with contextlib.suppress(IndexError, ValueError):
+            started[pid] = (int(fields[1]), int(fields[19]))
+    inits = {pid for pid, (ppid, _) in started.items() if ppid == outer}
+    inside = [(start, pid) for pid, (ppid, start) in started.items() if ppid in inits]
+    return min(inside)[1] if inside else None
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` so that a reader sees the whole file or none of it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,7 @@ def map_gpus(ray_ids: Sequence[int | str], inventory: Sequence[str]) -> tuple[tu
 
 
 def public_spec(job: ExecJob) -> ExecJob:
-    """The spec as a runner hands it to anyone on Ray: no env (secrets travel there) and no
-    arguments, only what the executor needs to re-attach (id, grace, runtime, resources)."""
+    """The spec as a runner hands it to anyone on Ray: no env (secrets travel there), no private
+    Ray token and no arguments, only what the executor needs to re-attach (id, grace, runtime, resources)."""
     command = None if job.command is None else job.command[:1]
-    return dataclasses.replace(job, env={}, command=command)
+    return dataclasses.replace(job, env={}, command=command, ray_token="")

@@ -27,7 +27,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.domain.faults import fault_point
-from neocloud.scheduler.executor import discovery, tracking
+from neocloud.scheduler.executor import discovery, private_ray, tracking
 from neocloud.scheduler.executor.capability import NodeProbes
 from neocloud.scheduler.executor.logfile import read_chunk
 from neocloud.scheduler.executor.rank import RankStatus
@@ -178,6 +178,8 @@ class RayExecutor:
         runners can report which GPUs Ray really gave them."""
         if not self._sandbox_tenants:
             job = dataclasses.replace(job, tenant=None)
+        if job.ray:  # a new token at each start: a requeued run's cluster is a new one
+            job = dataclasses.replace(job, ray_token=private_ray.new_token())
         with self._lock:
             self._check_open()
             self._validate(job, placement)

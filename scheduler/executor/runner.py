@@ -24,7 +24,7 @@ from typing import Any
 import ray
 
 from neocloud.domain.errors import NeocloudError
-from neocloud.scheduler.executor import logfile, procs, sandbox
+from neocloud.scheduler.executor import logfile, private_ray, procs, sandbox
 from neocloud.scheduler.executor import workdir as workdirs
 from neocloud.scheduler.executor.control_files import ControlDir
 from neocloud.scheduler.executor.logfile import read_chunk
@@ -138,6 +138,8 @@ class Runner:
                 return self._status()
         env = self._env(master)
         argv = procs.job_argv(self._job.command, self._job.entrypoint)
+        if self._job.ray:
+            argv = private_ray.boot_argv(argv, self._private_node(master))
         spawned = threading.Event()
         threading.Thread(target=self._run, args=(argv, env, spawned), name="neocloud-job", daemon=True).start()
         spawned.wait()
@@ -176,7 +178,8 @@ class Runner:
         if first:
             notice = {"job_id": self._job.job_id, "reason": reason, "grace_s": grace_s, "deadline": deadline}
             self._write_control(self._notice, notice)
-            self._note(procs.signal_all(pid, procs.TERM))
+            # A --ray rank's notice goes to its driver alone: its private Ray serves it through the grace.
+            self._note((procs.signal_leader if self._job.ray else procs.signal_all)(pid, procs.TERM))
         if grace_s <= 0:
             self._note(procs.signal_all(pid, procs.KILL))
         with self._cv:
@@ -397,7 +400,20 @@ class Runner:
         )
         if self._world > 1:
             env["NEOCLOUD_MASTER_ADDR"], env["NEOCLOUD_MASTER_PORT"] = master[0], str(master[1])
+        if self._job.ray:  # its own Ray on the master port, with its own token
+            env.update(private_ray.env(self._job.ray_token, f"{master[0]}:{master[1]}"))
         return env
+
+    def _private_node(self, master: tuple[str, int]) -> private_ray.PrivateNode:
+        return private_ray.PrivateNode(
+            rank=self._rank,
+            world_size=self._world,
+            node_ip=self._ip,
+            head=f"{master[0]}:{master[1]}",
+            gpus=len(self._indices),
+            cpus=max(self._job.cpus, 1),
+            memory_bytes=self._job.memory_bytes,
+        )
 
     def _check_checkpoint(self) -> None:
         mtime = _mtime(self._ckpt)

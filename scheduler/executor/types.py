@@ -58,6 +58,8 @@ class ExecJob:
     cpus: int = 0  # CPU cores reserved on each node, in its bundle (0: the executor's minimum)
     memory_bytes: int = 0  # memory reserved on each node, in its bundle (0: none)
     workdir_digest: str = ""  # an uploaded workdir ("sha256:<hex>"): each rank's job directory and cwd
+    ray: bool = False  # a private Ray spans the ranks (private_ray.py); the command is its driver, on rank 0
+    ray_token: str = field(default="", repr=False)  # that Ray's token, made by the executor at each start
     tenant: str | None = None  # whose rank: sandboxed as this tenant where the node can (None: internal tooling)
 
     def __post_init__(self) -> None:

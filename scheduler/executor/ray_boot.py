@@ -1,0 +1,132 @@
+"""Runs inside a `--ray` job's sandbox, as the tenant: one node of the job's private Ray.
+
+Standard library only, and never imported: private_ray.py hands this file's source to the job's
+Python with `-c` (the sandbox hides the neocloud package from tenant ranks), followed by one JSON
+argument (the node's settings), "--" and the job's argv.
+
+Rank 0 starts the head (`ray start --head` on the gang's master port), then runs the job's
+command as the driver, as a child: a SIGTERM (the preemption notice) is passed to the driver
+alone, so the private cluster serves it through its grace, and the rank exits with the driver's
+status. Every other rank joins the head (retrying while it comes up) and serves as a worker node
+until the head is gone; it ignores SIGTERM for the same reason (the runner's SIGKILL at the
+deadline ends it all). The Ray daemons are this process's; the sandbox's PID namespace and the
+rank's cgroup end them with the rank. The token comes in RAY_AUTH_TOKEN, never on a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+JOIN_TIMEOUT_S = 120.0  # how long a worker rank waits for the head to come up
+HEAD_GONE_AFTER = 3  # failed connections in a row (one a second) before a worker rank ends
+AGENT_PORTS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
+
+
+def free_port(ip: str) -> int:
+    """A port free on this node now: Ray's fixed defaults would collide between two ranks of one
+    host and with the site's own Ray."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+def start_args(node: dict[str, object]) -> list[str]:
+    ip = str(node["node_ip"])
+    args = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        f"--node-ip-address={ip}",
+        f"--num-cpus={node['cpus']}",
+        f"--num-gpus={node['gpus']}",
+        f"--labels=neocloud.io/rank={node['rank']}",
+        "--disable-usage-stats",
+        "--plasma-directory=/tmp",  # the sandbox's private /tmp; it has no /dev/shm of its own
+        "--temp-dir=/tmp/ray",
+    ]
+    if node["object_store_bytes"]:
+        args.append(f"--object-store-memory={node['object_store_bytes']}")
+        args.append(f"--memory={node['memory_bytes']}")
+    args += [f"{flag}={free_port(ip)}" for flag in AGENT_PORTS]
+    if node["rank"] == 0:
+        return [*args, "--head", f"--port={node['port']}", "--include-dashboard=false"]
+    return [*args, f"--address={node['head']}"]
+
+
+def reachable(head: str) -> bool:
+    ip, _, port = head.rpartition(":")
+    try:
+        socket.create_connection((ip, int(port)), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def all_joined(world_size: int) -> bool:
+    """Wait until every rank's node is in the cluster, so the driver starts on all of them."""
+    import ray  # the job's Python has it; only the head's boot needs it
+
+    ray.init(logging_level=30, log_to_driver=False)  # WARNING
+    try:
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        while sum(1 for n in ray.nodes() if n["Alive"]) < world_size:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+    finally:
+        ray.shutdown()
+
+
+def run_head(node: dict[str, object], argv: list[str]) -> int:
+    if subprocess.run(start_args(node), stdin=subprocess.DEVNULL).returncode != 0:
+        print("neocloud: the private Ray head did not start", file=sys.stderr, flush=True)
+        return 1
+    if not all_joined(int(str(node["world_size"]))):
+        print("neocloud: not every rank joined the private Ray in time", file=sys.stderr, flush=True)
+        return 1
+    driver = subprocess.Popen(argv)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: driver.send_signal(signum))
+    code = driver.wait()
+    return 128 - code if code < 0 else code
+
+
+def run_worker(node: dict[str, object]) -> int:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cluster serves the driver through its grace
+    head = str(node["head"])
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while subprocess.run(start_args(node), stdin=subprocess.DEVNULL).returncode != 0:
+        if time.monotonic() > deadline:
+            print(f"neocloud: could not join the private Ray head at {head}", file=sys.stderr, flush=True)
+            return 1
+        time.sleep(1.0)
+    misses = 0
+    while misses < HEAD_GONE_AFTER:
+        misses = 0 if reachable(head) else misses + 1
+        time.sleep(1.0)
+    return 0
+
+
+def main() -> int:
+    split = sys.argv.index("--")
+    node = json.loads(sys.argv[1])
+    argv = sys.argv[split + 1 :]
+    return run_head(node, argv) if node["rank"] == 0 else run_worker(node)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
