@@ -80,6 +80,7 @@ class Enactor:
                 cpus=spec.cpus,
                 memory_bytes=spec.memory_bytes,
                 workdir_digest=spec.workdir_digest,
+                ray=spec.ray,
                 # Tenants' ranks are sandboxed; the lab's own (class internal) run as the runner's user.
                 tenant=None if job.job_class is JobClass.INTERNAL else job.tenant,
             )

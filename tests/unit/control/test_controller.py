@@ -214,3 +214,11 @@ def test_a_reserved_job_ending_is_not_a_shortfall_of_its_contract(
     for _ in range(3):
         rig.step()
     assert shortfalls.total(contract) == 0  # the contract's own GPUs, freeing: delivered
+
+
+def test_what_the_spec_asks_of_its_ranks_reaches_the_executor(rig: Rig) -> None:
+    spec = JobSpec("acme", "ray", JobClass.SPOT, 16, 8, command=("python", "tune.py"), ray=True, cpus=4)
+    job_id = rig.store.submit(spec).job_id
+    rig.step()
+    started = rig.executor.jobs[job_id].job
+    assert (started.ray, started.cpus, started.command, started.ray_token) == (True, 4, ["python", "tune.py"], "")
