@@ -10,6 +10,7 @@ the site's token never enters a sandbox, and the job's token opens nothing but i
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import secrets
 import sys
@@ -26,6 +27,7 @@ OBJECT_STORE_SHARE = 0.3  # of the rank's memory, as Ray's own default takes of 
 class PrivateNode:
     """One rank's node of the job's private Ray."""
 
+    job_id: str
     rank: int
     world_size: int
     node_ip: str  # this rank's node, as the site's Ray knows it (the network is shared)
@@ -41,7 +43,11 @@ class PrivateNode:
         if store < MIN_OBJECT_STORE_BYTES:
             store = 0
         node = asdict(self)
+        # Short (Ray's socket paths must fit 107 bytes) and the rank's own even where it runs unsandboxed
+        # (the lab's work on a node that cannot sandbox), beside the site's /tmp/ray.
+        name = hashlib.sha256(self.job_id.encode()).hexdigest()[:12]
         node.update(
+            temp_dir=f"/tmp/ray-{name}-{self.rank}",
             port=int(self.head.rpartition(":")[2]),
             object_store_bytes=store,
             memory_bytes=self.memory_bytes - store if store else 0,

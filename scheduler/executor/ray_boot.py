@@ -55,7 +55,7 @@ def start_args(node: dict[str, object]) -> list[str]:
         f"--labels=neocloud.io/rank={node['rank']}",
         "--disable-usage-stats",
         "--plasma-directory=/tmp",  # the sandbox's private /tmp; it has no /dev/shm of its own
-        "--temp-dir=/tmp/ray",
+        f"--temp-dir={node['temp_dir']}",
     ]
     if node["object_store_bytes"]:
         args.append(f"--object-store-memory={node['object_store_bytes']}")

@@ -406,6 +406,7 @@ class Runner:
 
     def _private_node(self, master: tuple[str, int]) -> private_ray.PrivateNode:
         return private_ray.PrivateNode(
+            job_id=self._job.job_id,
             rank=self._rank,
             world_size=self._world,
             node_ip=self._ip,

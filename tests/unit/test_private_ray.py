@@ -18,7 +18,14 @@ TOKEN = "f" * 64
 
 def node(rank: int = 0, memory_bytes: int = 0) -> private_ray.PrivateNode:
     return private_ray.PrivateNode(
-        rank=rank, world_size=2, node_ip="10.0.0.2", head="10.0.0.1:23456", gpus=2, cpus=8, memory_bytes=memory_bytes
+        job_id="j-0123456789ab",
+        rank=rank,
+        world_size=2,
+        node_ip="10.0.0.2",
+        head="10.0.0.1:23456",
+        gpus=2,
+        cpus=8,
+        memory_bytes=memory_bytes,
     )
 
 
@@ -47,7 +54,8 @@ def test_the_object_store_is_a_share_of_the_ranks_memory() -> None:
     assert (settings["port"], settings["head"], settings["cpus"], settings["gpus"]) == (23456, "10.0.0.1:23456", 8, 2)
     small = node(memory_bytes=100 << 20).settings()  # too little for Ray's minimum: Ray sizes itself
     assert (small["object_store_bytes"], small["memory_bytes"]) == (0, 0)
-    assert json.loads(private_ray.boot_argv(["x"], node(1)).__getitem__(4))["rank"] == 1
+    one = json.loads(private_ray.boot_argv(["x"], node(1))[4])
+    assert one["rank"] == 1 and one["temp_dir"].startswith("/tmp/ray-") and len(one["temp_dir"]) < 30
 
 
 def _stat(root: Path, pid: int, ppid: int, start: int) -> None:
