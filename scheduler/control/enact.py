@@ -81,8 +81,10 @@ class Enactor:
                 memory_bytes=spec.memory_bytes,
                 workdir_digest=spec.workdir_digest,
                 ray=spec.ray,
-                # Tenants' ranks are sandboxed; the lab's own (class internal) run as the runner's user.
-                tenant=None if job.job_class is JobClass.INTERNAL else job.tenant,
+                # Every rank is sandboxed as its tenant where the node can; only the lab's own work
+                # (class internal) is sent to nodes that cannot, and runs there unsandboxed.
+                tenant=job.tenant,
+                internal=job.job_class is JobClass.INTERNAL,
             )
             try:
                 self.executor.start(exec_job, [(n, list(u)) for n, u in placement.placement], inventory)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -98,6 +99,7 @@ class Runner:
         self._indices, self._uuids = map_gpus(ray_ids, inventory)
         self._pid_namespace = procs.own_pid_namespace()  # under Kubernetes, the pod's, not the host's
         self._port: int | None = None
+        self._node_gpus = len(inventory)  # what a rank's default limits are a share of
         if job.tenant is not None:
             sandbox.node_capabilities()  # probed once per worker, before any rank of it starts
         if not procs.become_subreaper():
@@ -273,23 +275,28 @@ class Runner:
             self._bump()
 
     def _spawn(self, argv: list[str], env: dict[str, str]) -> Any:
-        """A tenant's rank in the sandbox where this node enforces it; elsewhere (the policy sends
-        tenants there only if the operator allowed it) unsandboxed, and its record says why."""
-        caps = sandbox.node_capabilities()
+        """A rank runs in the sandbox as its tenant's uid where this node enforces it; elsewhere (the
+        policy sends only internal work there, and tenants' only if the operator allowed it) unsandboxed,
+        and its record says why. A job without a tenant is the lab's tooling (bench, tests): never sandboxed."""
         if self._job.tenant is None:
             return procs.spawn(argv, env, self._log, cwd=self._cwd())
+        caps = sandbox.node_capabilities()
         if not caps.full:
-            logger.warning("job %s rank %d runs UNSANDBOXED: %s", self._job.job_id, self._rank, caps.missing)
+            level = logging.INFO if self._job.internal else logging.WARNING  # internal work is expected here
+            logger.log(level, "job %s rank %d runs UNSANDBOXED: %s", self._job.job_id, self._rank, caps.missing)
             self._s.sandbox = json.dumps({"unsandboxed": list(caps.missing)})
             return procs.spawn(argv, env, self._log, cwd=self._cwd())
+        share = sandbox.default_limits(
+            sandbox.mem_total_bytes(), os.cpu_count() or 1, len(self._indices), self._node_gpus
+        )
         spec = sandbox.SandboxSpec(
             job_id=self._job.job_id,
             rank=self._rank,
             tenant=self._job.tenant,
             job_dir=self._job_dir(),
             gpu_indices=self._indices,
-            cpus=self._job.cpus,
-            memory_bytes=self._job.memory_bytes,
+            cpus=self._job.cpus or share.cpus,
+            memory_bytes=self._job.memory_bytes or share.memory_bytes,
         )
         proc, proof = procs.spawn_sandboxed(argv, env, self._log, spec)
         self._s.sandbox = proof.to_json()

@@ -44,6 +44,11 @@ UID_BASE = 200_000
 UID_COUNT = 65_536
 DEFAULT_PIDS_MAX = 4096
 CPU_PERIOD_US = 100_000
+MEMINFO = Path("/proc/meminfo")
+# Left to the OS, the runner and Ray when ranks take their default share: max(2 GiB, 5 %) of the node.
+SYSTEM_RESERVE_MIN_BYTES = 2 << 30
+SYSTEM_RESERVE_FRACTION = 0.05
+MIN_DEFAULT_MEMORY_BYTES = 256 << 20  # a node at or under its reserve still gives its ranks a limit, never "none"
 # What CUDA opens besides /dev/nvidiaN, where the node has them.
 NVIDIA_CONTROL = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 # /etc entries a job must never see: the site's secrets and the host's credentials.
@@ -98,6 +103,36 @@ class SandboxSpec:
     cpus: int = 0  # 0: one core's worth
     memory_bytes: int = 0  # 0: the sandbox's default
     dev_root: Path = Path("/dev")  # where the node's GPU nodes are (tests: stand-ins)
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    cpus: int
+
+
+def default_limits(mem_total_bytes: int, cpu_count: int, rank_gpus: int, node_gpus: int) -> Limits:
+    """The limits of a rank that asked for none: its share of the node by GPUs, of the memory the
+    system reserve leaves and of the CPUs (at least one). The whole node (less the reserve) where
+    the GPUs are not known (no inventory, or none assigned to the rank)."""
+    reserve = max(SYSTEM_RESERVE_MIN_BYTES, int(mem_total_bytes * SYSTEM_RESERVE_FRACTION))
+    usable = mem_total_bytes - reserve
+    share, whole = (min(rank_gpus, node_gpus), node_gpus) if rank_gpus > 0 and node_gpus > 0 else (1, 1)
+    return Limits(
+        memory_bytes=max(usable * share // whole, MIN_DEFAULT_MEMORY_BYTES),
+        cpus=max(1, cpu_count * share // whole),
+    )
+
+
+def mem_total_bytes(meminfo: Path = MEMINFO) -> int:
+    """The node's MemTotal, in bytes."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024  # in kB
+    except (OSError, ValueError, IndexError) as e:
+        raise SandboxError(f"{meminfo}: cannot read MemTotal: {e}") from e
+    raise SandboxError(f"{meminfo}: no MemTotal")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class ExecJob:
     ray: bool = False  # a private Ray spans the ranks (private_ray.py); the command is its driver, on rank 0
     ray_token: str = field(default="", repr=False)  # that Ray's token, made by the executor at each start
     tenant: str | None = None  # whose rank: sandboxed as this tenant where the node can (None: internal tooling)
+    internal: bool = False  # the lab's own work (class internal): it may also run, unsandboxed, where the node cannot
 
     def __post_init__(self) -> None:
         if not _JOB_ID.fullmatch(self.job_id):

@@ -1,6 +1,6 @@
 """The controller places tenant work only on nodes whose runners can sandbox it (the
 executor's RayNodeInfo.sandboxed, as probed on each node); a node that cannot takes the
-lab's internal work, which runs without a tenant (so unsandboxed)."""
+lab's internal work, which the runner sandboxes as its own tenant wherever the node can."""
 
 from __future__ import annotations
 
@@ -38,4 +38,16 @@ def test_tenant_jobs_avoid_the_unsandboxed_node_internal_work_takes_it(
     rig.step()
     assert rig.store.get(internal).state is JobState.RUNNING
     assert [n for n, _ in rig.executor.jobs[internal].placement] == ["n1"]
-    assert rig.executor.jobs[internal].job.tenant is None  # the lab's own: not sandboxed
+    # The lab's own: marked internal (so it may run unsandboxed here), under its own tenant (sandboxed elsewhere).
+    internal_job = rig.executor.jobs[internal].job
+    assert (internal_job.tenant, internal_job.internal) == (INTERNAL_TENANT, True)
+    assert rig.executor.jobs[running].job.internal is False
+
+
+def test_an_internal_teams_job_is_internal_under_the_teams_own_tenant(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.store.create_tenant("vision-team", internal=True)
+    job_id = rig.submit("vision-team", JobClass.INTERNAL, 8)
+    rig.step()
+    assert rig.store.get(job_id).state is JobState.RUNNING
+    assert (rig.executor.jobs[job_id].job.tenant, rig.executor.jobs[job_id].job.internal) == ("vision-team", True)
