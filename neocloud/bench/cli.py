@@ -84,6 +84,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     chaos.add_argument("--tick", type=float, default=1.0, help="agents' sample interval, s (default: %(default)s)")
     chaos.add_argument("--work-dir", help="keep the store, spools, truth logs and process logs here")
     chaos.set_defaults(func=_chaos)
+    box = kinds.add_parser(
+        "sandbox",
+        help="tenant sandbox: extra seconds from submit to running, and CPU per rank (sandboxed vs not)",
+        description="Measure what the tenant sandbox (bubblewrap, setpriv, a cgroup per rank) costs. On this node: "
+        "the node probe's wall seconds; for ranks that write the time and exit, spawned as a runner spawns them, "
+        "sandboxed and not: spawn to the job's first instruction, the setup (wall and the runner's CPU) and the CPU "
+        "of the rank's whole process tree; that CPU for a rank of each kind that sleeps --seconds, and the rank "
+        "cgroup's own CPU account where the node keeps one. On a local two-node Ray cluster (fake GPUs): 1-GPU "
+        "jobs, alternately a tenant's (sandboxed) and one without a tenant (never sandboxed), timed from start() to "
+        "Started and to the job's first instruction. Parts that need root and bubblewrap say 'skipped' and why "
+        "where this node lacks them.",
+    )
+    box.add_argument(
+        "--runs",
+        type=int,
+        default=10,
+        help="probes, ranks of each kind spawned directly, and Ray jobs (half sandboxed) (default: %(default)s)",
+    )
+    box.add_argument(
+        "--seconds", type=float, default=10.0, help="how long the `sleep` ranks run (default: %(default)s)"
+    )
+    box.set_defaults(func=_sandbox)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -129,6 +151,16 @@ def _chaos(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result), flush=True)
     return 0 if passed(result) else 1
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from neocloud.bench import sandbox
+
+    if args.runs < 2 or not 0 < args.seconds <= 3600:
+        print("neocloud bench sandbox: --runs >= 2 (one job of each kind), --seconds in (0, 3600]", file=sys.stderr)
+        return 2
+    print(json.dumps(sandbox.run(args.runs, args.seconds)))
+    return 0
 
 
 def _meter(args: argparse.Namespace) -> int:
