@@ -99,6 +99,7 @@ class Runner:
         self._indices, self._uuids = map_gpus(ray_ids, inventory)
         self._pid_namespace = procs.own_pid_namespace()  # under Kubernetes, the pod's, not the host's
         self._port: int | None = None
+        self._master = ("", 0)  # rank 0's (ip, port), known at launch
         self._node_gpus = len(inventory)  # what a rank's default limits are a share of
         if job.tenant is not None:
             sandbox.node_capabilities()  # probed once per worker, before any rank of it starts
@@ -140,8 +141,7 @@ class Runner:
                 return self._status()
         env = self._env(master)
         argv = procs.job_argv(self._job.command, self._job.entrypoint)
-        if self._job.ray:
-            argv = private_ray.boot_argv(argv, self._private_node(master))
+        self._master = master
         spawned = threading.Event()
         threading.Thread(target=self._run, args=(argv, env, spawned), name="neocloud-job", daemon=True).start()
         spawned.wait()
@@ -278,6 +278,9 @@ class Runner:
         """A rank runs in the sandbox as its tenant's uid where this node enforces it; elsewhere (the
         policy sends only internal work there, and tenants' only if the operator allowed it) unsandboxed,
         and its record says why. A job without a tenant is the lab's tooling (bench, tests): never sandboxed."""
+        limits = self._limits()
+        if self._job.ray:
+            argv = private_ray.boot_argv(argv, self._private_node(limits))
         if self._job.tenant is None:
             return procs.spawn(argv, env, self._log, cwd=self._cwd())
         caps = sandbox.node_capabilities()
@@ -286,17 +289,14 @@ class Runner:
             logger.log(level, "job %s rank %d runs UNSANDBOXED: %s", self._job.job_id, self._rank, caps.missing)
             self._s.sandbox = json.dumps({"unsandboxed": list(caps.missing)})
             return procs.spawn(argv, env, self._log, cwd=self._cwd())
-        share = sandbox.default_limits(
-            sandbox.mem_total_bytes(), os.cpu_count() or 1, len(self._indices), self._node_gpus
-        )
         spec = sandbox.SandboxSpec(
             job_id=self._job.job_id,
             rank=self._rank,
             tenant=self._job.tenant,
             job_dir=self._job_dir(),
             gpu_indices=self._indices,
-            cpus=self._job.cpus or share.cpus,
-            memory_bytes=self._job.memory_bytes or share.memory_bytes,
+            cpus=limits.cpus,
+            memory_bytes=limits.memory_bytes,
         )
         proc, proof = procs.spawn_sandboxed(argv, env, self._log, spec)
         self._s.sandbox = proof.to_json()
@@ -411,7 +411,18 @@ class Runner:
             env.update(private_ray.env(self._job.ray_token, f"{master[0]}:{master[1]}"))
         return env
 
-    def _private_node(self, master: tuple[str, int]) -> private_ray.PrivateNode:
+    def _limits(self) -> sandbox.Limits:
+        """The rank's CPUs and memory: what its job asked for, else its GPUs' share of the node."""
+        share = sandbox.default_limits(
+            sandbox.mem_total_bytes(), os.cpu_count() or 1, len(self._indices), self._node_gpus
+        )
+        return sandbox.Limits(
+            memory_bytes=self._job.memory_bytes or share.memory_bytes, cpus=self._job.cpus or share.cpus
+        )
+
+    def _private_node(self, limits: sandbox.Limits) -> private_ray.PrivateNode:
+        """This rank's node of the job's private Ray, advertising what the rank may use."""
+        master = self._master
         return private_ray.PrivateNode(
             job_id=self._job.job_id,
             rank=self._rank,
@@ -419,8 +430,8 @@ class Runner:
             node_ip=self._ip,
             head=f"{master[0]}:{master[1]}",
             gpus=len(self._indices),
-            cpus=max(self._job.cpus, 1),
-            memory_bytes=self._job.memory_bytes,
+            cpus=limits.cpus,
+            memory_bytes=limits.memory_bytes,
         )
 
     def _check_checkpoint(self) -> None:
