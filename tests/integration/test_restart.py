@@ -44,6 +44,8 @@ TIMEOUT_S = 60.0
 NODE = "gpu-1"
 # Waits for a go file (the test decides when it ends) with a child that outlives the leader.
 JOB = "echo $$ > {d}/leader; sleep 300 & echo $! > {d}/child; while [ ! -e {d}/go ]; do sleep 0.1; done"
+# The same in its own job directory: the one host directory a sandboxed rank sees.
+JOB_IN_ITS_DIR = JOB.format(d='"$(dirname "$NEOCLOUD_CHECKPOINT_FILE")"')
 
 
 @pytest.fixture
@@ -51,6 +53,34 @@ def short_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="nc-", dir="/tmp"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def _job_pids(job_id: str) -> list[int]:
+    """Every live host process of the job (found by the id in its environment)."""
+    mark = f"NEOCLOUD_JOB_ID={job_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return sorted(_live_pids(found))
+
+
+def _host_pids(job_id: str, own: set[int]) -> list[int]:
+    """The host pids of the job's processes whose pids in its own PID namespace (a sandbox's, or the
+    host's) are `own`: the innermost of each one's NSpid."""
+    host = []
+    for pid in _job_pids(job_id):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspid = next(line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:"))
+        if int(nspid[-1]) in own:
+            host.append(pid)
+    return host
 
 
 def _live_pids(pids: list[int]) -> set[int]:
@@ -124,16 +154,18 @@ def test_a_killed_scheduler_comes_back_to_its_running_job_on_the_embedded_head(
         head_pid = head.pid
         node = join_node(head.address, head.temp_dir, db)
         agent_factory(port, backend=SimBackend(NODE, 2, load=0.1), node_id=NODE)
-        # Class internal: not sandboxed, so the job can signal through short_dir with host pids.
-        spec = JobSpec("internal", "long", JobClass.INTERNAL, 2, 2, command=("sh", "-c", JOB.format(d=short_dir)))
+        # Class internal, sandboxed where this host can: it signals through its own job directory.
+        spec = JobSpec("internal", "long", JobClass.INTERNAL, 2, 2, command=("sh", "-c", JOB_IN_ITS_DIR))
         job_id = store.submit(spec).job_id
-        wait_until(lambda: (short_dir / "leader").exists(), TIMEOUT_S, f"the job to start\n{sched.output()}")
-        wait_until(lambda: (short_dir / "child").exists(), TIMEOUT_S, "the job's child")
-        leader, child = (int((short_dir / f).read_text()) for f in ("leader", "child"))
+        job_dir = short_dir / "job-logs" / job_id
+        wait_until(lambda: (job_dir / "leader").exists(), TIMEOUT_S, f"the job to start\n{sched.output()}")
+        wait_until(lambda: (job_dir / "child").exists(), TIMEOUT_S, "the job's child")
+        pids = _host_pids(job_id, {int((job_dir / f).read_text()) for f in ("leader", "child")})
+        assert len(pids) == 2
         assert store.get(job_id).state is JobState.RUNNING
 
         sched.kill()  # kill -9: no cleanup of any kind
-        assert _live_pids([leader, child]) == {leader, child}
+        assert _live_pids(pids) == set(pids)
         assert running_head(db) == head  # the head did not go down with it
         restarted_at = sched.start()
         heartbeat = Heartbeat(Path(f"{db}.heartbeat"))
@@ -145,14 +177,14 @@ def test_a_killed_scheduler_comes_back_to_its_running_job_on_the_embedded_head(
         job = store.get(job_id)
         assert job.state is JobState.RUNNING and job.requeues == 0, sched.output()
         assert len(store.allocations(job_id)) == 1
-        assert _live_pids([leader, child]) == {leader, child}
+        assert _live_pids(pids) == set(pids)
         assert running_head(db) == head  # found alive, not started again
 
-        (short_dir / "go").touch()
+        (job_dir / "go").touch()
         wait_until(lambda: store.get(job_id).state is JobState.SUCCEEDED, TIMEOUT_S, f"success\n{sched.output()}")
         assert store.get(job_id).exit_code == 0
-        wait_until(lambda: not _live_pids([leader, child]), 10.0, "the job's processes to be gone")
-        assert not procs.members(leader)
+        wait_until(lambda: not _live_pids(pids), 10.0, "the job's processes to be gone")
+        assert not _job_pids(job_id)
     finally:
         if sched.proc is not None and sched.proc.poll() is None:
             sched.kill(signal.SIGTERM)
