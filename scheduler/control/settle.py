@@ -8,6 +8,7 @@ import logging
 
 from neocloud.scheduler.executor.types import (
     END_CANCELLED,
+    END_DISK_QUOTA,
     END_EXITED,
     END_LOST,
     END_MAX_RUNTIME,
@@ -35,6 +36,9 @@ def ending(job: Job, exits: list[Exited], lost_at: float | None, at: float) -> S
         return StopIntent(job.job_id, at, REQUEUE, END_WATCHDOG_FAILED, "its runner's watchdog failed; it was stopped")
     if END_CANCELLED in reasons or job.cancel_requested:
         return StopIntent(job.job_id, at, JobState.CANCELLED.value, JobState.CANCELLED.value, "cancelled by request")
+    if END_DISK_QUOTA in reasons:  # run again, it would fill the disk again
+        failed = JobState.FAILED.value
+        return StopIntent(job.job_id, at, failed, failed, "stopped: its job directory passed its disk quota")
     if END_MAX_RUNTIME in reasons:
         failed = JobState.FAILED.value
         return StopIntent(job.job_id, at, failed, failed, "stopped at its maximum run time")

@@ -25,13 +25,14 @@ from typing import Any
 import ray
 
 from neocloud.domain.errors import NeocloudError
-from neocloud.scheduler.executor import logfile, private_ray, procs, sandbox
+from neocloud.scheduler.executor import disk, logfile, private_ray, procs, sandbox
 from neocloud.scheduler.executor import workdir as workdirs
 from neocloud.scheduler.executor.control_files import ControlDir
 from neocloud.scheduler.executor.logfile import read_chunk
 from neocloud.scheduler.executor.rank import RankStatus, map_gpus, public_spec
 from neocloud.scheduler.executor.types import (
     END_CANCELLED,
+    END_DISK_QUOTA,
     END_EXITED,
     END_MAX_RUNTIME,
     END_WATCHDOG_FAILED,
@@ -100,6 +101,7 @@ class Runner:
         self._pid_namespace = procs.own_pid_namespace()  # under Kubernetes, the pod's, not the host's
         self._port: int | None = None
         self._master = ("", 0)  # rank 0's (ip, port), known at launch
+        self._disk: disk.DiskQuota | None = None  # a tenant rank's job directory quota, set at spawn
         self._node_gpus = len(inventory)  # what a rank's default limits are a share of
         if job.tenant is not None:
             sandbox.node_capabilities()  # probed once per worker, before any rank of it starts
@@ -283,6 +285,7 @@ class Runner:
             argv = private_ray.boot_argv(argv, self._private_node(limits))
         if self._job.tenant is None:
             return procs.spawn(argv, env, self._log, cwd=self._cwd())
+        self._disk = disk.default_quota(os.statvfs(self._job_dir()), len(self._indices), self._node_gpus)
         caps = sandbox.node_capabilities()
         if not caps.full:
             level = logging.INFO if self._job.internal else logging.WARNING  # internal work is expected here
@@ -297,6 +300,8 @@ class Runner:
             gpu_indices=self._indices,
             cpus=limits.cpus,
             memory_bytes=limits.memory_bytes,
+            disk_bytes=self._disk.bytes,
+            disk_files=self._disk.files,
         )
         proc, proof = procs.spawn_sandboxed(argv, env, self._log, spec)
         self._s.sandbox = proof.to_json()
@@ -325,7 +330,7 @@ class Runner:
                 time.sleep(0.05)
 
     def _watchdog(self, pgid: int) -> None:
-        next_scan = 0.0
+        next_scan = next_disk_check = 0.0
         runtime_end = None
         with self._cv:
             if self._job.max_runtime_s is not None and self._s.started_at is not None:
@@ -336,6 +341,9 @@ class Runner:
                 self._note(procs.members(pgid))
                 procs.reap_orphans(pgid, pgid)
                 next_scan = now + SCAN_S
+            if self._disk is not None and now >= next_disk_check:
+                self._check_disk(self._disk)
+                next_disk_check = time.time() + disk.CHECK_S
             with self._cv:
                 if self._s.ended_at is not None:
                     return
@@ -433,6 +441,20 @@ class Runner:
             cpus=limits.cpus,
             memory_bytes=limits.memory_bytes,
         )
+
+    def _check_disk(self, quota: disk.DiskQuota) -> None:
+        """Stop the rank (with a short grace) once its job directory passes its quota."""
+        why = disk.over(quota, *disk.measure(self._job_dir(), quota))
+        with self._cv:
+            if why is None or self._s.stop_reason is not None:
+                return
+        logger.warning("job %s rank %d: %s; stopping the rank", self._job.job_id, self._rank, why)
+        try:
+            with logfile.open_for_append(self._log) as log:
+                log.write(f"neocloud: {why}; stopping the rank\n".encode())
+        except OSError as e:  # a full disk, most likely: the job's end reason still says why
+            logger.error("job %s rank %d: cannot write its log: %s", self._job.job_id, self._rank, e)
+        self.stop(END_DISK_QUOTA, min(self._job.grace_s, FAILSAFE_GRACE_S))
 
     def _check_checkpoint(self) -> None:
         mtime = _mtime(self._ckpt)

@@ -102,6 +102,8 @@ class SandboxSpec:
     gpu_indices: tuple[int, ...] = ()
     cpus: int = 0  # 0: one core's worth
     memory_bytes: int = 0  # 0: the sandbox's default
+    disk_bytes: int = 0  # its job directory's quota (disk.py; the runner enforces it), for the proof
+    disk_files: int = 0
     dev_root: Path = Path("/dev")  # where the node's GPU nodes are (tests: stand-ins)
 
 
@@ -147,6 +149,8 @@ class Proof:
     cpus: int
     cgroup: str
     namespaces: tuple[str, ...] = ("pid", "mount", "ipc", "uts")
+    disk_bytes: int = 0  # the job directory's quota (0: none)
+    disk_files: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -416,6 +420,8 @@ class Sandbox:
             pids_max=self._pids_max,
             cpus=max(spec.cpus, 1),
             cgroup=self._caps.cgroup,
+            disk_bytes=spec.disk_bytes,
+            disk_files=spec.disk_files,
         )
         return Prepared(argv=[*join, *bwrap, *setpriv, *argv], cgroup=cgroup, proof=proof)
 

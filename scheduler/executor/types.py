@@ -27,6 +27,7 @@ END_MAX_RUNTIME = "max_runtime"
 END_GANG_FAILED = "gang_failed"  # another rank of the gang exited non-zero
 END_LOST = "lost"  # a rank's node or runner died; the survivors are stopped
 END_WATCHDOG_FAILED = "watchdog_failed"  # the runner's watchdog broke, so it stopped the rank
+END_DISK_QUOTA = "disk_quota"  # its job directory passed its disk quota (disk.py), so the runner stopped it
 
 # Job ids name Ray objects and files: Kubernetes-label characters only, and short
 # enough that "neocloud-<id>-<rank>" stays a readable actor name.

@@ -1,0 +1,84 @@
+"""A rank's disk quota (scheduler/executor/disk.py): its GPUs' share of its job directory's filesystem,
+measured as allocated blocks and entries without following links, and a rank past it is stopped by its
+runner, says why in its log, and its job fails (a rerun would fill the disk again)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from neocloud.scheduler.control.settle import ending
+from neocloud.scheduler.executor import disk, sandbox
+from neocloud.scheduler.executor import runner as runner_mod
+from neocloud.scheduler.executor.runner import Runner
+from neocloud.scheduler.executor.types import END_DISK_QUOTA, END_EXITED, ExecJob, Exited
+from neocloud.scheduler.policy.types import JobClass
+from neocloud.scheduler.store.records import Job, JobSpec, JobState
+
+MIB = 1 << 20
+
+
+def statvfs(blocks: int, files: int) -> os.statvfs_result:
+    # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail, f_flag, f_namemax
+    return os.statvfs_result((4096, 4096, blocks, blocks, blocks, files, files, files, 0, 255))
+
+
+def test_the_quota_is_the_ranks_gpu_share_less_the_reserve() -> None:
+    fs = statvfs(blocks=1_000_000, files=800_000)  # 4.096 GB, 800k inodes
+    two_of_eight = disk.default_quota(fs, rank_gpus=2, node_gpus=8)
+    assert two_of_eight == disk.DiskQuota(bytes=int(4096e6 * 0.9) * 2 // 8, files=720_000 * 2 // 8)
+    assert disk.default_quota(fs, 0, 8) == disk.default_quota(fs, 3, 0) == disk.DiskQuota(int(4096e6 * 0.9), 720_000)
+    assert disk.default_quota(statvfs(1000, 0), 1, 1).files == 0  # a filesystem that counts no inodes
+
+
+def test_measure_counts_what_is_allocated_and_follows_no_link(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    (job / "ckpt").mkdir(parents=True)
+    (job / "ckpt" / "a.bin").write_bytes(os.urandom(MIB))
+    with open(job / "sparse", "wb") as f:
+        f.truncate(1 << 30)  # a 1 GiB hole allocates nothing
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big").write_bytes(os.urandom(4 * MIB))
+    (job / "link").symlink_to(outside)  # the job's link to elsewhere is one entry, not what it points to
+    used, entries = disk.measure(job, disk.DiskQuota(bytes=1 << 40, files=0))
+    assert MIB <= used < 2 * MIB and entries == 4
+    assert disk.over(disk.DiskQuota(MIB // 2, 0), used, entries) is not None
+    assert disk.over(disk.DiskQuota(1 << 40, 3), used, entries) is not None
+    assert disk.over(disk.DiskQuota(1 << 40, 0), used, entries) is None
+
+
+def test_measure_stops_once_past_the_quota(tmp_path: Path) -> None:
+    for i in range(200):
+        (tmp_path / f"f{i}").touch()
+    assert disk.measure(tmp_path, disk.DiskQuota(bytes=1 << 40, files=10)) == (0, 11)
+
+
+def test_a_rank_filling_its_directory_is_stopped_and_its_job_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_mod, "_ray_identity", lambda: ("ray-node", "127.0.0.1", []))
+    monkeypatch.setattr(sandbox, "node_capabilities", lambda: sandbox.Capabilities(False, False, "", ("test",)))
+    monkeypatch.setattr(disk, "default_quota", lambda fs, rank_gpus, node_gpus: disk.DiskQuota(4 * MIB, 0))
+    monkeypatch.setattr(disk, "CHECK_S", 0.1)
+    fill = "import os, time\nopen('fill', 'wb').write(os.urandom(8 << 20))\nprint('filled', flush=True)\ntime.sleep(60)"
+    job = ExecJob("j1", command=[sys.executable, "-c", fill], tenant="acme", grace_s=30)
+    r = Runner(job, 0, 1, "node-a", [], str(tmp_path / "logs"))
+    monkeypatch.setattr(r, "_cwd", lambda: tmp_path / "logs" / "j1")
+    r.launch(("127.0.0.1", 0))
+    st = r.status()
+    deadline = time.monotonic() + 20
+    while not st.ended and time.monotonic() < deadline:
+        st = r.watch(st.version, 0.5)
+    r.reap(5.0)
+    log = r.read_log(0, 1 << 20)[0].decode()
+    assert st.end_reason == END_DISK_QUOTA and "past its disk quota of 4194304; stopping the rank" in log, log
+    spec = JobSpec("acme", "r", JobClass.SPOT, 1, 1, command=("x",))
+    intent = ending(Job("j1", spec, JobState.RUNNING, 0.0, 0.0), [Exited("j1", 0, -15, END_DISK_QUOTA)], None, 1.0)
+    assert intent.outcome == JobState.FAILED.value and "disk quota" in intent.message
+    ok = ending(Job("j1", spec, JobState.RUNNING, 0.0, 0.0), [Exited("j1", 0, 0, END_EXITED)], None, 1.0)
+    assert ok.outcome == JobState.SUCCEEDED.value
