@@ -6,6 +6,7 @@ nodes can neither read its neighbour nor outlive its cancel."""
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -15,7 +16,15 @@ import pytest
 from neocloud.scheduler.executor import sandbox
 from neocloud.scheduler.executor.local_cluster import LocalCluster
 from neocloud.scheduler.executor.ray_executor import RayExecutor
-from neocloud.scheduler.executor.types import ExecJob, ExecutorEvent, Exited, Released, Started
+from neocloud.scheduler.executor.types import (
+    END_PREEMPTED,
+    Checkpoint,
+    ExecJob,
+    ExecutorEvent,
+    Exited,
+    Released,
+    Started,
+)
 from tests.helpers import wait_until
 
 CAPS = sandbox.probe()
@@ -45,6 +54,20 @@ ATTACK = textwrap.dedent(
             time.sleep(300)
         os._exit(0)
     time.sleep(300)
+    """
+)
+# The ordinary job beside the attacks: on its notice it checkpoints and exits 0.
+ORDINARY = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    open('data', 'w').write('v')
+    def on_notice(*_):
+        notice = json.load(open(os.environ['NEOCLOUD_PREEMPT_NOTICE_FILE']))
+        open(os.environ['NEOCLOUD_CHECKPOINT_FILE'], 'w').write(notice['reason'])
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, on_notice)
+    while True:
+        time.sleep(0.1)
     """
 )
 
@@ -80,8 +103,8 @@ def test_tenant_gang_is_sandboxed_on_both_nodes_and_cancel_leaves_nothing(tmp_pa
         ex = RayExecutor(address=cluster.address, log_dir=log_dir)
         try:
             wait_until(lambda: all(i.sandboxed for i in ex.nodes().values()) and len(ex.nodes()) == 2, TIMEOUT_S)
-            victim = ExecJob("victim", command=["sh", "-c", "echo v > data; sleep 300"], tenant="tenant-a",
-                             env={"TOKEN": "victim-secret"})  # fmt: skip
+            victim = ExecJob("victim", command=[sys.executable, "-c", ORDINARY], tenant="tenant-a",
+                             env={"TOKEN": "victim-secret"}, grace_s=30)  # fmt: skip
             ex.start(victim, [("node-a", INV["node-a"][:1])], INV)
             wait(Started, "victim")
             env = {"VICTIM_DIR": str(log_dir.resolve() / "victim"), "SITE_SECRET": str(secret)}
@@ -92,6 +115,7 @@ def test_tenant_gang_is_sandboxed_on_both_nodes_and_cancel_leaves_nothing(tmp_pa
             proofs = [json.loads(e.sandbox) for e in started if isinstance(e, Started)]
             uid = sandbox.tenant_uid("tenant-b")
             assert all(p["uid"] == uid and p["memory_bytes"] == 256 << 20 and p["cgroup"] for p in proofs), proofs
+            assert all(p["disk_bytes"] > 0 and p["pids_max"] > 0 for p in proofs), proofs
             for rank in (0, 1):
                 wait_until(lambda r=rank: b"leaked" in ex.read_log("attacker", r)[0], TIMEOUT_S)
                 log = ex.read_log("attacker", rank)[0].decode()
@@ -107,6 +131,10 @@ def test_tenant_gang_is_sandboxed_on_both_nodes_and_cancel_leaves_nothing(tmp_pa
             exited = wait(Exited, "ordinary")[0]
             assert isinstance(exited, Exited) and exited.exit_code == 7
             assert not [e for e in events if isinstance(e, Exited) and e.job_id == "victim"]  # untouched
+            ex.preempt("victim", 30.0)  # and it still gets its notice, checkpoints and exits with its own code
+            wait(Checkpoint, "victim")
+            exited = wait(Exited, "victim")[0]
+            assert isinstance(exited, Exited) and (exited.exit_code, exited.end_reason) == (0, END_PREEMPTED)
         finally:
             for job_id in ex.detached_jobs():
                 ex.cancel(job_id, 0)
