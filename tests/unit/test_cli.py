@@ -18,6 +18,7 @@ SUBCOMMANDS = [
     ["bench", "schedule"],
     ["bench", "meter"],
     ["bench", "chaos"],
+    ["bench", "sandbox"],
     ["invoice"],
     ["usage"],
     ["demo"],
