@@ -20,7 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from neocloud.scheduler.executor import logfile, sandbox, sweeper
@@ -225,16 +225,41 @@ def signal_leader(pgid: int, sig: int, proc_root: Path = Path("/proc")) -> list[
     """Send `sig` to the job's first process only: a `--ray` rank's boot (ray_boot.py), which passes
     a notice to the driver and not to the private Ray serving it. In a sandbox that is the first child
     of bubblewrap's init (the orphans init adopts later, Ray's daemons among them, started after it);
-    unsandboxed, the leader itself."""
+    unsandboxed, the leader itself. Sent through a pidfd, once the process is known to be still the
+    one chosen (a member of the rank's cgroup; unsandboxed, this process's unreaped child): its pid,
+    freed meanwhile and reused by someone else's process, is never signalled."""
     cgroup = _CGROUPS.get(pgid)
-    target: int | None = pgid
-    if cgroup is not None:
-        target = _first_inside(pgid, cgroup.pids(), proc_root)
+    if cgroup is None:
+        return _signal_if(pgid, sig, _is_unreaped_child)
+    target = _first_inside(pgid, cgroup.pids(), proc_root)
     if target is None:
         return []
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(target, sig)
-    return [target]
+    return _signal_if(target, sig, lambda _pidfd: target in cgroup.pids())
+
+
+def _signal_if(pid: int, sig: int, still_ours: Callable[[int], bool]) -> list[int]:
+    """Signal `pid` if `still_ours(its pidfd)`: the pidfd pins the process, so nothing can take its pid
+    between the check and the signal."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # gone already
+        return []
+    try:
+        if not still_ours(pidfd):
+            return []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            signal.pidfd_send_signal(pidfd, sig)
+        return [pid]
+    finally:
+        os.close(pidfd)
+
+
+def _is_unreaped_child(pidfd: int) -> bool:
+    try:
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def _first_inside(outer: int, pids: Sequence[int], proc_root: Path) -> int | None:

@@ -32,6 +32,8 @@ AGENT_PORTS = (
     "--runtime-env-agent-port",
     "--metrics-export-port",
 )
+# Ray Client's default, 10001, is fixed: every head of a node (the site's, other tenants') would want it.
+HEAD_PORTS = ("--ray-client-server-port",)
 
 
 def free_port(ip: str) -> int:
@@ -40,6 +42,19 @@ def free_port(ip: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((ip, 0))
         return int(s.getsockname()[1])
+
+
+def port_taken(port: int) -> bool:
+    """Whether another process holds `port` on this node, as the head's GCS would bind it (all
+    addresses, reusing a closed connection's port): the runner picked it free, but anyone may take it
+    before the boot runs, and Ray then fails slowly and in a traceback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError:
+            return True
+    return False
 
 
 def start_args(node: dict[str, object]) -> list[str]:
@@ -62,6 +77,7 @@ def start_args(node: dict[str, object]) -> list[str]:
         args.append(f"--memory={node['memory_bytes']}")
     args += [f"{flag}={free_port(ip)}" for flag in AGENT_PORTS]
     if node["rank"] == 0:
+        args += [f"{flag}={free_port(ip)}" for flag in HEAD_PORTS]
         return [*args, "--head", f"--port={node['port']}", "--include-dashboard=false"]
     return [*args, f"--address={node['head']}"]
 
@@ -92,6 +108,15 @@ def all_joined(world_size: int) -> bool:
 
 
 def run_head(node: dict[str, object], argv: list[str]) -> int:
+    port = int(str(node["port"]))
+    if port_taken(port):
+        print(
+            f"neocloud: the private Ray head's port {port} was taken on this node by another process; "
+            "start the job again",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     if subprocess.run(start_args(node), stdin=subprocess.DEVNULL).returncode != 0:
         print("neocloud: the private Ray head did not start", file=sys.stderr, flush=True)
         return 1
@@ -111,7 +136,11 @@ def run_worker(node: dict[str, object]) -> int:
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while subprocess.run(start_args(node), stdin=subprocess.DEVNULL).returncode != 0:
         if time.monotonic() > deadline:
-            print(f"neocloud: could not join the private Ray head at {head}", file=sys.stderr, flush=True)
+            print(
+                f"neocloud: could not join the private Ray head at {head} in {JOIN_TIMEOUT_S:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
         time.sleep(1.0)
     misses = 0

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from neocloud.scheduler.executor import private_ray, procs
+from neocloud.scheduler.executor import private_ray, procs, ray_boot
 from neocloud.scheduler.executor.rank import public_spec
 from neocloud.scheduler.executor.types import ExecJob
 
@@ -74,3 +79,105 @@ def test_a_notice_goes_to_the_first_process_inside_the_sandbox(tmp_path: Path) -
     assert procs._first_inside(100, [100, 101, 102, 103, 104, 105], tmp_path) == 102
     assert procs._first_inside(100, [100, 101, 103], tmp_path) == 103  # the boot gone: the earliest left
     assert procs._first_inside(100, [100], tmp_path) is None
+
+
+def on_loopback(rank: int) -> dict[str, object]:
+    """A rank's settings on this machine: its boot binds the node's IP to find free ports."""
+    return {**node(rank).settings(), "node_ip": "127.0.0.1"}
+
+
+def test_the_head_takes_no_fixed_port() -> None:
+    """Ray Client's default 10001 is fixed: the site's head and other tenants' heads on the node want it too."""
+    for rank in (0, 1):
+        args = ray_boot.start_args(on_loopback(rank))
+        fixed = [a for a in args if a.startswith("--") and "port" in a and not a.startswith("--port=")]
+        assert all(int(a.partition("=")[2]) > 0 for a in fixed)
+        assert any(a.startswith("--ray-client-server-port=") for a in args) == (rank == 0)
+
+
+def test_a_taken_master_port_fails_the_head_at_once_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another tenant binds the port rank 0's runner picked: no `ray start` (Ray would fail after ~40 s,
+    in a traceback), a line naming the port."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        settings = {**on_loopback(0), "head": f"127.0.0.1:{port}", "port": port}
+        monkeypatch.setattr(ray_boot.subprocess, "run", _no_ray_start)
+        assert ray_boot.run_head(settings, ["python", "train.py"]) == 1
+    assert f"port {port} was taken" in capsys.readouterr().err
+
+
+def test_a_head_or_a_join_that_fails_ends_the_rank_with_a_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failed: subprocess.CompletedProcess[bytes] = subprocess.CompletedProcess(["ray"], 1)
+    monkeypatch.setattr(ray_boot.subprocess, "run", lambda *a, **k: failed)
+    monkeypatch.setattr(ray_boot.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(ray_boot, "JOIN_TIMEOUT_S", 0.0)
+    monkeypatch.setattr(ray_boot, "port_taken", lambda _port: False)
+    monkeypatch.setattr(ray_boot.signal, "signal", lambda *a: None)  # a worker ignores SIGTERM: not pytest
+    assert ray_boot.run_head(on_loopback(0), ["python", "train.py"]) == 1
+    assert "the private Ray head did not start" in capsys.readouterr().err
+    assert ray_boot.run_worker(on_loopback(1)) == 1
+    assert "could not join the private Ray head at 10.0.0.1:23456" in capsys.readouterr().err
+
+
+def _no_ray_start(*args: object, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    raise AssertionError(f"ray start ran: {args}")
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_notice_never_reaches_a_process_that_left_the_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """The boot chosen, then gone and its pid reused by someone else's process (here: it left the
+    rank's cgroup between the choice and the signal): that process is not signalled."""
+    _stat(tmp_path, 100, 1, 10)
+    _stat(tmp_path, 101, 100, 11)
+    _stat(tmp_path, sleeper.pid, 101, 12)
+    listings = iter([[100, 101, sleeper.pid], [100, 101]])
+    monkeypatch.setitem(procs._CGROUPS, 100, _Cgroup(lambda: next(listings)))
+    assert procs.signal_leader(100, signal.SIGTERM, tmp_path) == []
+    assert sleeper.poll() is None
+    monkeypatch.setitem(procs._CGROUPS, 100, _Cgroup(lambda: [100, 101, sleeper.pid]))
+    assert procs.signal_leader(100, signal.SIGTERM, tmp_path) == [sleeper.pid]
+    assert sleeper.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_an_unsandboxed_notice_reaches_only_the_runners_own_child(sleeper: subprocess.Popen[bytes]) -> None:
+    """A leader already reaped, its pid reused by a process that is not this runner's child: not signalled."""
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        grandchild = int(parent.stdout.readline())
+        assert procs.signal_leader(grandchild, signal.SIGTERM) == []
+        assert Path(f"/proc/{grandchild}").exists() and parent.poll() is None
+    finally:
+        parent.kill()
+        parent.wait()
+    assert procs.signal_leader(sleeper.pid, signal.SIGTERM) == [sleeper.pid]
+    assert sleeper.wait(timeout=30) == -signal.SIGTERM
+
+
+# A process that is not the caller's child: the parent's, which waits for it (and dies with it).
+_PARENT = (
+    "import subprocess, sys\n"
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "print(p.pid, flush=True)\n"
+    "try:\n    p.wait()\nfinally:\n    p.kill()\n"
+)
+
+
+class _Cgroup:
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.pids = pids
