@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import Any
 import ray
 
 from neocloud.domain.errors import NeocloudError
-from neocloud.scheduler.executor import disk, logfile, private_ray, procs, sandbox
+from neocloud.scheduler.executor import disk, logfile, procs, rank_start, sandbox
 from neocloud.scheduler.executor import workdir as workdirs
 from neocloud.scheduler.executor.control_files import ControlDir
 from neocloud.scheduler.executor.logfile import read_chunk
@@ -86,23 +85,25 @@ class Runner:
         self._rank = rank
         self._world = world_size
         self._node_id = node_id
-        job_dir = Path(log_dir) / job.job_id
-        self._log = job_dir / f"rank-{rank}.log"
-        # Written by the runner, read by the job: in a directory only the runner writes.
-        self._control = job_dir / "control"
-        self._notice = f"rank-{rank}.preempt"
-        self._warning = f"rank-{rank}.reclaim-warning"
         self._files: ControlDir | None = None
         self._marked_ended = False
-        self._ckpt = job_dir / f"rank-{rank}.checkpoint"  # written by the job; only its mtime is read
         self._ray_node_id, self._ip, ray_ids = _ray_identity()
-        self._cuda_visible = ",".join(str(i) for i in ray_ids)
         self._indices, self._uuids = map_gpus(ray_ids, inventory)
+        self._setup = rank_start.RankSetup(
+            job=job,
+            rank=rank,
+            world_size=world_size,
+            node_ip=self._ip,
+            cuda_visible=",".join(str(i) for i in ray_ids),
+            gpu_indices=self._indices,
+            node_gpus=len(inventory),
+            job_dir=Path(log_dir) / job.job_id,
+        )
+        self._log, self._control, self._ckpt = self._setup.log, self._setup.control, self._setup.checkpoint
+        self._notice, self._warning = self._setup.notice, self._setup.warning
         self._pid_namespace = procs.own_pid_namespace()  # under Kubernetes, the pod's, not the host's
         self._port: int | None = None
-        self._master = ("", 0)  # rank 0's (ip, port), known at launch
         self._disk: disk.DiskQuota | None = None  # a tenant rank's job directory quota, set at spawn
-        self._node_gpus = len(inventory)  # what a rank's default limits are a share of
         if job.tenant is not None:
             sandbox.node_capabilities()  # probed once per worker, before any rank of it starts
         if not procs.become_subreaper():
@@ -141,11 +142,11 @@ class Runner:
         if not self._install_workdir():
             with self._cv:
                 return self._status()
-        env = self._env(master)
+        env = rank_start.environment(self._setup, master)
         argv = procs.job_argv(self._job.command, self._job.entrypoint)
-        self._master = master
         spawned = threading.Event()
-        threading.Thread(target=self._run, args=(argv, env, spawned), name="neocloud-job", daemon=True).start()
+        args = (argv, env, master, spawned)
+        threading.Thread(target=self._run, args=args, name="neocloud-job", daemon=True).start()
         spawned.wait()
         with self._cv:
             return self._status()
@@ -236,14 +237,14 @@ class Runner:
 
     # --- threads -----------------------------------------------------------------
 
-    def _run(self, argv: list[str], env: dict[str, str], spawned: threading.Event) -> None:
+    def _run(self, argv: list[str], env: dict[str, str], master: tuple[str, int], spawned: threading.Event) -> None:
         """Fork the job and wait for it; this thread lives exactly as long as the leader."""
         with self._cv:
             if self._s.pid is not None or self._s.ended_at is not None:  # launched twice, or a stop got in first
                 spawned.set()
                 return
             try:
-                proc = self._spawn(argv, env)
+                started = rank_start.spawn(self._setup, argv, env, master)
             except (OSError, sandbox.SandboxError) as e:
                 logger.error("job %s rank %d: cannot start: %s", self._job.job_id, self._rank, e)
                 with logfile.open_for_append(self._log) as log:
@@ -252,6 +253,7 @@ class Runner:
                 self._bump()
                 spawned.set()
                 return
+            proc, self._s.sandbox, self._disk = started.proc, started.sandbox, started.disk
             self._s.pid, self._s.started_at = proc.pid, time.time()
             self._s.pids.add(proc.pid)
             self._bump()
@@ -275,37 +277,6 @@ class Runner:
             self._s.exit_code, self._s.ended_at = code, time.time()
             self._s.end_reason = self._s.stop_reason or END_EXITED
             self._bump()
-
-    def _spawn(self, argv: list[str], env: dict[str, str]) -> Any:
-        """A rank runs in the sandbox as its tenant's uid where this node enforces it; elsewhere (the
-        policy sends only internal work there, and tenants' only if the operator allowed it) unsandboxed,
-        and its record says why. A job without a tenant is the lab's tooling (bench, tests): never sandboxed."""
-        limits = self._limits()
-        if self._job.ray:
-            argv = private_ray.boot_argv(argv, self._private_node(limits))
-        if self._job.tenant is None:
-            return procs.spawn(argv, env, self._log, cwd=self._cwd())
-        self._disk = disk.default_quota(os.statvfs(self._job_dir()), len(self._indices), self._node_gpus)
-        caps = sandbox.node_capabilities()
-        if not caps.full:
-            level = logging.INFO if self._job.internal else logging.WARNING  # internal work is expected here
-            logger.log(level, "job %s rank %d runs UNSANDBOXED: %s", self._job.job_id, self._rank, caps.missing)
-            self._s.sandbox = json.dumps({"unsandboxed": list(caps.missing)})
-            return procs.spawn(argv, env, self._log, cwd=self._cwd())
-        spec = sandbox.SandboxSpec(
-            job_id=self._job.job_id,
-            rank=self._rank,
-            tenant=self._job.tenant,
-            job_dir=self._job_dir(),
-            gpu_indices=self._indices,
-            cpus=limits.cpus,
-            memory_bytes=limits.memory_bytes,
-            disk_bytes=self._disk.bytes,
-            disk_files=self._disk.files,
-        )
-        proc, proof = procs.spawn_sandboxed(argv, env, self._log, spec)
-        self._s.sandbox = proof.to_json()
-        return proc
 
     def _guarded_watchdog(self, pgid: int) -> None:
         """The watchdog, failing safe: a rank nobody watches (no kill deadline, no max runtime)
@@ -366,11 +337,7 @@ class Runner:
     # --- helpers -----------------------------------------------------------------
 
     def _job_dir(self) -> Path:
-        return self._log.parent
-
-    def _cwd(self) -> Path | None:
-        """Where the command runs: its job directory if it shipped a workdir (else the runner's, as before)."""
-        return self._job_dir() if self._job.workdir_digest else None
+        return self._setup.job_dir
 
     def _install_workdir(self) -> bool:
         """Unpack the job's workdir (after the control directory exists: an archive cannot pre-empt it);
@@ -397,50 +364,6 @@ class Runner:
             self._files.write(name, json.dumps(content) + "\n")
         except OSError as e:
             logger.error("job %s rank %d: cannot write %s: %s", self._job.job_id, self._rank, name, e)
-
-    def _env(self, master: tuple[str, int]) -> dict[str, str]:
-        env = procs.base_env()
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's indices = NVML's = Ray's
-        env.update(self._job.env)
-        env.update(
-            {
-                "CUDA_VISIBLE_DEVICES": self._cuda_visible,
-                "NEOCLOUD_JOB_ID": self._job.job_id,
-                "NEOCLOUD_RANK": str(self._rank),
-                "NEOCLOUD_WORLD_SIZE": str(self._world),
-                "NEOCLOUD_PREEMPT_NOTICE_FILE": str(self._control / self._notice),
-                "NEOCLOUD_RECLAIM_WARNING_FILE": str(self._control / self._warning),
-                "NEOCLOUD_CHECKPOINT_FILE": str(self._ckpt),
-            }
-        )
-        if self._world > 1:
-            env["NEOCLOUD_MASTER_ADDR"], env["NEOCLOUD_MASTER_PORT"] = master[0], str(master[1])
-        if self._job.ray:  # its own Ray on the master port, with its own token
-            env.update(private_ray.env(self._job.ray_token, f"{master[0]}:{master[1]}"))
-        return env
-
-    def _limits(self) -> sandbox.Limits:
-        """The rank's CPUs and memory: what its job asked for, else its GPUs' share of the node."""
-        share = sandbox.default_limits(
-            sandbox.mem_total_bytes(), os.cpu_count() or 1, len(self._indices), self._node_gpus
-        )
-        return sandbox.Limits(
-            memory_bytes=self._job.memory_bytes or share.memory_bytes, cpus=self._job.cpus or share.cpus
-        )
-
-    def _private_node(self, limits: sandbox.Limits) -> private_ray.PrivateNode:
-        """This rank's node of the job's private Ray, advertising what the rank may use."""
-        master = self._master
-        return private_ray.PrivateNode(
-            job_id=self._job.job_id,
-            rank=self._rank,
-            world_size=self._world,
-            node_ip=self._ip,
-            head=f"{master[0]}:{master[1]}",
-            gpus=len(self._indices),
-            cpus=limits.cpus,
-            memory_bytes=limits.memory_bytes,
-        )
 
     def _check_disk(self, quota: disk.DiskQuota) -> None:
         """Stop the rank (with a short grace) once its job directory passes its quota."""

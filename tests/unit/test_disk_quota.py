@@ -65,10 +65,14 @@ def test_a_rank_filling_its_directory_is_stopped_and_its_job_fails(
     monkeypatch.setattr(sandbox, "node_capabilities", lambda: sandbox.Capabilities(False, False, "", ("test",)))
     monkeypatch.setattr(disk, "default_quota", lambda fs, rank_gpus, node_gpus: disk.DiskQuota(4 * MIB, 0))
     monkeypatch.setattr(disk, "CHECK_S", 0.1)
-    fill = "import os, time\nopen('fill', 'wb').write(os.urandom(8 << 20))\nprint('filled', flush=True)\ntime.sleep(60)"
+    fill = (
+        "import os, time\n"
+        "job_dir = os.path.dirname(os.environ['NEOCLOUD_CHECKPOINT_FILE'])\n"
+        "open(os.path.join(job_dir, 'fill'), 'wb').write(os.urandom(8 << 20))\n"
+        "time.sleep(60)\n"
+    )
     job = ExecJob("j1", command=[sys.executable, "-c", fill], tenant="acme", grace_s=30)
     r = Runner(job, 0, 1, "node-a", [], str(tmp_path / "logs"))
-    monkeypatch.setattr(r, "_cwd", lambda: tmp_path / "logs" / "j1")
     r.launch(("127.0.0.1", 0))
     st = r.status()
     deadline = time.monotonic() + 20

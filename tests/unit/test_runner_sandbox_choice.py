@@ -1,4 +1,4 @@
-"""How the runner starts a rank (runner._spawn): as its tenant's uid in the sandbox where the node
+"""How the runner starts a rank (rank_start.spawn): as its tenant's uid in the sandbox where the node
 enforces it, internal work included; unsandboxed only where the node cannot (internal work is
 expected there and logged at info, a tenant's only with --allow-unsandboxed-tenants: a warning),
 with the limits it asked for or else its GPUs' share of the node. The runner runs in this process."""
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from neocloud.scheduler.executor import procs, sandbox
+from neocloud.scheduler.executor import procs, rank_start, sandbox
 from neocloud.scheduler.executor import runner as runner_mod
 from neocloud.scheduler.executor.rank import RankStatus
 from neocloud.scheduler.executor.runner import Runner
@@ -78,7 +78,7 @@ def job(**kw: Any) -> ExecJob:
 def test_internal_work_on_a_node_that_cannot_sandbox_runs_unsandboxed_and_says_so_at_info(
     tmp_path: Path, caps: list[sandbox.Capabilities], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger=runner_mod.__name__)
+    caplog.set_level(logging.INFO, logger=rank_start.__name__)
     st = run(tmp_path, job(tenant="vision-team", internal=True))
     assert json.loads(st.sandbox) == {"unsandboxed": list(UNSANDBOXABLE.missing)}
     (record,) = [r for r in caplog.records if "UNSANDBOXED" in r.getMessage()]
