@@ -91,18 +91,22 @@ def reachable(head: str) -> bool:
         return False
 
 
-def all_joined(world_size: int) -> bool:
-    """Wait until every rank's node is in the cluster, so the driver starts on all of them."""
+def join_problem(world_size: int) -> str | None:
+    """None once every rank's node is in the cluster (so the driver starts on all of them), else what
+    went wrong."""
     import ray  # the job's Python has it; only the head's boot needs it
 
-    ray.init(logging_level=30, log_to_driver=False)  # WARNING
+    try:
+        ray.init(logging_level=30, log_to_driver=False)  # WARNING
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:  # the head died since it started
+        return f"the private Ray head does not answer: {e}"
     try:
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         while sum(1 for n in ray.nodes() if n["Alive"]) < world_size:
             if time.monotonic() > deadline:
-                return False
+                return "not every rank joined the private Ray in time"
             time.sleep(0.5)
-        return True
+        return None
     finally:
         ray.shutdown()
 
@@ -120,8 +124,9 @@ def run_head(node: dict[str, object], argv: list[str]) -> int:
     if subprocess.run(start_args(node), stdin=subprocess.DEVNULL).returncode != 0:
         print("neocloud: the private Ray head did not start", file=sys.stderr, flush=True)
         return 1
-    if not all_joined(int(str(node["world_size"]))):
-        print("neocloud: not every rank joined the private Ray in time", file=sys.stderr, flush=True)
+    problem = join_problem(int(str(node["world_size"])))
+    if problem is not None:
+        print(f"neocloud: {problem}", file=sys.stderr, flush=True)
         return 1
     driver = subprocess.Popen(argv)
     for sig in (signal.SIGTERM, signal.SIGINT):

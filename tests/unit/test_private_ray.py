@@ -181,3 +181,18 @@ _PARENT = (
 class _Cgroup:
     def __init__(self, pids: Callable[[], list[int]]) -> None:
         self.pids = pids
+
+
+def test_a_head_that_dies_before_the_ranks_join_ends_the_rank_with_a_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    def gone(**_kwargs: object) -> None:
+        raise ConnectionError("no GCS at 10.0.0.1:23456")
+
+    monkeypatch.setattr(ray_boot, "port_taken", lambda _port: False)
+    monkeypatch.setattr(ray_boot.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(["ray"], 0))
+    monkeypatch.setattr(ray, "init", gone)
+    assert ray_boot.run_head(on_loopback(0), ["python", "train.py"]) == 1
+    assert "the private Ray head does not answer: no GCS at 10.0.0.1:23456" in capsys.readouterr().err
