@@ -81,6 +81,7 @@ class Enactor:
                 memory_bytes=spec.memory_bytes,
                 workdir_digest=spec.workdir_digest,
                 ray=spec.ray,
+                uid_offset=self.store.uid_offset(job.tenant),
                 # Every rank is sandboxed as its tenant where the node can; only the lab's own work
                 # (class internal) is sent to nodes that cannot, and runs there unsandboxed.
                 tenant=job.tenant,

@@ -99,6 +99,7 @@ class SandboxSpec:
     rank: int
     tenant: str
     job_dir: Path
+    uid_offset: int | None = None  # the tenant's own uid in the range (None: a hash of its name)
     gpu_indices: tuple[int, ...] = ()
     cpus: int = 0  # 0: one core's worth
     memory_bytes: int = 0  # 0: the sandbox's default
@@ -394,7 +395,13 @@ class Sandbox:
 
     def command(self, argv: list[str], spec: SandboxSpec) -> Prepared:
         """Create the rank's cgroup and return the argv that runs `argv` inside the sandbox."""
-        uid = tenant_uid(spec.tenant, *self._uids)
+        base, count = self._uids
+        if spec.uid_offset is None:
+            uid = tenant_uid(spec.tenant, base, count)
+        elif 0 <= spec.uid_offset < count:
+            uid = base + spec.uid_offset
+        else:
+            raise SandboxError(f"uid offset {spec.uid_offset} is outside the range {base}+{count}")
         devices = _devices(spec)
         memory = spec.memory_bytes or self._memory
         cgroup = RankCgroup(f"{spec.job_id}-{spec.rank}", self._caps.cgroup, self._root)

@@ -62,6 +62,9 @@ class ExecJob:
     ray: bool = False  # a private Ray spans the ranks (private_ray.py); the command is its driver, on rank 0
     ray_token: str = field(default="", repr=False)  # that Ray's token, made by the executor at each start
     tenant: str | None = None  # whose rank: sandboxed as this tenant where the node can (None: internal tooling)
+    # Its tenant's own uid in the node's range, given by the store; None (the executor used without a
+    # store: tests, benchmarks) falls back to a hash of the tenant's name, which may collide.
+    uid_offset: int | None = None
     internal: bool = False  # the lab's own work (class internal): it may also run, unsandboxed, where the node cannot
 
     def __post_init__(self) -> None:

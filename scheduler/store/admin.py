@@ -17,7 +17,7 @@ from typing import Any
 from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from neocloud.scheduler.policy.types import PolicyConfig
 from neocloud.scheduler.store import settings as site_settings
-from neocloud.scheduler.store import validate
+from neocloud.scheduler.store import uids, validate
 from neocloud.scheduler.store.audit import AdminEvent, audit
 from neocloud.scheduler.store.contracts import ContractStore
 from neocloud.scheduler.store.records import (
@@ -134,21 +134,29 @@ class AdminStore(ContractStore):
         validate.tenant_name(name)
         if validate.finite("weight", weight) <= 0:
             raise InvalidArgumentError(f"weight must be more than 0, not {weight:g}")
-        record = TenantRecord(name, float(weight), self._now(now), bool(internal))
         with self._write() as db:
             if db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
                 raise AlreadyExistsError(f"tenant {name!r} exists already")
+            record = TenantRecord(name, float(weight), self._now(now), bool(internal), uids.assign(db))
             db.execute(
-                "INSERT INTO tenants (name, weight, created_at, internal) VALUES (?, ?, ?, ?)",
-                (name, weight, record.created_at, int(record.internal)),
+                "INSERT INTO tenants (name, weight, created_at, internal, uid_offset) VALUES (?, ?, ?, ?, ?)",
+                (name, weight, record.created_at, int(record.internal), record.uid_offset),
             )
         logger.info("tenant %s created (weight %g%s)", name, weight, ", internal team" if internal else "")
         return record
 
     def list_tenants(self) -> list[TenantRecord]:
         with self._read() as db:
-            rows = db.execute("SELECT name, weight, created_at, internal FROM tenants ORDER BY name").fetchall()
-        return [TenantRecord(r[0], r[1], r[2], bool(r[3])) for r in rows]
+            rows = db.execute("SELECT name, weight, created_at, internal, uid_offset FROM tenants ORDER BY name")
+            return [TenantRecord(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows.fetchall()]
+
+    def uid_offset(self, tenant: str) -> int:
+        """The tenant's own sandbox uid, as an offset in the nodes' range (0: the lab's own work)."""
+        with self._read() as db:
+            found = uids.offset(db, tenant)
+        if found is None:
+            raise NotFoundError(f"no tenant {tenant!r}")
+        return found
 
     def internal_team(self, name: str) -> bool:
         """Whether the tenant is one of the lab's own teams (False for one that does not exist)."""

@@ -299,6 +299,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN ray INTEGER NOT NULL DEFAULT 0 CHECK (ray IN (0, 1));
     """,
+    # 13: each tenant's own sandbox uid (store/uids.py), given once; existing tenants in name order
+    """
+    ALTER TABLE tenants ADD COLUMN uid_offset INTEGER CHECK (uid_offset BETWEEN 1 AND 65535);
+    UPDATE tenants SET uid_offset = 1 + (SELECT COUNT(*) FROM tenants AS t WHERE t.name < tenants.name);
+    CREATE UNIQUE INDEX tenants_uid_offset ON tenants(uid_offset);
+    """,
 )
 
 

@@ -158,6 +158,7 @@ class TenantRecord:
     weight: float
     created_at: float
     internal: bool = False  # an internal team: submits class internal only, usage reported under its name
+    uid_offset: int = 0  # its sandbox uid in the nodes' range (store/uids.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,7 @@ def test_an_internal_job_beside_a_tenants_cannot_read_it_and_its_proof_names_its
             victim_command = ("sh", "-c", "echo v > data; sleep 300")
             victim_spec = JobSpec("acme", "v", JobClass.ON_DEMAND, 1, 1, command=victim_command, env={"TOKEN": SECRET})
             victim = store.submit(victim_spec).job_id
-            tenant_uid = sandbox.tenant_uid("acme")
+            tenant_uid = sandbox.UID_BASE + store.uid_offset("acme")  # its own, given by the store
             step_until(lambda: len(uid_processes(tenant_uid)) >= 2, "the tenant's rank to run")  # its sh and sleep
             env = {"VICTIM_DIR": str(log_dir.resolve() / victim), "PIDS": " ".join(map(str, uid_processes(tenant_uid)))}
             snoop_spec = JobSpec(
@@ -89,7 +89,7 @@ def test_an_internal_job_beside_a_tenants_cannot_read_it_and_its_proof_names_its
             step_until(lambda: store.get(snoop).state is JobState.SUCCEEDED, "the internal job to finish")
 
             log = executor.read_log(snoop, 0)[0].decode()
-            uid = sandbox.tenant_uid(INTERNAL_TENANT)
+            uid = sandbox.UID_BASE  # the lab's own work: offset 0
             assert "READ" not in log and log.count("denied") >= 4 and f"leaked [] uid {uid}" in log, log
             (allocation,) = store.allocations(snoop)
             assert allocation.node_id == NODE == store.allocations(victim)[0].node_id  # the same node

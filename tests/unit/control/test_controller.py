@@ -222,3 +222,4 @@ def test_what_the_spec_asks_of_its_ranks_reaches_the_executor(rig: Rig) -> None:
     rig.step()
     started = rig.executor.jobs[job_id].job
     assert (started.ray, started.cpus, started.command, started.ray_token) == (True, 4, ["python", "tune.py"], "")
+    assert started.uid_offset == rig.store.uid_offset("acme") == 1  # its own uid on every node
