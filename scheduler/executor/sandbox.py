@@ -189,8 +189,19 @@ def probe(root: Path = CGROUP_ROOT) -> Capabilities:
             missing.append(f"cgroup {version} {ctrl or 'root'} (not writable)")
     if version == "v2" and not missing and not (root / "cgroup.kill").exists() and not _has_kill(root):
         missing.append("cgroup v2 cgroup.kill (kernel >= 5.14)")
+    if not _has_pidfd():
+        missing.append("pidfd (kernel >= 5.4): a notice could reach a pid reused by another process")
     cg = version if not any(m.startswith("cgroup") for m in missing) else ""
     return Capabilities(bwrap=ok_bwrap, uid_switch=ok_uid, cgroup=cg, missing=tuple(missing))
+
+
+def _has_pidfd() -> bool:
+    """Whether a process can be pinned by a pidfd (procs.signal_leader signals through one)."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+        return True
+    except (AttributeError, OSError):
+        return False
 
 
 def _has_kill(root: Path) -> bool:

@@ -4,7 +4,10 @@ where this machine has them; here the v2 layout too, which this machine may not 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from neocloud.scheduler.executor import sandbox
 
@@ -50,3 +53,13 @@ def test_tenant_uids_are_stable_in_range_and_never_root() -> None:
     assert uids == {t: sandbox.tenant_uid(t) for t in uids}
     assert all(sandbox.UID_BASE <= u < sandbox.UID_BASE + sandbox.UID_COUNT for u in uids.values())
     assert len(set(uids.values())) == 3
+
+
+def test_a_node_without_pidfds_cannot_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --ray rank's notice goes through a pidfd; without them the node must say so, not skip the notice."""
+
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    assert any(m.startswith("pidfd") for m in sandbox.probe().missing)
