@@ -59,17 +59,7 @@ class Enactor:
         inventory = {v.node_id: list(v.gpus) for v in views}
         for placement in decision.placements:
             job = self.store.get(placement.job_id)
-            # Intent first: a crash before it is cleared is rolled back by repair.py, unbilled.
-            self.state.intents.begin_start(job.job_id, placement.placement, now)
-            fault_point("start.intent")
-            try:
-                allocations = self.store.start(job.job_id, placement.placement, now)
-            except NeocloudError:
-                self.state.intents.clear(job.job_id, "start")
-                raise
-            fault_point("start.store")
-            self.state.jobs[job.job_id] = Tracking(ranks=len(allocations))
-            spec = job.spec
+            spec = job.spec  # read before the store says running: the start follows at once
             exec_job = ExecJob(
                 job_id=job.job_id,
                 command=list(spec.command) if spec.command else None,
@@ -87,6 +77,16 @@ class Enactor:
                 tenant=job.tenant,
                 internal=job.job_class is JobClass.INTERNAL,
             )
+            # Intent first: a crash before it is cleared is rolled back by repair.py, unbilled.
+            self.state.intents.begin_start(job.job_id, placement.placement, now)
+            fault_point("start.intent")
+            try:
+                allocations = self.store.start(job.job_id, placement.placement, now)
+            except NeocloudError:
+                self.state.intents.clear(job.job_id, "start")
+                raise
+            fault_point("start.store")
+            self.state.jobs[job.job_id] = Tracking(ranks=len(allocations))
             try:
                 self.executor.start(exec_job, [(n, list(u)) for n, u in placement.placement], inventory)
             except NeocloudError as e:

@@ -21,6 +21,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from ray.util import placement_group_table
+from ray.util.placement_group import get_placement_group
 
 from neocloud.agent.gpu.sim import SimBackend
 from neocloud.agent.main import Agent
@@ -29,7 +31,7 @@ from neocloud.scheduler.billing.books import Books
 from neocloud.scheduler.billing.ratecard import parse_ratecard
 from neocloud.scheduler.executor.local_cluster import LocalCluster
 from neocloud.scheduler.executor.ray_executor import RayExecutor
-from neocloud.scheduler.executor.types import Released
+from neocloud.scheduler.executor.types import Released, pg_name
 from neocloud.scheduler.server import BackgroundScheduler
 from neocloud.scheduler.store.records import JobState, Role
 from tests.helpers import wait_until
@@ -79,6 +81,14 @@ class Site:
 
     def wait_state(self, job_id: str, state: JobState, timeout_s: float = TIMEOUT_S) -> None:
         wait_until(lambda: self.state(job_id) is state, timeout_s, f"job {job_id} to be {state.value}")
+
+
+def placed(job_id: str) -> bool:
+    """The job's placement group holds its bundles on the cluster."""
+    try:
+        return bool(placement_group_table(get_placement_group(pg_name(job_id))).get("state") == "CREATED")
+    except ValueError:  # not made yet
+        return False
 
 
 @pytest.fixture
@@ -265,6 +275,7 @@ def test_a_killed_ray_node_requeues_its_jobs(site: Site, cluster: tuple[LocalClu
     """Last in the module: it removes node-c from the shared cluster."""
     job = site.submit("acme", "--class", "on_demand", "--gpus", "24", "--", "sleep", "60")
     site.wait_state(job, JobState.RUNNING)
+    wait_until(lambda: placed(job), TIMEOUT_S, "its placement group")  # running on Ray, not only in the store
     killed_at = time.time()
     cluster[0].remove_node("node-c")
     wait_until(lambda: site.store.get(job).requeues == 1, TIMEOUT_S, "the job to be requeued")
