@@ -34,3 +34,7 @@ class FailedPreconditionError(NeocloudError):
 
 class ResourceExhaustedError(NeocloudError):
     """The caller has used up a limit (a rate, a count); it may retry later."""
+
+
+class UnavailableError(NeocloudError):
+    """Something it needs is gone for now (a node between its placement and its start): try again."""

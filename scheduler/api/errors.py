@@ -36,6 +36,7 @@ from neocloud.domain.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
     UnauthenticatedError,
+    UnavailableError,
 )
 from neocloud.scheduler.api import limits
 from neocloud.scheduler.api.calls import CallsPerPeer
@@ -53,6 +54,7 @@ STATUS_CODES: dict[type[NeocloudError], grpc.StatusCode] = {
     UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
     # A NeocloudError of no more specific kind still carries a message for a person.
     NeocloudError: grpc.StatusCode.FAILED_PRECONDITION,
 }

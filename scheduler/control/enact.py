@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from neocloud.domain.errors import NeocloudError
+from neocloud.domain.errors import NeocloudError, UnavailableError
 from neocloud.domain.faults import fault_point
 from neocloud.scheduler.control.state import ControllerStats, ControlState, Tracking
 from neocloud.scheduler.executor.types import ExecJob, Executor
@@ -89,6 +89,11 @@ class Enactor:
             self.state.jobs[job.job_id] = Tracking(ranks=len(allocations))
             try:
                 self.executor.start(exec_job, [(n, list(u)) for n, u in placement.placement], inventory)
+            except UnavailableError as e:  # a node went between the policy's pass and now: not the job's fault
+                logger.warning("job %s could not start on Ray, back to the queue: %s", job.job_id, e)
+                self.store.requeue(job.job_id, now=now, reason=f"could not start: {e}", counted=False)
+                self.state.intents.clear(job.job_id, "start")
+                continue
             except NeocloudError as e:
                 logger.error("job %s could not start on Ray: %s", job.job_id, e)
                 self.store.finish(job.job_id, JobState.FAILED, None, f"could not start: {e}", now=now)

@@ -25,7 +25,13 @@ import ray
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from neocloud.domain.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from neocloud.domain.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from neocloud.domain.faults import fault_point
 from neocloud.scheduler.executor import discovery, private_ray, tracking
 from neocloud.scheduler.executor.capability import NodeProbes
@@ -249,7 +255,7 @@ class RayExecutor:
         for node_id, gpus in placement:
             info = known.get(node_id)
             if info is None or not info.alive:
-                raise FailedPreconditionError(
+                raise UnavailableError(
                     f"node {node_id} has no live Ray worker labelled {NODE_LABEL}={node_id} "
                     f"(start it with: ray start --address=<head> --labels={NODE_LABEL}={node_id})"
                 )

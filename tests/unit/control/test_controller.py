@@ -9,6 +9,7 @@ import pytest
 
 from neocloud.agent.convert import build_batch, hello
 from neocloud.agent.gpu.sim import SimBackend
+from neocloud.domain.errors import UnavailableError
 from neocloud.scheduler.control import reconcile
 from neocloud.scheduler.control.controller import Controller
 from neocloud.scheduler.ingest.fleet import Fleet
@@ -17,6 +18,7 @@ from neocloud.scheduler.metering.shortfall import undelivered_gpus
 from neocloud.scheduler.metrics import SchedulerCollector
 from neocloud.scheduler.policy.types import INTERNAL_TENANT, JobClass
 from neocloud.scheduler.store.db import open_db
+from neocloud.scheduler.store.intents import IntentStore
 from neocloud.scheduler.store.jobs import JobStore
 from neocloud.scheduler.store.records import JobSpec, JobState
 from neocloud.scheduler.store.shortfalls import ShortfallStore
@@ -223,3 +225,22 @@ def test_what_the_spec_asks_of_its_ranks_reaches_the_executor(rig: Rig) -> None:
     started = rig.executor.jobs[job_id].job
     assert (started.ray, started.cpus, started.command, started.ray_token) == (True, 4, ["python", "tune.py"], "")
     assert started.uid_offset == rig.store.uid_offset("acme") == 1  # its own uid on every node
+
+
+def test_a_node_gone_between_placement_and_start_sends_the_job_back_unspent(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = rig.submit("acme", JobClass.SPOT, 8)
+    real_start = rig.executor.start
+
+    def node_gone(*args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(rig.executor, "start", real_start)  # once
+        raise UnavailableError("node n1 has no live Ray worker")
+
+    monkeypatch.setattr(rig.executor, "start", node_gone)
+    rig.step()
+    job = rig.store.get(job_id)
+    assert job.state is JobState.QUEUED and job.requeues == 0 and "could not start" in job.message
+    assert IntentStore.beside(rig.store).intents() == []  # the start intent is cleared
+    rig.step()
+    assert rig.store.get(job_id).state is JobState.RUNNING  # placed again at the next pass
