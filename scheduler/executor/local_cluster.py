@@ -102,13 +102,14 @@ def _process_token() -> Path:
 
 
 def _start_head(cpus: int) -> Any:
-    """The head node. Ray's GCS now and then never reports its port on a loaded machine
-    (RuntimeError "Timed out waiting for file ..."); one more try is then worth it."""
+    """The head node. On a loaded machine Ray's GCS now and then never reports its port
+    (RuntimeError "Timed out waiting for file ...") or its raylet never registers (Exception "The
+    current node timed out during startup"); one more try is then worth it."""
     args = {"num_cpus": cpus, "num_gpus": 0}
     try:
         return Cluster(initialize_head=True, head_node_args=args)
-    except RuntimeError as e:
-        if "Timed out waiting" not in str(e):
+    except Exception as e:  # Ray raises a bare Exception for the second
+        if "timed out" not in str(e).lower():
             raise
         logger.warning("the local Ray head did not start (%s); trying again", e)
     return Cluster(initialize_head=True, head_node_args=args)

@@ -3,8 +3,10 @@ environment only, never a command line, a status or a log line), and which proce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -157,12 +159,16 @@ def test_a_notice_never_reaches_a_process_that_left_the_rank(
 def test_an_unsandboxed_notice_reaches_only_the_runners_own_child(sleeper: subprocess.Popen[bytes]) -> None:
     """A leader already reaped, its pid reused by a process that is not this runner's child: not signalled."""
     parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE)
+    grandchild = None
     try:
         assert parent.stdout is not None
         grandchild = int(parent.stdout.readline())
         assert procs.signal_leader(grandchild, signal.SIGTERM) == []
         assert Path(f"/proc/{grandchild}").exists() and parent.poll() is None
     finally:
+        if grandchild is not None:  # the parent's SIGKILL would leave it running under init
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(grandchild, signal.SIGKILL)
         parent.kill()
         parent.wait()
     assert procs.signal_leader(sleeper.pid, signal.SIGTERM) == [sleeper.pid]
