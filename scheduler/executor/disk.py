@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,17 @@ def default_quota(fs: os.statvfs_result, rank_gpus: int, node_gpus: int) -> Disk
     )
 
 
-def measure(root: Path, quota: DiskQuota) -> tuple[int, int]:
-    """(bytes allocated, entries) under `root`, stopping as soon as either passes `quota`: a job with
-    millions of files costs the runner one quota's worth of walking, not all of them. Entries that
-    vanish meanwhile are skipped; nothing is followed out of `root`."""
-    used = entries = 0
+class Unmeasurable(OSError):
+    """The directory cannot be walked (a path past PATH_MAX, a permission the job took away): a job could
+    hide any amount there, so the rank is treated as over its quota."""
+
+
+def measure(root: Path, quota: DiskQuota, held: int = 0) -> tuple[int, int]:
+    """(bytes allocated, entries) under `root` plus `held` bytes (deleted files the rank keeps open),
+    stopping as soon as either passes `quota`: a job with millions of files costs the runner one quota's
+    worth of walking, not all of them. Entries that vanish meanwhile are skipped; nothing is followed out
+    of `root`; any other error raises Unmeasurable."""
+    used, entries = held, 0
     stack = [str(root)]
     while stack:
         try:
@@ -48,7 +55,7 @@ def measure(root: Path, quota: DiskQuota) -> tuple[int, int]:
                 for entry in it:
                     try:
                         st = entry.stat(follow_symlinks=False)
-                    except OSError:
+                    except FileNotFoundError:
                         continue
                     used += st.st_blocks * 512
                     entries += 1
@@ -56,9 +63,36 @@ def measure(root: Path, quota: DiskQuota) -> tuple[int, int]:
                         stack.append(entry.path)
                     if over(quota, used, entries):
                         return used, entries
-        except OSError:  # removed, or not a directory any more
+        except (FileNotFoundError, NotADirectoryError):  # removed or replaced meanwhile
             continue
+        except OSError as e:
+            raise Unmeasurable(e.errno, f"its job directory cannot be measured: {e.strerror}") from e
     return used, entries
+
+
+def held_deleted(pids: Iterable[int], device: int, proc_root: Path = Path("/proc")) -> int:
+    """Bytes of the deleted files on `device` (the job directory's filesystem) that `pids` keep open:
+    unlinked, they are in no directory a walk sees, yet they fill the disk all the same. Files of other
+    filesystems (the sandbox's /tmp is memory, charged to the rank's cgroup) do not count."""
+    seen: set[int] = set()
+    total = 0
+    for pid in pids:
+        fds = proc_root / str(pid) / "fd"
+        try:
+            names = os.listdir(fds)
+        except OSError:  # gone meanwhile
+            continue
+        for name in names:
+            try:
+                if not os.readlink(fds / name).endswith(" (deleted)"):
+                    continue
+                st = os.stat(fds / name)  # the open file itself, through the fd's magic link
+            except OSError:
+                continue
+            if st.st_dev == device and stat.S_ISREG(st.st_mode) and st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512
+    return total
 
 
 def over(quota: DiskQuota, used: int, entries: int) -> str | None:

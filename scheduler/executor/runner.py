@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -259,6 +260,9 @@ class Runner:
             self._bump()
         spawned.set()
         threading.Thread(target=self._guarded_watchdog, args=(proc.pid,), name="neocloud-watchdog", daemon=True).start()
+        if self._disk is not None:
+            args = (proc.pid, self._disk)
+            threading.Thread(target=self._disk_watch, args=args, name="neocloud-disk", daemon=True).start()
         code = proc.wait()
         # The leader is gone; the rest of its group gets the stop deadline (or a short one) to follow.
         with self._cv:
@@ -301,7 +305,7 @@ class Runner:
                 time.sleep(0.05)
 
     def _watchdog(self, pgid: int) -> None:
-        next_scan = next_disk_check = 0.0
+        next_scan = 0.0
         runtime_end = None
         with self._cv:
             if self._job.max_runtime_s is not None and self._s.started_at is not None:
@@ -312,9 +316,6 @@ class Runner:
                 self._note(procs.members(pgid))
                 procs.reap_orphans(pgid, pgid)
                 next_scan = now + SCAN_S
-            if self._disk is not None and now >= next_disk_check:
-                self._check_disk(self._disk)
-                next_disk_check = time.time() + disk.CHECK_S
             with self._cv:
                 if self._s.ended_at is not None:
                     return
@@ -365,11 +366,33 @@ class Runner:
         except OSError as e:
             logger.error("job %s rank %d: cannot write %s: %s", self._job.job_id, self._rank, name, e)
 
-    def _check_disk(self, quota: disk.DiskQuota) -> None:
-        """Stop the rank (with a short grace) once its job directory passes its quota."""
-        why = disk.over(quota, *disk.measure(self._job_dir(), quota))
+    def _disk_watch(self, pgid: int, quota: disk.DiskQuota) -> None:
+        """Its own thread: a long walk must never hold up the watchdog's kill at a deadline. Whatever
+        breaks a check stops the rank, as a directory that cannot be measured could hide anything."""
+        while True:
+            with self._cv:
+                if self._cv.wait_for(lambda: self._s.ended_at is not None, timeout=disk.CHECK_S):
+                    return
+            try:
+                why = self._disk_over(pgid, quota)
+            except Exception as e:  # any failure, by design
+                logger.exception("job %s rank %d: the disk check failed", self._job.job_id, self._rank)
+                why = f"its job directory could not be checked ({type(e).__name__})"
+            if why is not None:
+                self._stop_for_disk(why)
+                return
+
+    def _disk_over(self, pgid: int, quota: disk.DiskQuota) -> str | None:
+        try:
+            held = disk.held_deleted(procs.members(pgid), os.stat(self._job_dir()).st_dev)
+            return disk.over(quota, *disk.measure(self._job_dir(), quota, held))
+        except disk.Unmeasurable as e:
+            return str(e)
+
+    def _stop_for_disk(self, why: str) -> None:
+        """Stop the rank (with a short grace): its job directory passed its quota."""
         with self._cv:
-            if why is None or self._s.stop_reason is not None:
+            if self._s.stop_reason is not None:
                 return
         logger.warning("job %s rank %d: %s; stopping the rank", self._job.job_id, self._rank, why)
         try:

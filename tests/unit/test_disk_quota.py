@@ -86,3 +86,36 @@ def test_a_rank_filling_its_directory_is_stopped_and_its_job_fails(
     assert intent.outcome == JobState.FAILED.value and "disk quota" in intent.message
     ok = ending(Job("j1", spec, JobState.RUNNING, 0.0, 0.0), [Exited("j1", 0, 0, END_EXITED)], None, 1.0)
     assert ok.outcome == JobState.SUCCEEDED.value
+
+
+def test_a_tree_deeper_than_path_max_cannot_hide_from_the_quota(tmp_path: Path) -> None:
+    """Relative mkdir/chdir reaches any depth; the walk's absolute paths do not: unmeasurable is over."""
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(25):  # 25 x 201 characters: past Linux's PATH_MAX of 4,096
+            os.mkdir("d" * 200, dir_fd=fd)
+            child = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        hidden = os.open("hidden", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.write(hidden, os.urandom(MIB))
+        os.close(hidden)
+    finally:
+        os.close(fd)
+    with pytest.raises(disk.Unmeasurable, match="cannot be measured"):
+        disk.measure(tmp_path, disk.DiskQuota(bytes=1 << 40, files=0))
+
+
+def test_deleted_files_kept_open_count_on_their_filesystem_only(tmp_path: Path) -> None:
+    kept = open(tmp_path / "scratch", "wb")  # noqa: SIM115  # held open past its unlink, as a job would
+    kept.write(os.urandom(2 * MIB))
+    kept.flush()
+    os.unlink(tmp_path / "scratch")
+    try:
+        device = os.stat(tmp_path).st_dev
+        assert disk.held_deleted([os.getpid()], device) >= 2 * MIB
+        assert disk.held_deleted([os.getpid()], device + 1) == 0  # another filesystem's (a tmpfs /tmp's)
+        assert disk.measure(tmp_path, disk.DiskQuota(1 << 40, 0), held=2 * MIB)[0] >= 2 * MIB
+    finally:
+        kept.close()
+    assert disk.held_deleted([os.getpid()], device) == 0
