@@ -42,6 +42,8 @@ def ending(job: Job, exits: list[Exited], lost_at: float | None, at: float) -> S
     if END_MAX_RUNTIME in reasons:
         failed = JobState.FAILED.value
         return StopIntent(job.job_id, at, failed, failed, "stopped at its maximum run time")
+    if job.spec.ray:  # the driver's status is the job's: its Ray's other ranks end when it does
+        exits = [e for e in exits if e.rank == 0] or exits
     codes = [e.exit_code for e in exits]
     ok = reasons == {END_EXITED} and all(c == 0 for c in codes)
     state = JobState.SUCCEEDED if ok else JobState.FAILED

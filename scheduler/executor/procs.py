@@ -232,8 +232,8 @@ def signal_leader(pgid: int, sig: int, proc_root: Path = Path("/proc")) -> list[
     if cgroup is None:
         return _signal_if(pgid, sig, _is_unreaped_child)
     target = _first_inside(pgid, cgroup.pids(), proc_root)
-    if target is None:
-        return []
+    if target is None:  # the sandbox is still being set up: no boot yet, and the whole rank is the notice's
+        return signal_all(pgid, sig, proc_root)
     return _signal_if(target, sig, lambda _pidfd: target in cgroup.pids())
 
 
@@ -242,8 +242,12 @@ def _signal_if(pid: int, sig: int, still_ours: Callable[[int], bool]) -> list[in
     between the check and the signal."""
     try:
         pidfd = os.pidfd_open(pid)
-    except OSError:  # gone already
+    except ProcessLookupError:  # gone already
         return []
+    except OSError:  # no pidfds (Linux < 5.3): only unsandboxed ranks run there (the probe), the runner's child
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+        return [pid]
     try:
         if not still_ours(pidfd):
             return []
@@ -259,6 +263,8 @@ def _is_unreaped_child(pidfd: int) -> bool:
         os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
         return False
+    except OSError:  # no waitid on a pidfd (Linux 5.3): the pidfd still pins the process
+        pass
     return True
 
 

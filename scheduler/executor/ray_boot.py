@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-JOIN_TIMEOUT_S = 120.0  # how long a worker rank waits for the head to come up
+JOIN_TIMEOUT_S = 300.0  # how long ranks wait for each other (each unpacks its workdir first, up to 1 GiB)
 HEAD_GONE_AFTER = 3  # failed connections in a row (one a second) before a worker rank ends
 AGENT_PORTS = (
     "--node-manager-port",
@@ -128,7 +128,11 @@ def run_head(node: dict[str, object], argv: list[str]) -> int:
     if problem is not None:
         print(f"neocloud: {problem}", file=sys.stderr, flush=True)
         return 1
-    driver = subprocess.Popen(argv)
+    try:
+        driver = subprocess.Popen(argv)
+    except OSError as e:  # as the runner's own shim says it for a job without --ray
+        print(f"neocloud: cannot run {argv[0]!r}: {e}", file=sys.stderr, flush=True)
+        return 127
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: driver.send_signal(signum))
     code = driver.wait()
@@ -136,8 +140,16 @@ def run_head(node: dict[str, object], argv: list[str]) -> int:
 
 
 def run_worker(node: dict[str, object]) -> int:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cluster serves the driver through its grace
     head = str(node["head"])
+
+    def on_term(_signum: int, _frame: object) -> None:
+        """A notice: serve the driver through its grace while the head is up; once it is gone, the job
+        is over (the executor stops the ranks left when the driver exits). A handler, not SIG_IGN, which
+        Ray's processes and the tenant's tasks would inherit."""
+        if not reachable(head):
+            sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while subprocess.run(start_args(node), stdin=subprocess.DEVNULL).returncode != 0:
         if time.monotonic() > deadline:

@@ -41,6 +41,7 @@ from neocloud.scheduler.executor.runner import RunnerActor
 from neocloud.scheduler.executor.tracking import JobRecord, RankRecord
 from neocloud.scheduler.executor.types import (
     END_CANCELLED,
+    END_EXITED,
     END_GANG_FAILED,
     END_LOST,
     END_PREEMPTED,
@@ -63,6 +64,7 @@ DEFAULT_LOG_DIR = Path(tempfile.gettempdir()) / "neocloud" / "jobs"
 WATCH_S = 5.0  # a runner answers a long poll at the latest after this long
 REAP_S = 5.0  # one reap() call's patience before the executor asks again
 CALL_S = 30.0  # blocking calls (read_log)
+DRIVER_DONE_GRACE_S = 5.0  # a --ray job's worker ranks, once its driver is done: they end as soon as its head does
 
 
 class RayExecutor:
@@ -438,6 +440,9 @@ class RayExecutor:
         if tracking.gang_failed(job, r):
             logger.info("job %s: rank %d exited %s; stopping the gang", job.job_id, r.rank, result.exit_code)
             self._stop(job, END_GANG_FAILED, job.job.grace_s)
+        elif tracking.driver_done(job, r):
+            logger.info("job %s: its driver exited 0; stopping the other nodes of its Ray", job.job_id)
+            self._stop(job, END_EXITED, min(job.job.grace_s, DRIVER_DONE_GRACE_S))
         return events
 
     # --- logs, reattach, shutdown --------------------------------------------------

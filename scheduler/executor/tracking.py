@@ -107,6 +107,21 @@ def gang_failed(job: JobRecord, r: RankRecord) -> bool:
     )
 
 
+def driver_done(job: JobRecord, r: RankRecord) -> bool:
+    """Rank 0 of a `--ray` job (its driver) ended by itself: its Ray's other ranks have nothing left to
+    serve and must stop, whatever still answers on the head's port."""
+    st = r.status
+    return (
+        job.job.ray
+        and r.rank == 0
+        and job.world_size > 1
+        and job.stop_reason is None
+        and st is not None
+        and st.ended
+        and st.end_reason == END_EXITED
+    )
+
+
 def lose_rank(job: JobRecord, r: RankRecord, at: float) -> list[ExecutorEvent]:
     """A rank's runner is gone: it ends as lost (its exit status is unknowable)."""
     r.dead = True

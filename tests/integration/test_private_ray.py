@@ -16,7 +16,15 @@ import pytest
 from neocloud.scheduler.executor import sandbox
 from neocloud.scheduler.executor.local_cluster import LocalCluster
 from neocloud.scheduler.executor.ray_executor import RayExecutor
-from neocloud.scheduler.executor.types import END_PREEMPTED, ExecJob, ExecutorEvent, Exited, Released, Started
+from neocloud.scheduler.executor.types import (
+    END_EXITED,
+    END_PREEMPTED,
+    ExecJob,
+    ExecutorEvent,
+    Exited,
+    Released,
+    Started,
+)
 from tests.helpers import wait_until
 from tests.integration.test_ray_lockdown import _CLIENT, REFUSED, client
 from tests.integration.test_sandbox_ray import uid_processes
@@ -137,3 +145,14 @@ def test_the_drivers_exit_status_is_the_jobs(site) -> None:  # type: ignore[no-u
     ex.start(job, [("node-b", INV["node-b"][:1])], INV)
     exited = wait_for(ex, events, Exited, "one-rank")[0]
     assert isinstance(exited, Exited) and exited.exit_code == 3, ex.read_log("one-rank", 0)[0][-3000:]
+
+
+def test_a_driver_that_succeeds_ends_the_whole_job_at_once(site) -> None:  # type: ignore[no-untyped-def]
+    """The worker rank ends with the driver (the executor stops it; its head is gone), not at a deadline."""
+    _, ex, _ = site
+    events: list[ExecutorEvent] = []
+    driver = "import ray, sys; ray.init(); sys.exit(0 if ray.cluster_resources().get('GPU') == 2 else 4)"
+    job = ExecJob("done", command=[sys.executable, "-c", driver], tenant="tenant-b", ray=True, grace_s=600)
+    ex.start(job, [("node-a", INV["node-a"][:1]), ("node-b", INV["node-b"][:1])], INV)
+    exits = {e.rank: e for e in wait_for(ex, events, Exited, "done", 2) if isinstance(e, Exited)}
+    assert {(e.exit_code, e.end_reason) for e in exits.values()} == {(0, END_EXITED)}, ex.read_log("done", 0)[0][-3000:]

@@ -150,8 +150,8 @@ def test_a_hostile_job_leaks_its_token_nowhere_and_leaves_nothing(
 
 
 def test_a_gang_whose_head_cannot_start_ends_with_a_reason(site: tuple[LocalCluster, RayExecutor, Path]) -> None:
-    """Rank 0's `ray start` fails (the job's own environment breaks its Python); rank 1, which ignores
-    SIGTERM while it tries to join, is stopped with the gang instead of trying for JOIN_TIMEOUT_S."""
+    """Rank 0's `ray start` fails (the job's own environment breaks its Python); rank 1, trying to join a
+    head that is not there, is stopped with the gang instead of trying for JOIN_TIMEOUT_S."""
     _, ex, _ = site
     events: list[ExecutorEvent] = []
     job = ExecJob(

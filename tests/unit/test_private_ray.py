@@ -202,3 +202,27 @@ def test_a_head_that_dies_before_the_ranks_join_ends_the_rank_with_a_reason(
     monkeypatch.setattr(ray, "init", gone)
     assert ray_boot.run_head(on_loopback(0), ["python", "train.py"]) == 1
     assert "the private Ray head does not answer: no GCS at 10.0.0.1:23456" in capsys.readouterr().err
+
+
+def test_a_notice_before_the_boot_is_inside_goes_to_the_whole_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bubblewrap still setting up (no process inside yet): the notice is not lost, the rank gets it."""
+    sent: list[tuple[int, int | None]] = []
+
+    class Setup(_Cgroup):
+        def signal(self, sig: int, skip: int | None = None) -> list[int]:
+            sent.append((sig, skip))
+            return [100]
+
+    monkeypatch.setitem(procs._CGROUPS, 100, Setup(lambda: [100]))
+    assert procs.signal_leader(100, signal.SIGTERM) == [100] and sent == [(signal.SIGTERM, 100)]
+
+
+def test_without_pidfds_an_unsandboxed_notice_still_arrives(
+    monkeypatch: pytest.MonkeyPatch, sleeper: subprocess.Popen[bytes]
+) -> None:
+    def no_pidfds(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    assert procs.signal_leader(sleeper.pid, signal.SIGTERM) == [sleeper.pid]
+    assert sleeper.wait(timeout=30) == -signal.SIGTERM
