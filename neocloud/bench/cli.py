@@ -156,8 +156,8 @@ def _chaos(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from neocloud.bench import sandbox
 
-    if args.runs < 2 or not 0 < args.seconds <= 3600:
-        print("neocloud bench sandbox: --runs >= 2 (one job of each kind), --seconds in (0, 3600]", file=sys.stderr)
+    if not 2 <= args.runs <= 1000 or not 0 < args.seconds <= 3600:
+        print("neocloud bench sandbox: --runs in [2, 1000] (both kinds), --seconds in (0, 3600]", file=sys.stderr)
         return 2
     print(json.dumps(sandbox.run(args.runs, args.seconds)))
     return 0
