@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from neocloud.scheduler.executor import sandbox
+
 CHECK_S = 10.0
 RESERVE_FRACTION = 0.1  # of the filesystem, kept for the node itself (the agent's spool, logs)
 
@@ -29,7 +31,7 @@ class DiskQuota:
 def default_quota(fs: os.statvfs_result, rank_gpus: int, node_gpus: int) -> DiskQuota:
     """A rank's share of its job directory's filesystem by GPUs, as its memory and CPUs are of the node
     (the whole of it, less the reserve, where the GPUs are not known)."""
-    share, whole = (min(rank_gpus, node_gpus), node_gpus) if rank_gpus > 0 and node_gpus > 0 else (1, 1)
+    share, whole = sandbox.gpu_share(rank_gpus, node_gpus)
     usable = 1.0 - RESERVE_FRACTION
     return DiskQuota(
         bytes=int(fs.f_blocks * fs.f_frsize * usable) * share // whole,

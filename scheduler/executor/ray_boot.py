@@ -8,8 +8,8 @@ Rank 0 starts the head (`ray start --head` on the gang's master port), then runs
 command as the driver, as a child: a SIGTERM (the preemption notice) is passed to the driver
 alone, so the private cluster serves it through its grace, and the rank exits with the driver's
 status. Every other rank joins the head (retrying while it comes up) and serves as a worker node
-until the head is gone; it ignores SIGTERM for the same reason (the runner's SIGKILL at the
-deadline ends it all). The Ray daemons are this process's; the sandbox's PID namespace and the
+until the head is gone; a SIGTERM while the head is up is left unanswered for the same reason (the
+runner's SIGKILL at the deadline ends it all). The Ray daemons are this process's; the sandbox's PID namespace and the
 rank's cgroup end them with the rank. The token comes in RAY_AUTH_TOKEN, never on a command line.
 """
 

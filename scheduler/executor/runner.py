@@ -100,8 +100,6 @@ class Runner:
             node_gpus=len(inventory),
             job_dir=Path(log_dir) / job.job_id,
         )
-        self._log, self._control, self._ckpt = self._setup.log, self._setup.control, self._setup.checkpoint
-        self._notice, self._warning = self._setup.notice, self._setup.warning
         self._pid_namespace = procs.own_pid_namespace()  # under Kubernetes, the pod's, not the host's
         self._port: int | None = None
         self._disk: disk.DiskQuota | None = None  # a tenant rank's job directory quota, set at spawn
@@ -128,18 +126,18 @@ class Runner:
         with self._cv:
             if self._s.pid is not None or self._s.ended_at is not None:
                 return self._status()  # launched already, or stopped before it could start
-        self._job_dir().mkdir(parents=True, exist_ok=True)
+        self._setup.job_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._files = ControlDir(self._control)
-            self._files.remove(self._notice)  # a requeued job must not see the last run's notice
-            self._files.remove(self._warning)
+            self._files = ControlDir(self._setup.control)
+            self._files.remove(self._setup.notice)  # a requeued job must not see the last run's notice
+            self._files.remove(self._setup.warning)
             self._files.remove(logfile.ended_marker(self._rank))
             self._files.write(logfile.running_marker(self._rank), "")  # its directory is kept while it runs
         except OSError as e:  # the job then runs without notice files; its signals still come
             logger.error("job %s rank %d: no control directory: %s", self._job.job_id, self._rank, e)
         self._sweep_old_logs()
         with self._cv:
-            self._s.checkpoint_mtime = _mtime(self._ckpt)  # only newer checkpoints count
+            self._s.checkpoint_mtime = _mtime(self._setup.checkpoint)  # only newer checkpoints count
         if not self._install_workdir():
             with self._cv:
                 return self._status()
@@ -183,7 +181,7 @@ class Runner:
             reason = self._s.stop_reason or reason
         if first:
             notice = {"job_id": self._job.job_id, "reason": reason, "grace_s": grace_s, "deadline": deadline}
-            self._write_control(self._notice, notice)
+            self._write_control(self._setup.notice, notice)
             # A --ray rank's notice goes to its driver alone: its private Ray serves it through the grace.
             self._note((procs.signal_leader if self._job.ray else procs.signal_all)(pid, procs.TERM))
         if grace_s <= 0:
@@ -198,7 +196,7 @@ class Runner:
             if self._s.pid is None or self._s.ended_at is not None:
                 return
         warning = {"job_id": self._job.job_id, "reason": reason, "at": time.time()}
-        self._write_control(self._warning, warning)
+        self._write_control(self._setup.warning, warning)
 
     def reap(self, timeout_s: float) -> tuple[bool, tuple[int, ...]]:
         """SIGKILL whatever is left of the job's group and wait until none of it is alive.
@@ -231,7 +229,7 @@ class Runner:
         with self._cv:
             ended = self._s.ended_at is not None
         try:
-            data, at_end = read_chunk(self._log, offset, min(max_bytes, MAX_READ))
+            data, at_end = read_chunk(self._setup.log, offset, min(max_bytes, MAX_READ))
         except FileNotFoundError:
             return b"", ended
         return data, ended and at_end
@@ -248,7 +246,7 @@ class Runner:
                 started = rank_start.spawn(self._setup, argv, env, master)
             except (OSError, sandbox.SandboxError) as e:
                 logger.error("job %s rank %d: cannot start: %s", self._job.job_id, self._rank, e)
-                with logfile.open_for_append(self._log) as log:
+                with logfile.open_for_append(self._setup.log) as log:
                     log.write(f"neocloud: cannot start the job: {e}\n".encode())
                 self._s.exit_code, self._s.end_reason, self._s.ended_at = 127, END_EXITED, time.time()
                 self._bump()
@@ -337,20 +335,17 @@ class Runner:
 
     # --- helpers -----------------------------------------------------------------
 
-    def _job_dir(self) -> Path:
-        return self._setup.job_dir
-
     def _install_workdir(self) -> bool:
         """Unpack the job's workdir (after the control directory exists: an archive cannot pre-empt it);
         False if it cannot be, and the rank has then ended as a job that could not start."""
         if not self._job.workdir_digest:
             return True
         try:
-            workdirs.install(self._job_dir(), self._job.workdir_digest, lambda: bytes(ray.get(self._workdir[0])))
+            workdirs.install(self._setup.job_dir, self._job.workdir_digest, lambda: bytes(ray.get(self._workdir[0])))
             return True
         except (OSError, NeocloudError, ray.exceptions.RayError) as e:
             logger.error("job %s rank %d: cannot unpack its workdir: %s", self._job.job_id, self._rank, e)
-            with logfile.open_for_append(self._log) as log:
+            with logfile.open_for_append(self._setup.log) as log:
                 log.write(f"neocloud: cannot unpack the job's workdir: {e}\n".encode())
             with self._cv:
                 self._s.exit_code, self._s.end_reason, self._s.ended_at = 127, END_EXITED, time.time()
@@ -361,7 +356,7 @@ class Runner:
         """A notice or warning for the job; a failure is logged and never stops what follows (the signal)."""
         try:
             if self._files is None:
-                raise FileNotFoundError(f"no control directory {self._control}")
+                raise FileNotFoundError(f"no control directory {self._setup.control}")
             self._files.write(name, json.dumps(content) + "\n")
         except OSError as e:
             logger.error("job %s rank %d: cannot write %s: %s", self._job.job_id, self._rank, name, e)
@@ -384,8 +379,8 @@ class Runner:
 
     def _disk_over(self, pgid: int, quota: disk.DiskQuota) -> str | None:
         try:
-            held = disk.held_deleted(procs.members(pgid), os.stat(self._job_dir()).st_dev)
-            return disk.over(quota, *disk.measure(self._job_dir(), quota, held))
+            held = disk.held_deleted(procs.members(pgid), os.stat(self._setup.job_dir).st_dev)
+            return disk.over(quota, *disk.measure(self._setup.job_dir, quota, held))
         except disk.Unmeasurable as e:
             return str(e)
 
@@ -396,14 +391,14 @@ class Runner:
                 return
         logger.warning("job %s rank %d: %s; stopping the rank", self._job.job_id, self._rank, why)
         try:
-            with logfile.open_for_append(self._log) as log:
+            with logfile.open_for_append(self._setup.log) as log:
                 log.write(f"neocloud: {why}; stopping the rank\n".encode())
         except OSError as e:  # a full disk, most likely: the job's end reason still says why
             logger.error("job %s rank %d: cannot write its log: %s", self._job.job_id, self._rank, e)
         self.stop(END_DISK_QUOTA, min(self._job.grace_s, FAILSAFE_GRACE_S))
 
     def _check_checkpoint(self) -> None:
-        mtime = _mtime(self._ckpt)
+        mtime = _mtime(self._setup.checkpoint)
         with self._cv:
             if mtime is not None and mtime != self._s.checkpoint_mtime:
                 self._s.checkpoint_mtime = mtime
@@ -435,7 +430,7 @@ class Runner:
     def _sweep_old_logs(self) -> None:
         """Delete this node's job directories that ended longer than the retention ago."""
         try:
-            logfile.sweep_expired(self._job_dir().parent, logfile.retention_s(), time.time(), keep=self._job.job_id)
+            logfile.sweep_expired(self._setup.job_dir.parent, logfile.retention_s(), time.time(), keep=self._job.job_id)
         except (OSError, ValueError) as e:
             logger.error("job %s rank %d: no sweep of old logs: %s", self._job.job_id, self._rank, e)
 
@@ -450,7 +445,7 @@ class Runner:
             ray_node_id=self._ray_node_id,
             node_ip=self._ip,
             version=s.version,
-            log_path=str(self._log),
+            log_path=str(self._setup.log),
             gpu_indices=self._indices,
             gpu_uuids=self._uuids,
             pid=s.pid,

@@ -114,13 +114,19 @@ class Limits:
     cpus: int
 
 
+def gpu_share(rank_gpus: int, node_gpus: int) -> tuple[int, int]:
+    """A rank's share of its node as (its GPUs, the node's), never more than all of it: (1, 1) where
+    the GPUs are not known (no inventory, or none assigned to the rank)."""
+    return (min(rank_gpus, node_gpus), node_gpus) if rank_gpus > 0 and node_gpus > 0 else (1, 1)
+
+
 def default_limits(mem_total_bytes: int, cpu_count: int, rank_gpus: int, node_gpus: int) -> Limits:
     """The limits of a rank that asked for none: its share of the node by GPUs, of the memory the
     system reserve leaves and of the CPUs (at least one). The whole node (less the reserve) where
     the GPUs are not known (no inventory, or none assigned to the rank)."""
     reserve = max(SYSTEM_RESERVE_MIN_BYTES, int(mem_total_bytes * SYSTEM_RESERVE_FRACTION))
     usable = mem_total_bytes - reserve
-    share, whole = (min(rank_gpus, node_gpus), node_gpus) if rank_gpus > 0 and node_gpus > 0 else (1, 1)
+    share, whole = gpu_share(rank_gpus, node_gpus)
     return Limits(
         memory_bytes=max(usable * share // whole, MIN_DEFAULT_MEMORY_BYTES),
         cpus=max(1, cpu_count * share // whole),
